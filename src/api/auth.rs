@@ -1,0 +1,52 @@
+//! `Authorization: Bearer <token>` → the calling user.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+
+use super::{ApiError, ApiState};
+use crate::control::Principal;
+use crate::store::{StoreError, User};
+
+/// The authenticated caller of an API request.
+pub struct Caller(pub User);
+
+impl Caller {
+    /// API callers act with the same identity rules as SSH users.
+    pub fn principal(&self) -> Principal {
+        Principal {
+            user_id: self.0.id.clone(),
+            user_name: self.0.name.clone(),
+            key_id: String::new(),
+        }
+    }
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, message)
+}
+
+impl FromRequestParts<Arc<ApiState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<ApiState>) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("missing Authorization: Bearer <token> header"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 256)
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        match state.store.user_for_token(token).await {
+            Ok(user) => Ok(Caller(user)),
+            Err(StoreError::NotFound) => Err(unauthorized("invalid or revoked token")),
+            Err(e) => Err(ApiError::internal(e)),
+        }
+    }
+}

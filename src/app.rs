@@ -1,0 +1,117 @@
+//! Assembly: builds every stage from a `Config`, binds the listeners, and runs the SSH
+//! server and the API until a shutdown signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::{self, ApiState};
+use crate::backend::local::LocalBackend;
+use crate::config::{BackendConfig, Config, ControlConfig};
+use crate::control::{ControlPlane, StaticControlPlane};
+use crate::ssh::{self, Gateway, hostkeys};
+use crate::store::Store;
+
+/// A gateway whose listeners are bound but not yet serving.
+pub struct Bound {
+    pub ssh_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    ssh_listener: TcpListener,
+    api_listener: TcpListener,
+    config: Config,
+    store: Store,
+    host_key: russh::keys::PrivateKey,
+}
+
+/// Opens the store (migrating it), loads host keys and binds both listeners, so
+/// start-up errors surface before anything is announced.
+pub async fn bind(config: Config) -> anyhow::Result<Bound> {
+    let store = Store::open(&config.database.url, config.database.max_connections)
+        .await
+        .context("opening the database")?;
+    let host_key = hostkeys::load_or_generate(&config.ssh.host_key_dir)?;
+    let ssh_listener = TcpListener::bind(config.ssh.listen)
+        .await
+        .with_context(|| format!("binding SSH listener {}", config.ssh.listen))?;
+    let api_listener = TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("binding API listener {}", config.api.listen))?;
+    Ok(Bound {
+        ssh_addr: ssh_listener.local_addr()?,
+        api_addr: api_listener.local_addr()?,
+        ssh_listener,
+        api_listener,
+        config,
+        store,
+        host_key,
+    })
+}
+
+impl Bound {
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until SIGINT/SIGTERM.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Bound {
+            ssh_listener,
+            api_listener,
+            mut config,
+            store,
+            ssh_addr,
+            api_addr,
+            host_key,
+        } = self;
+        let control: Arc<dyn ControlPlane> = match &config.control {
+            ControlConfig::Static { sandbox_root } => Arc::new(StaticControlPlane::new(store.clone(), sandbox_root.clone())),
+        };
+        let backend = match &config.backend {
+            BackendConfig::Local { shell } => Arc::new(LocalBackend::new(shell.clone())),
+        };
+        if config.ssh.public_port == 0 {
+            config.ssh.public_port = ssh_addr.port();
+        }
+        let russh_config = Arc::new(ssh::russh_config(&config.ssh, host_key.clone()));
+        let api_state = Arc::new(ApiState {
+            store: store.clone(),
+            control: control.clone(),
+            public_host: config.ssh.public_host.clone(),
+            public_port: config.ssh.public_port,
+        });
+        let gateway = Arc::new(Gateway {
+            settings: config.ssh.clone(),
+            keys: Arc::new(store.clone()),
+            control,
+            backend,
+        });
+        ssh::log_listening(ssh_addr, &host_key);
+        tracing::info!(addr = %api_addr, "API listening");
+        let app = api::router(api_state, config.api.max_body_bytes);
+        let api = axum::serve(api_listener, app).with_graceful_shutdown(shutdown_signal());
+        tokio::select! {
+            r = ssh::serve(ssh_listener, russh_config, gateway) => r.context("SSH listener failed")?,
+            r = api => r.context("API server failed")?,
+            _ = shutdown_signal() => tracing::info!("shutting down"),
+        }
+        store.close().await;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

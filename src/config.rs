@@ -1,0 +1,355 @@
+//! Start-up stage: one typed configuration, read from a TOML file, overridden from the
+//! environment, validated before anything listens. Every later stage gets plain values.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Environment variables with this prefix override file values:
+/// `SSH_GATEWAY__SSH__LISTEN=0.0.0.0:2222` sets `[ssh] listen`.
+pub const ENV_PREFIX: &str = "SSH_GATEWAY__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config field `{field}`: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub ssh: SshConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub backend: BackendConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshConfig {
+    /// Address the SSH listener binds.
+    #[serde(default = "default_ssh_listen")]
+    pub listen: SocketAddr,
+    /// Directory holding the host keys; generated on first start if empty.
+    pub host_key_dir: PathBuf,
+    /// The address users type: returned by the sandbox API as `ssh.host`/`ssh.port`.
+    pub public_host: String,
+    #[serde(default = "default_public_port")]
+    pub public_port: u16,
+    /// Seconds a client has to authenticate before it is disconnected.
+    #[serde(default = "default_login_grace")]
+    pub login_grace_secs: u64,
+    /// Public-key attempts per connection before it is disconnected.
+    #[serde(default = "default_max_auth_attempts")]
+    pub max_auth_attempts: usize,
+    /// Concurrent SSH connections accepted by this replica.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds without any traffic before a connection is closed.
+    #[serde(default = "default_inactivity")]
+    pub inactivity_timeout_secs: u64,
+    /// Environment variables a client may set with SendEnv/SetEnv. A trailing `*`
+    /// matches a prefix (`LC_*`).
+    #[serde(default = "default_accept_env")]
+    pub accept_env: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted; larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` (embedded) or `postgres://…` (region deployment).
+    pub url: String,
+    #[serde(default = "default_pool_size")]
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum BackendConfig {
+    /// Runs sandboxes as local processes of the gateway's own user (development).
+    Local {
+        /// Shell used for sessions and `sh -c`-style commands.
+        #[serde(default = "default_shell")]
+        shell: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum ControlConfig {
+    /// Sandboxes are rows in the gateway's own store (`admin sandbox add`).
+    Static {
+        /// Directory under which each sandbox without an explicit directory gets
+        /// `<root>/<sandbox id>` as its working directory.
+        sandbox_root: PathBuf,
+    },
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_api_listen(),
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig::Local {
+            shell: default_shell(),
+        }
+    }
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig::Static {
+            sandbox_root: PathBuf::from("sandboxes"),
+        }
+    }
+}
+
+fn default_ssh_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 22))
+}
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_public_port() -> u16 {
+    22
+}
+fn default_login_grace() -> u64 {
+    30
+}
+fn default_max_auth_attempts() -> usize {
+    6
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_inactivity() -> u64 {
+    3600
+}
+fn default_accept_env() -> Vec<String> {
+    vec!["LANG".into(), "LC_*".into(), "COLORTERM".into()]
+}
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_pool_size() -> u32 {
+    10
+}
+/// Prefer bash (what VS Code and most users expect), fall back to POSIX sh.
+pub fn default_shell() -> PathBuf {
+    ["/bin/bash", "/usr/bin/bash", "/bin/sh"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("/bin/sh"))
+}
+
+impl SshConfig {
+    pub fn login_grace(&self) -> Duration {
+        Duration::from_secs(self.login_grace_secs)
+    }
+    pub fn inactivity_timeout(&self) -> Duration {
+        Duration::from_secs(self.inactivity_timeout_secs)
+    }
+    /// Whether a client-sent variable may reach the workload.
+    pub fn env_allowed(&self, name: &str) -> bool {
+        self.accept_env.iter().any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => pattern == name,
+        })
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies `SSH_GATEWAY__…` overrides from `env`, validates.
+    pub fn load(path: &Path, env: impl Iterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string(), env)
+    }
+
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        for (var, value) in env {
+            if let Some(key) = var.strip_prefix(ENV_PREFIX) {
+                apply_override(&mut table, &var, key, &value)?;
+            }
+        }
+        let config: Config = Config::deserialize(table).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim().to_owned(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                message: message.to_owned(),
+            })
+        };
+        if self.ssh.public_host.trim().is_empty() {
+            return invalid("ssh.public_host", "must name the host users connect to");
+        }
+        if self.ssh.login_grace_secs == 0 || self.ssh.login_grace_secs > 600 {
+            return invalid("ssh.login_grace_secs", "must be between 1 and 600");
+        }
+        if self.ssh.max_auth_attempts == 0 || self.ssh.max_auth_attempts > 20 {
+            return invalid("ssh.max_auth_attempts", "must be between 1 and 20");
+        }
+        if self.ssh.max_connections == 0 {
+            return invalid("ssh.max_connections", "must be at least 1");
+        }
+        if self.ssh.inactivity_timeout_secs == 0 {
+            return invalid("ssh.inactivity_timeout_secs", "must be at least 1");
+        }
+        if self.api.max_body_bytes < 1024 || self.api.max_body_bytes > 16 << 20 {
+            return invalid("api.max_body_bytes", "must be between 1024 and 16777216");
+        }
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return invalid("database.url", "must start with sqlite:, postgres:// or postgresql://");
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        let BackendConfig::Local { shell } = &self.backend;
+        if !shell.is_absolute() {
+            return invalid("backend.shell", "must be an absolute path");
+        }
+        Ok(())
+    }
+}
+
+/// `SSH__LISTEN` → table["ssh"]["listen"]. The value is read as a TOML value when it
+/// parses as one (numbers, booleans, arrays) and as a plain string otherwise.
+fn apply_override(table: &mut toml::Table, var: &str, key: &str, value: &str) -> Result<(), ConfigError> {
+    let path: Vec<String> = key.split("__").map(|s| s.to_ascii_lowercase()).collect();
+    if path.iter().any(|p| p.is_empty()) {
+        return Err(ConfigError::Env {
+            var: var.to_owned(),
+            message: "expected SSH_GATEWAY__SECTION__FIELD".into(),
+        });
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let (last, parents) = path.split_last().expect("split on a non-empty string yields one item");
+    let mut cursor = table;
+    for part in parents {
+        let entry = cursor
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cursor = entry.as_table_mut().ok_or_else(|| ConfigError::Env {
+            var: var.to_owned(),
+            message: format!("`{part}` is not a section"),
+        })?;
+    }
+    cursor.insert(last.clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [ssh]
+        host_key_dir = "/tmp/keys"
+        public_host = "gw.example.com"
+        [database]
+        url = "sqlite://x.db"
+    "#;
+
+    fn no_env() -> std::iter::Empty<(String, String)> {
+        std::iter::empty()
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let c = Config::from_toml(MINIMAL, "t", no_env()).unwrap();
+        assert_eq!(c.ssh.listen.port(), 22);
+        assert_eq!(c.ssh.public_port, 22);
+        assert!(c.ssh.env_allowed("LC_ALL"));
+        assert!(!c.ssh.env_allowed("LD_PRELOAD"));
+    }
+
+    #[test]
+    fn env_overrides_file_values_with_types() {
+        let env = vec![
+            ("SSH_GATEWAY__SSH__LISTEN".to_string(), "127.0.0.1:2222".to_string()),
+            ("SSH_GATEWAY__SSH__PUBLIC_PORT".to_string(), "2222".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::from_toml(MINIMAL, "t", env.into_iter()).unwrap();
+        assert_eq!(c.ssh.listen.to_string(), "127.0.0.1:2222");
+        assert_eq!(c.ssh.public_port, 2222);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let text = format!("{MINIMAL}\n[api]\nlisten_addr = \"x\"\n");
+        let err = Config::from_toml(&text, "t", no_env()).unwrap_err().to_string();
+        assert!(err.contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let env = vec![("SSH_GATEWAY__SSH__LOGIN_GRACE_SECS".to_string(), "0".to_string())];
+        let err = Config::from_toml(MINIMAL, "t", env.into_iter()).unwrap_err().to_string();
+        assert!(err.contains("ssh.login_grace_secs"), "{err}");
+        let text = MINIMAL.replace("sqlite://x.db", "mysql://x");
+        let err = Config::from_toml(&text, "t", no_env()).unwrap_err().to_string();
+        assert!(err.contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn bad_listen_address_is_reported() {
+        let env = vec![("SSH_GATEWAY__SSH__LISTEN".to_string(), "nonsense".to_string())];
+        let err = Config::from_toml(MINIMAL, "t", env.into_iter()).unwrap_err().to_string();
+        assert!(err.contains("listen") || err.contains("socket address"), "{err}");
+    }
+}

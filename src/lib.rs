@@ -1,0 +1,15 @@
+//! ssh-gateway: an SSH gateway into sandboxes and training jobs. A connection flows
+//! through the stages in this order (see DESIGN.md): `ssh` (transport, auth) →
+//! `route` → `control` (authorize, locate) → `backend` (run) → `bridge` (copy bytes).
+
+pub mod api;
+pub mod app;
+pub mod backend;
+pub mod bridge;
+pub mod config;
+pub mod control;
+pub mod dev;
+pub mod keys;
+pub mod route;
+pub mod ssh;
+pub mod store;

@@ -1,0 +1,213 @@
+//! Command line: `dev`, `serve`, `migrate`, `admin …`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use ssh_gateway::config::Config;
+use ssh_gateway::store::Store;
+use ssh_gateway::{app, dev};
+
+#[derive(Parser)]
+#[command(name = "ssh-gateway", version, about = "SSH gateway into sandboxes and training jobs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the embedded default: SQLite, local processes, user `dev`, sandbox `demo`.
+    Dev {
+        #[arg(long, default_value = "ssh-gateway-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:2222")]
+        ssh_listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        api_listen: SocketAddr,
+    },
+    /// Run from a config file (region deployment).
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Create or update the database schema.
+    Migrate {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Manage users, tokens and static sandboxes.
+    Admin {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+/// Which store to act on: a config file's database, or a dev data directory's.
+#[derive(Args)]
+struct DbArgs {
+    #[arg(long, short, conflicts_with = "data_dir")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    Sandbox {
+        #[command(subcommand)]
+        command: SandboxCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user.
+    Add { name: String },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint an API token for USER; prints the token alone on stdout.
+    Create {
+        user: String,
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Add a sandbox to the static control plane.
+    Add {
+        id: String,
+        #[arg(long)]
+        owner: String,
+        #[arg(long = "member")]
+        members: Vec<String>,
+        /// Working directory for the local backend (default: <sandbox_root>/<id>).
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    init_logging();
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ssh-gateway: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev {
+            data_dir,
+            ssh_listen,
+            api_listen,
+        } => run_dev(&data_dir, ssh_listen, api_listen).await,
+        Command::Serve { config } => {
+            let config = Config::load(&config, std::env::vars())?;
+            app::bind(config).await?.run().await
+        }
+        Command::Migrate { db } => {
+            let store = open_store(&db).await?;
+            store.migrate().await?;
+            println!("database is up to date");
+            Ok(())
+        }
+        Command::Admin { db, command } => admin(&open_store(&db).await?, command).await,
+    }
+}
+
+async fn run_dev(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    // Absolute, because sandboxes use it as their working directory and HOME.
+    let data_dir = data_dir.canonicalize()?;
+    let bound = app::bind(dev::config(&data_dir, ssh_listen, api_listen)).await?;
+    let ssh_dir = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh"));
+    let seeded = dev::seed(bound.store(), &data_dir, ssh_dir.as_deref()).await?;
+    println!("{}", dev::banner(bound.ssh_addr, bound.api_addr, &seeded));
+    bound.run().await
+}
+
+async fn open_store(db: &DbArgs) -> anyhow::Result<Store> {
+    let (url, pool) = match (&db.config, &db.data_dir) {
+        (Some(path), _) => {
+            let config = Config::load(path, std::env::vars())?;
+            (config.database.url, 2)
+        }
+        (None, dir) => {
+            let dir = dir.clone().unwrap_or_else(|| PathBuf::from("ssh-gateway-data"));
+            std::fs::create_dir_all(&dir)?;
+            (dev::sqlite_url(&dir), 2)
+        }
+    };
+    Ok(Store::open(&url, pool).await?)
+}
+
+async fn admin(store: &Store, command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::User {
+            command: UserCommand::Add { name },
+        } => {
+            let user = store.create_user(&name).await?;
+            eprintln!("created user {} ({})", user.name, user.id);
+        }
+        AdminCommand::Token {
+            command: TokenCommand::Create { user, name },
+        } => {
+            let user = store.user_by_name(&user).await.with_context(|| format!("user {user:?}"))?;
+            let token = store.create_token(&user.id, &name).await?;
+            println!("{}", token.secret);
+        }
+        AdminCommand::Sandbox {
+            command:
+                SandboxCommand::Add {
+                    id,
+                    owner,
+                    members,
+                    workdir,
+                },
+        } => {
+            if !ssh_gateway::route::valid_id(&id) {
+                bail!("sandbox id {id:?} is not valid (1-63 of A-Z a-z 0-9 - _ ., starting with a letter or digit)");
+            }
+            let owner = store.user_by_name(&owner).await.with_context(|| format!("owner {owner:?}"))?;
+            let workdir = workdir.map(|w| w.display().to_string());
+            store.create_sandbox(&id, &owner.id, workdir.as_deref()).await?;
+            for member in members {
+                let user = store.user_by_name(&member).await.with_context(|| format!("member {member:?}"))?;
+                store.add_member(&id, &user.id).await?;
+            }
+            eprintln!("created sandbox {id} owned by {}", owner.name);
+        }
+    }
+    Ok(())
+}

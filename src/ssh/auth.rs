@@ -1,0 +1,57 @@
+//! Auth stage: a public key the client proved it holds becomes a `Principal`, or
+//! nothing. Keys are looked up by SHA-256 fingerprint on every attempt, so a deleted
+//! key stops opening connections at once.
+
+use russh::keys::{Algorithm, PublicKey};
+
+use crate::control::Principal;
+use crate::keys::{check_policy, fingerprint};
+use crate::store::Store;
+
+/// Where auth finds keys. The store implements it; tests may too.
+#[async_trait::async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    async fn principal_for(&self, fingerprint: &str) -> Result<Option<Principal>, String>;
+}
+
+#[async_trait::async_trait]
+impl KeyStore for Store {
+    async fn principal_for(&self, fingerprint: &str) -> Result<Option<Principal>, String> {
+        let Some(key) = self.key_by_fingerprint(fingerprint).await.map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let user = self.user_by_id(&key.user_id).await.map_err(|e| e.to_string())?;
+        Ok(Some(Principal {
+            user_id: user.id,
+            user_name: user.name,
+            key_id: key.id,
+        }))
+    }
+}
+
+/// Why a key was not accepted; only ever logged, the client just sees a rejection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// `ssh-rsa` signatures use SHA-1.
+    Sha1Signature,
+    Policy(String),
+    UnknownKey,
+    StoreFailed(String),
+}
+
+/// Checks the algorithm and policy and finds the key's owner.
+pub async fn authenticate(
+    keys: &dyn KeyStore,
+    key: &PublicKey,
+    signature_algorithm: &Algorithm,
+) -> Result<Principal, Refusal> {
+    if *signature_algorithm == (Algorithm::Rsa { hash: None }) {
+        return Err(Refusal::Sha1Signature);
+    }
+    check_policy(key).map_err(|e| Refusal::Policy(e.to_string()))?;
+    match keys.principal_for(&fingerprint(key)).await {
+        Ok(Some(principal)) => Ok(principal),
+        Ok(None) => Err(Refusal::UnknownKey),
+        Err(e) => Err(Refusal::StoreFailed(e)),
+    }
+}

@@ -1,0 +1,203 @@
+//! One channel's life: collect its requests (pty, env, then shell/exec/subsystem),
+//! resolve the connection's target once, start the program in the backend, and hand
+//! everything to the bridge. Failures reach the user as a message on stderr and a
+//! non-zero exit status, never as a hang.
+
+use std::sync::Arc;
+
+use russh::server::{Handle, Msg};
+use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
+use tokio::sync::OnceCell;
+use tracing::{info, warn};
+
+use super::Gateway;
+use super::handler::{ChannelSlot, MAX_ENV};
+use crate::backend::{BackendError, ExecSpec, Program, PtySpec, WindowSize};
+use crate::bridge::{self, Counters};
+use crate::control::{ControlError, Principal, Target};
+use crate::route::{RouteError, TargetRef};
+
+/// Exit status for "the gateway could not run this" (like sshd's 255 is taken by ssh).
+const REFUSED_EXIT: u32 = 1;
+
+pub struct ChannelCtx {
+    pub gw: Arc<Gateway>,
+    pub principal: Principal,
+    pub target: Arc<TargetCell>,
+    pub handle: Handle,
+    pub slots: ChannelSlot,
+}
+
+/// The connection's target, resolved by the first channel that needs it and shared by
+/// the rest, so a connection asks the control plane once.
+pub struct TargetCell {
+    route: Result<TargetRef, RouteError>,
+    resolved: OnceCell<Result<Target, String>>,
+}
+
+impl TargetCell {
+    pub fn new(route: Result<TargetRef, RouteError>) -> Self {
+        Self {
+            route,
+            resolved: OnceCell::new(),
+        }
+    }
+
+    /// The target, or the message to show the user.
+    async fn get(&self, gw: &Gateway, who: &Principal) -> Result<Target, String> {
+        self.resolved
+            .get_or_init(|| async {
+                let target_ref = self.route.as_ref().map_err(|e| e.to_string())?;
+                match gw.control.resolve(who, target_ref).await {
+                    Ok(target) => Ok(target),
+                    Err(ControlError::Unavailable(detail)) => {
+                        warn!(error = %detail, "control plane unavailable");
+                        Err(ControlError::Unavailable(detail).to_string())
+                    }
+                    Err(e) => {
+                        info!(user = %who.user_name, target = %target_ref, "refused: no such target or no access");
+                        Err(e.to_string())
+                    }
+                }
+            })
+            .await
+            .clone()
+    }
+}
+
+pub async fn serve_session(channel: Channel<Msg>, ctx: ChannelCtx) {
+    let (mut rx, tx) = channel.split();
+    let Some((program, pty, env)) = collect_requests(&mut rx, &ctx.gw).await else {
+        return;
+    };
+    let newline = if pty.is_some() { "\r\n" } else { "\n" };
+    let target = match ctx.target.get(&ctx.gw, &ctx.principal).await {
+        Ok(target) => target,
+        Err(message) => return refuse(rx, tx, &format!("ssh-gateway: {message}{newline}")).await,
+    };
+    let spec = ExecSpec { program, pty, env };
+    info!(user = %ctx.principal.user_name, target = %target.id, program = ?spec.program, tty = spec.pty.is_some(), "starting");
+    let process = match ctx.gw.backend.exec(&target, spec).await {
+        Ok(process) => process,
+        Err(e) => return refuse(rx, tx, &format!("ssh-gateway: {}{newline}", user_message(&e))).await,
+    };
+    let counters = Arc::new(Counters::default());
+    bridge::run_process(rx, tx, ctx.handle, process, counters.clone()).await;
+    let (up, down) = counters.snapshot();
+    info!(bytes_in = up, bytes_out = down, "channel closed");
+    drop(ctx.slots);
+}
+
+pub async fn serve_direct_tcpip(channel: Channel<Msg>, port: u16, ctx: ChannelCtx) {
+    let (rx, tx) = channel.split();
+    let target = match ctx.target.get(&ctx.gw, &ctx.principal).await {
+        Ok(target) => target,
+        Err(_) => return refuse(rx, tx, "").await,
+    };
+    let stream = match ctx.gw.backend.connect(&target, port).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            info!(error = %e, "forward failed");
+            return refuse(rx, tx, "").await;
+        }
+    };
+    let counters = Arc::new(Counters::default());
+    bridge::run_stream(rx, tx, stream, counters.clone()).await;
+    let (up, down) = counters.snapshot();
+    info!(target = %target.id, bytes_in = up, bytes_out = down, "forward closed");
+    drop(ctx.slots);
+}
+
+type Requests = (Program, Option<PtySpec>, Vec<(String, String)>);
+
+/// Reads channel requests until one starts a program. The handler has already replied
+/// to each; this only records what was accepted.
+async fn collect_requests(rx: &mut ChannelReadHalf, gw: &Gateway) -> Option<Requests> {
+    let mut pty: Option<PtySpec> = None;
+    let mut env = Vec::new();
+    loop {
+        match rx.wait().await? {
+            ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+                ..
+            } => {
+                pty = Some(PtySpec {
+                    term: sanitize_term(&term),
+                    size: WindowSize::from_ssh(col_width, row_height, pix_width, pix_height),
+                });
+            }
+            ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            } => {
+                if env.len() < MAX_ENV && gw.env_allowed(&variable_name, &variable_value) {
+                    env.push((variable_name, variable_value));
+                }
+            }
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                pix_width,
+                pix_height,
+            } => {
+                if let Some(p) = &mut pty {
+                    p.size = WindowSize::from_ssh(col_width, row_height, pix_width, pix_height);
+                }
+            }
+            ChannelMsg::RequestShell { .. } => return Some((Program::Shell, pty, env)),
+            ChannelMsg::Exec { command, .. } => {
+                let line = String::from_utf8_lossy(&command).into_owned();
+                return Some((Program::Command(line), pty, env));
+            }
+            ChannelMsg::RequestSubsystem { name, .. } if name == "sftp" => {
+                return Some((Program::Sftp, pty, env));
+            }
+            ChannelMsg::Close => return None,
+            _ => {}
+        }
+    }
+}
+
+/// TERM is put in the environment: keep it to a plain terminal name.
+fn sanitize_term(term: &str) -> String {
+    let ok = !term.is_empty()
+        && term.len() <= 64
+        && term
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'));
+    if ok { term.to_owned() } else { "xterm".to_owned() }
+}
+
+fn user_message(e: &BackendError) -> String {
+    match e {
+        BackendError::User(message) => message.clone(),
+        BackendError::Internal(detail) => {
+            warn!(error = %detail, "backend failed");
+            "the sandbox could not start this session; try again, and contact support if it persists".to_owned()
+        }
+    }
+}
+
+/// Tells the user why on stderr, exits non-zero, closes, and drains until the client
+/// closes too.
+async fn refuse(mut rx: ChannelReadHalf, tx: ChannelWriteHalf<Msg>, message: &str) {
+    // Only session channels carry a message, and only they have an exit status.
+    if !message.is_empty() {
+        let _ = tx.extended_data_bytes(1, message.as_bytes().to_vec()).await;
+    }
+    let _ = tx.eof().await;
+    if !message.is_empty() {
+        let _ = tx.exit_status(REFUSED_EXIT).await;
+    }
+    let _ = tx.close().await;
+    while let Some(msg) = rx.wait().await {
+        if matches!(msg, ChannelMsg::Close) {
+            break;
+        }
+    }
+}

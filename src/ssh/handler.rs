@@ -1,0 +1,221 @@
+//! The russh `Handler` for one connection: glue only. Each callback validates and
+//! replies; the work of a channel happens in its own task (`channel.rs`), so no
+//! callback ever waits on a workload.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
+use tracing::{Instrument, debug, info, warn};
+
+use super::Gateway;
+use super::auth::{Refusal, authenticate};
+use super::channel::{ChannelCtx, TargetCell, serve_direct_tcpip, serve_session};
+use crate::control::Principal;
+use crate::route;
+
+/// Open channels allowed per connection (VS Code uses a handful).
+const MAX_CHANNELS: usize = 64;
+/// Env requests honoured per channel.
+pub const MAX_ENV: usize = 64;
+const MAX_ENV_VALUE: usize = 4096;
+
+pub struct ConnectionHandler {
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+    principal: Option<Principal>,
+    target: Option<Arc<TargetCell>>,
+    /// Set once auth succeeds; the login-grace timer reads it.
+    authenticated: Arc<AtomicBool>,
+    open_channels: Arc<AtomicUsize>,
+}
+
+impl ConnectionHandler {
+    pub fn new(gw: Arc<Gateway>, peer: SocketAddr, authenticated: Arc<AtomicBool>) -> Self {
+        Self {
+            gw,
+            peer,
+            principal: None,
+            target: None,
+            authenticated,
+            open_channels: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn publickey_only() -> Auth {
+        Auth::Reject {
+            proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
+            partial_success: false,
+        }
+    }
+
+    /// Context for a new channel, or None before auth (russh never gets here then).
+    fn channel_ctx(&self, session: &Session) -> Option<ChannelCtx> {
+        Some(ChannelCtx {
+            gw: self.gw.clone(),
+            principal: self.principal.clone()?,
+            target: self.target.clone()?,
+            handle: session.handle(),
+            slots: ChannelSlot::take(&self.open_channels)?,
+        })
+    }
+}
+
+/// Counts an open channel; frees its slot when dropped.
+pub struct ChannelSlot(Arc<AtomicUsize>);
+
+impl ChannelSlot {
+    fn take(counter: &Arc<AtomicUsize>) -> Option<Self> {
+        let prev = counter.fetch_add(1, Ordering::AcqRel);
+        if prev >= MAX_CHANNELS {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(counter.clone()))
+    }
+}
+
+impl Drop for ChannelSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl russh::server::Handler for ConnectionHandler {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        Ok(Self::publickey_only())
+    }
+
+    async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+        // Saying no before the client signs saves it a signature per unknown key.
+        match authenticate(self.gw.keys.as_ref(), offer.public_key, offer.algorithm).await {
+            Ok(_) => Ok(Auth::Accept),
+            Err(refusal) => {
+                debug!(peer = %self.peer, user, ?refusal, "key offer refused");
+                Ok(Self::publickey_only())
+            }
+        }
+    }
+
+    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        match authenticate(self.gw.keys.as_ref(), key.public_key, key.algorithm).await {
+            Ok(principal) => {
+                info!(peer = %self.peer, user, account = %principal.user_name, key = %principal.key_id, "authenticated");
+                self.target = Some(Arc::new(TargetCell::new(route::route(user))));
+                self.principal = Some(principal);
+                Ok(Auth::Accept)
+            }
+            Err(Refusal::StoreFailed(e)) => {
+                warn!(peer = %self.peer, error = %e, "key store unavailable during auth");
+                Ok(Self::publickey_only())
+            }
+            Err(refusal) => {
+                debug!(peer = %self.peer, user, ?refusal, "key refused");
+                Ok(Self::publickey_only())
+            }
+        }
+    }
+
+    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+        self.authenticated.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(ctx) = self.channel_ctx(session) else {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
+        reply.accept().await;
+        let span = tracing::info_span!("channel", id = %channel.id(), kind = "session");
+        tokio::spawn(serve_session(channel, ctx).instrument(span));
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let loopback = matches!(host_to_connect, "localhost" | "127.0.0.1" | "::1" | "[::1]");
+        let port = u16::try_from(port_to_connect).ok().filter(|p| *p != 0);
+        let (true, Some(port)) = (loopback, port) else {
+            info!(host = host_to_connect, port = port_to_connect, "refused forward: only the sandbox's own localhost is reachable");
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        };
+        let Some(ctx) = self.channel_ctx(session) else {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
+        reply.accept().await;
+        let span = tracing::info_span!("channel", id = %channel.id(), kind = "direct-tcpip", port);
+        tokio::spawn(serve_direct_tcpip(channel, port, ctx).instrument(span));
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.gw.env_allowed(variable_name, variable_value) {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+
+    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn exec_request(&mut self, channel: ChannelId, _data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn subsystem_request(&mut self, channel: ChannelId, name: &str, session: &mut Session) -> Result<(), Self::Error> {
+        if name == "sftp" {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+}
+
+impl Gateway {
+    /// Whether a client-sent variable may reach the workload.
+    pub fn env_allowed(&self, name: &str, value: &str) -> bool {
+        value.len() <= MAX_ENV_VALUE && self.settings.env_allowed(name)
+    }
+}

@@ -1,0 +1,94 @@
+//! Host keys: generated on first start, persisted with 0600 permissions, and refused
+//! if anyone else can read them. Replicas behind one load balancer share the directory
+//! (a Kubernetes Secret) so clients never see a host-key change.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::ssh_key::private::Ed25519Keypair;
+use russh::keys::{HashAlg, PrivateKey};
+
+pub const ED25519_FILE: &str = "ssh_host_ed25519_key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostKeyError {
+    #[error("host key {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("host key {path} is not an OpenSSH private key: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("host key {path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
+    Unprotected { path: PathBuf, mode: u32 },
+}
+
+/// Loads the host key from `dir`, generating an Ed25519 key there if none exists.
+pub fn load_or_generate(dir: &Path) -> Result<PrivateKey, HostKeyError> {
+    let path = dir.join(ED25519_FILE);
+    let io = |source| HostKeyError::Io { path: path.clone(), source };
+    if !path.exists() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+        generate(&path).map_err(io)?;
+        tracing::info!(path = %path.display(), "generated a new host key");
+    }
+    let mode = std::fs::metadata(&path).map_err(io)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(HostKeyError::Unprotected { path, mode });
+    }
+    let text = std::fs::read_to_string(&path).map_err(io)?;
+    PrivateKey::from_openssh(text).map_err(|e| HostKeyError::Parse {
+        path: path.clone(),
+        message: e.to_string(),
+    })
+}
+
+fn generate(path: &Path) -> std::io::Result<()> {
+    let seed: [u8; 32] = rand::random();
+    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    key.set_comment("ssh-gateway host key");
+    let pem = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    // create_new + 0600 at creation: the key is never briefly world-readable.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("creating {}: {e}", path.display())))?;
+    file.write_all(pem.as_bytes())?;
+    file.sync_all()?;
+    if let Ok(public) = key.public_key().to_openssh() {
+        let _ = std::fs::write(path.with_extension("pub"), format!("{public}\n"));
+    }
+    Ok(())
+}
+
+pub fn fingerprint(key: &PrivateKey) -> String {
+    key.public_key().fingerprint(HashAlg::Sha256).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_once_then_stable_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_generate(dir.path()).unwrap();
+        let second = load_or_generate(dir.path()).unwrap();
+        assert_eq!(fingerprint(&first), fingerprint(&second));
+        let mode = std::fs::metadata(dir.path().join(ED25519_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn world_readable_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        load_or_generate(dir.path()).unwrap();
+        let path = dir.path().join(ED25519_FILE);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_or_generate(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+}

@@ -1,0 +1,133 @@
+//! Store stage: users, API tokens, SSH keys and static sandboxes, in SQLite (embedded
+//! default) or PostgreSQL (region deployment). All SQL lives under this module; the
+//! same queries run on both through sqlx's `Any` driver (`$N` placeholders work in both).
+
+mod keys;
+mod sandboxes;
+mod tokens;
+mod users;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+
+pub use keys::{NewKey, SshKey};
+pub use sandboxes::Sandbox;
+pub use tokens::{Token, hash_token};
+pub use users::User;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule was broken; the payload says which, in user terms.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Sqlite,
+    Postgres,
+}
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    flavor: Flavor,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("flavor", &self.flavor).finish()
+    }
+}
+
+impl Store {
+    /// Connects (creating a SQLite file if needed). Does not migrate.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
+        install_default_drivers();
+        let flavor = if url.starts_with("sqlite:") {
+            Flavor::Sqlite
+        } else {
+            Flavor::Postgres
+        };
+        let mut url = url.to_owned();
+        if flavor == Flavor::Sqlite && !url.contains("mode=") {
+            url.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if flavor == Flavor::Sqlite {
+                        // WAL lets the admin CLI write while a gateway reads; the busy
+                        // timeout turns lock contention into waiting, not errors.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        Ok(Self { pool, flavor })
+    }
+
+    /// Connects and brings the schema up to date.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self> {
+        let store = Self::connect(url, max_connections).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        match self.flavor {
+            Flavor::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
+            Flavor::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    /// A cheap round trip, for health checks.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub(crate) fn new_id(prefix: &str) -> String {
+    let bytes: [u8; 12] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}_{hex}")
+}
+
+/// Maps a unique-constraint violation to a conflict with a user-facing message.
+pub(crate) fn conflict_on_unique(err: sqlx::Error, message: &str) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message.to_owned()),
+        _ => StoreError::Db(err),
+    }
+}
