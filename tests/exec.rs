@@ -1,0 +1,252 @@
+//! `ssh host cmd` through the real OpenSSH client: exit codes, stdout/stderr, stdin
+//! and its EOF, binary data, env, and who may reach which sandbox.
+
+mod support;
+
+use support::{Gateway, keygen, run, run_with_input, stderr, stdout};
+
+const NO_ACCESS: &str = "does not exist or you have no access to it";
+
+#[test]
+fn exit_status_and_separate_streams() {
+    let gw = Gateway::start();
+    let mut cmd = gw.ssh(&gw.dev_key);
+    cmd.args(["demo@127.0.0.1", "echo out; echo err >&2; exit 42"]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(42), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "out\n");
+    assert_eq!(stderr(&out), "err\n");
+}
+
+#[test]
+fn commands_run_in_the_sandbox_home() {
+    let gw = Gateway::start();
+    std::fs::write(gw.sandbox_dir("demo").join("hello.txt"), "from the sandbox\n").unwrap();
+    let mut cmd = gw.ssh(&gw.dev_key);
+    cmd.args(["demo@127.0.0.1", "cat hello.txt; echo $HOME; pwd"]);
+    let out = run(cmd);
+    let home = gw.sandbox_dir("demo").canonicalize().unwrap().display().to_string();
+    assert_eq!(stdout(&out), format!("from the sandbox\n{home}\n{home}\n"));
+}
+
+#[test]
+fn binary_stdin_round_trips_and_eof_reaches_the_program() {
+    let gw = Gateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input_path = dir.path().join("in.bin");
+    support::random_file(&input_path, 8 * 1024 * 1024 + 13);
+    let input = std::fs::read(&input_path).unwrap();
+
+    let mut cat = gw.ssh(&gw.dev_key);
+    cat.args(["demo@127.0.0.1", "cat"]);
+    let out = run_with_input(cat, &input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout == input, "binary data changed in transit ({} bytes back)", out.stdout.len());
+
+    let mut wc = gw.ssh(&gw.dev_key);
+    wc.args(["demo@127.0.0.1", "wc -c"]);
+    let out = run_with_input(wc, &input);
+    assert_eq!(stdout(&out).trim(), input.len().to_string());
+}
+
+#[test]
+fn large_output_arrives_whole_with_the_exit_code() {
+    let gw = Gateway::start();
+    let mut cmd = gw.ssh(&gw.dev_key);
+    // 64 MiB on stdout and some stderr interleaved, then a non-zero exit.
+    cmd.args(["demo@127.0.0.1", "head -c 67108864 /dev/zero; echo done >&2; exit 3"]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.stdout.len(), 64 << 20);
+    assert!(out.stdout.iter().all(|b| *b == 0));
+    assert_eq!(stderr(&out), "done\n");
+}
+
+#[test]
+fn script_on_stdin_like_vscode_install() {
+    let gw = Gateway::start();
+    let script = b"set -e\nX=$((6*7))\necho \"answer $X\"\nfor i in 1 2 3; do echo line$i; done\n";
+    let mut cmd = gw.ssh(&gw.dev_key);
+    cmd.args(["-T", "demo@127.0.0.1", "bash"]);
+    let out = run_with_input(cmd, script);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "answer 42\nline1\nline2\nline3\n");
+}
+
+#[test]
+fn permitted_env_is_applied_and_others_are_not() {
+    let gw = Gateway::start();
+    let mut cmd = gw.ssh(&gw.dev_key);
+    cmd.args(["-o", "SetEnv=LC_GREETING=hello LD_PRELOAD=/evil.so", "demo@127.0.0.1"])
+        .arg("echo \"[$LC_GREETING] [$LD_PRELOAD]\"");
+    let out = run(cmd);
+    assert_eq!(stdout(&out), "[hello] []\n", "{}", stderr(&out));
+}
+
+#[test]
+fn gateway_environment_does_not_leak_into_sandboxes() {
+    let gw = Gateway::start();
+    let mut cmd = gw.ssh(&gw.dev_key);
+    cmd.args(["demo@127.0.0.1", "env"]);
+    let out = run(cmd);
+    let env = stdout(&out);
+    assert!(env.contains("HOME="), "{env}");
+    assert!(!env.contains("RUST_LOG"), "gateway env leaked: {env}");
+}
+
+#[test]
+fn killed_by_signal_is_not_success() {
+    let gw = Gateway::start();
+    let mut cmd = gw.ssh(&gw.dev_key);
+    cmd.args(["demo@127.0.0.1", "echo before; kill -KILL $$"]);
+    let out = run(cmd);
+    assert_eq!(stdout(&out), "before\n");
+    assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_and_forbidden_sandboxes_read_the_same() {
+    let gw = Gateway::start();
+    let (_token, alice) = gw.user_with_key("alice").await;
+    gw.admin(&["sandbox", "add", "alice-box", "--owner", "alice"]);
+
+    let attempt = |key: &std::path::Path, target: &str| {
+        let mut cmd = gw.ssh(key);
+        cmd.args([&format!("{target}@127.0.0.1"), "echo reached"]);
+        run(cmd)
+    };
+    let unknown = attempt(&gw.dev_key, "no-such-box");
+    let forbidden = attempt(&gw.dev_key, "alice-box");
+    for (out, name) in [(&unknown, "no-such-box"), (&forbidden, "alice-box")] {
+        assert_ne!(out.status.code(), Some(0));
+        assert_eq!(stdout(out), "");
+        assert_eq!(
+            stderr(out),
+            format!("ssh-gateway: sandbox \"{name}\" {NO_ACCESS}\n"),
+            "the two cases must be indistinguishable"
+        );
+    }
+    assert_eq!(unknown.status.code(), forbidden.status.code());
+
+    // The owner gets in; so does a member once added.
+    assert_eq!(stdout(&attempt(&alice.private, "alice-box")), "reached\n");
+    assert!(stderr(&attempt(&alice.private, "demo")).contains(NO_ACCESS));
+    gw.admin(&["sandbox", "add", "shared", "--owner", "alice", "--member", "dev"]);
+    assert_eq!(stdout(&attempt(&gw.dev_key, "shared")), "reached\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_key_cannot_open_the_next_connection() {
+    let gw = Gateway::start();
+    let (token, alice) = gw.user_with_key("alice").await;
+    gw.admin(&["sandbox", "add", "box", "--owner", "alice"]);
+    let connect = || {
+        let mut cmd = gw.ssh(&alice.private);
+        cmd.args(["box@127.0.0.1", "echo in"]);
+        run(cmd)
+    };
+    assert_eq!(stdout(&connect()), "in\n");
+
+    let client = reqwest::Client::new();
+    let keys: serde_json::Value = client
+        .get(format!("{}/users/me/ssh-keys", gw.api))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = keys[0]["id"].as_str().unwrap();
+    let resp = client
+        .delete(format!("{}/users/me/ssh-keys/{id}", gw.api))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+
+    let out = connect();
+    assert_eq!(out.status.code(), Some(255));
+    assert!(stderr(&out).contains("Permission denied"), "{}", stderr(&out));
+}
+
+#[test]
+fn unregistered_keys_and_passwords_get_nowhere() {
+    let gw = Gateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stranger = keygen(dir.path(), "stranger", &["-t", "ed25519"]);
+    let mut cmd = gw.ssh(&stranger.private);
+    cmd.args(["demo@127.0.0.1", "true"]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(stderr(&out).contains("Permission denied (publickey)"), "{}", stderr(&out));
+
+    // Only publickey is offered: a password-only client is refused outright.
+    let mut cmd = gw.ssh(&stranger.private);
+    cmd.args(["-o", "PreferredAuthentications=password,keyboard-interactive", "-v", "demo@127.0.0.1", "true"]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(255));
+    let err = stderr(&out);
+    assert!(err.contains("Authentications that can continue: publickey\r\n") || err.contains("Authentications that can continue: publickey\n"), "{err}");
+}
+
+#[test]
+fn weak_algorithms_are_refused() {
+    let gw = Gateway::start();
+    for (option, value) in [
+        ("Ciphers", "aes128-cbc"),
+        // With a non-AEAD cipher so the MAC is actually negotiated.
+        ("MACs", "hmac-sha1"),
+        ("KexAlgorithms", "diffie-hellman-group14-sha1"),
+        ("HostKeyAlgorithms", "ssh-rsa"),
+    ] {
+        let mut cmd = gw.ssh(&gw.dev_key);
+        // ssh keeps the first value given for an option: the one under test goes first.
+        cmd.args(["-v", "-o", &format!("{option}={value}"), "-o", "Ciphers=aes128-ctr", "demo@127.0.0.1", "true"]);
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(255), "{option}={value} was accepted");
+        assert!(stderr(&out).contains("no matching"), "{option}: {}", stderr(&out));
+    }
+    // And a modern client gets the fast AEAD cipher it asks for.
+    let mut cmd = gw.ssh(&gw.dev_key);
+    cmd.args(["-o", "Ciphers=aes128-gcm@openssh.com", "demo@127.0.0.1", "echo ok"]);
+    assert_eq!(stdout(&run(cmd)), "ok\n");
+}
+
+#[test]
+fn local_port_forward_carries_a_request() {
+    let gw = Gateway::start();
+    // A one-shot HTTP-ish server inside the "sandbox" (the local backend's loopback).
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = server.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let n = conn.read(&mut buf).unwrap();
+        let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+        conn.write_all(b"HTTP/1.0 200 OK\r\n\r\nhello through the tunnel").unwrap();
+        request
+    });
+    let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut tunnel = gw.ssh(&gw.dev_key);
+    tunnel
+        .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L", &format!("{local}:127.0.0.1:{port}"), "demo@127.0.0.1"])
+        .stdin(std::process::Stdio::null());
+    let mut child = tunnel.spawn().unwrap();
+    let mut body = String::new();
+    for _ in 0..100 {
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", local)) {
+            use std::io::{Read, Write};
+            conn.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            conn.read_to_string(&mut body).unwrap();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(body.ends_with("hello through the tunnel"), "{body:?}");
+    assert!(handle.join().unwrap().starts_with("GET / HTTP/1.0"));
+}

@@ -1,0 +1,291 @@
+//! Test harness: starts the real `ssh-gateway dev` binary on ephemeral ports in a
+//! throwaway data directory and drives it with the real OpenSSH clients.
+#![allow(dead_code)]
+
+pub mod postgres;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ssh-gateway");
+
+/// A running gateway in `dev` mode. Killed on drop.
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+    pub ssh_port: u16,
+    pub api: String,
+    /// The `dev` user's API token.
+    pub token: String,
+    /// The `dev` user's private key (its .pub was registered from ~/.ssh).
+    pub dev_key: PathBuf,
+    child: Child,
+}
+
+/// An SSH key pair made with ssh-keygen.
+pub struct KeyPair {
+    pub private: PathBuf,
+    pub public_line: String,
+}
+
+pub fn keygen(dir: &Path, name: &str, args: &[&str]) -> KeyPair {
+    let private = dir.join(name);
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-N", "", "-C", &format!("{name}@test"), "-f"])
+        .arg(&private)
+        .args(args)
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(status.success(), "ssh-keygen {args:?} failed");
+    let public_line = std::fs::read_to_string(private.with_extension("pub"))
+        .or_else(|_| std::fs::read_to_string(format!("{}.pub", private.display())))
+        .expect("public key written");
+    KeyPair {
+        private,
+        public_line: public_line.trim().to_owned(),
+    }
+}
+
+impl Gateway {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        let dev = keygen(&home.join(".ssh"), "id_ed25519", &["-t", "ed25519"]);
+        let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["dev", "--ssh-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .env("HOME", &home)
+            .env("RUST_LOG", "info,ssh_gateway=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("gateway starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut ssh_port, mut api, mut token) = (None, None, None);
+        while ssh_port.is_none() || api.is_none() || token.is_none() {
+            let line = match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => line,
+                Err(_) => {
+                    let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
+                    panic!("gateway did not start; log:\n{log}");
+                }
+            };
+            if let Some(addr) = line.strip_prefix("SSH on ") {
+                ssh_port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
+            } else if let Some(url) = line.strip_prefix("API on ") {
+                api = Some(url.to_owned());
+            } else if let Some(t) = line.strip_prefix("dev API token: ") {
+                token = Some(t.to_owned());
+            }
+        }
+        Gateway {
+            dir,
+            ssh_port: ssh_port.unwrap(),
+            api: api.unwrap(),
+            token: token.unwrap(),
+            dev_key: dev.private,
+            child,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.data_dir().join("sandboxes").join(id)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    /// Common client options: this key only, no agent, no prompts, no known_hosts.
+    pub fn client_opts(&self, key: &Path) -> Vec<String> {
+        [
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=20",
+            "-i",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([key.display().to_string()])
+        .collect()
+    }
+
+    /// `ssh -p PORT <opts> <extra…>`; add `user@127.0.0.1` and the command yourself.
+    pub fn ssh(&self, key: &Path) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(self.client_opts(key)).arg("-p").arg(self.ssh_port.to_string());
+        cmd
+    }
+
+    pub fn scp(&self, key: &Path) -> Command {
+        let mut cmd = Command::new("scp");
+        cmd.args(self.client_opts(key)).arg("-P").arg(self.ssh_port.to_string());
+        cmd
+    }
+
+    pub fn sftp(&self, key: &Path) -> Command {
+        let mut cmd = Command::new("sftp");
+        cmd.args(self.client_opts(key)).arg("-P").arg(self.ssh_port.to_string());
+        cmd
+    }
+
+    /// The `-e` argument for rsync.
+    pub fn rsync_shell(&self, key: &Path) -> String {
+        format!("ssh {} -p {}", self.client_opts(key).join(" "), self.ssh_port)
+    }
+
+    /// Runs `ssh-gateway admin --data-dir <data> ARGS…` and returns stdout.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .arg("admin")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(args)
+            .output()
+            .expect("admin runs");
+        assert!(
+            out.status.success(),
+            "admin {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A new user with an API token and one registered ed25519 key.
+    pub async fn user_with_key(&self, name: &str) -> (String, KeyPair) {
+        self.admin(&["user", "add", name]);
+        let token = self.admin(&["token", "create", name]).trim().to_owned();
+        let key = keygen(self.dir.path(), &format!("{name}_key"), &["-t", "ed25519"]);
+        let resp = reqwest::Client::new()
+            .post(format!("{}/users/me/ssh-keys", self.api))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"name": "laptop", "public_key": key.public_line}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+        (token, key)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    let mut file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).unwrap();
+    format!("{:x}", hasher.finalize())
+}
+
+/// Writes `len` pseudo-random bytes (every byte value occurs) to `path`.
+pub fn random_file(path: &Path, len: usize) {
+    use std::io::Write;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15 ^ len as u64;
+    let mut written = 0;
+    let mut block = vec![0u8; 1 << 16];
+    while written < len {
+        for chunk in block.chunks_mut(8) {
+            // xorshift64*: fast, and incompressible enough for transfer tests.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            let v = state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+        let n = block.len().min(len - written);
+        file.write_all(&block[..n]).unwrap();
+        written += n;
+    }
+    file.flush().unwrap();
+}
+
+/// Runs a command with stdin from `input`, with a generous timeout so a hang fails
+/// the test instead of the whole suite.
+pub fn run_with_input(mut cmd: Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = wait_output(child, Duration::from_secs(300));
+    let _ = writer.join();
+    out
+}
+
+pub fn run(mut cmd: Command) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    wait_output(child, Duration::from_secs(300))
+}
+
+fn wait_output(child: Child, limit: Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("command did not finish within {limit:?}");
+        }
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
