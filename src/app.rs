@@ -66,7 +66,9 @@ impl Bound {
             host_key,
         } = self;
         let control: Arc<dyn ControlPlane> = match &config.control {
-            ControlConfig::Static { sandbox_root } => Arc::new(StaticControlPlane::new(store.clone(), sandbox_root.clone())),
+            ControlConfig::Static { sandbox_root } => {
+                Arc::new(StaticControlPlane::new(store.clone(), sandbox_root.clone()))
+            }
         };
         let backend = match &config.backend {
             BackendConfig::Local { shell } => Arc::new(LocalBackend::new(shell.clone())),

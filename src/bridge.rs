@@ -98,7 +98,13 @@ pub async fn run_process(
         }
         Exit::Signal { name, core_dumped } => {
             let _ = handle
-                .exit_signal_request(tx.id(), to_sig(&name), core_dumped, String::new(), String::new())
+                .exit_signal_request(
+                    tx.id(),
+                    to_sig(&name),
+                    core_dumped,
+                    String::new(),
+                    String::new(),
+                )
                 .await;
         }
     }
@@ -110,7 +116,11 @@ pub async fn run_process(
 /// Drains the channel: data to the input queue, EOF closes it, window changes and
 /// signals to `control`. Once the program stops reading, further input is dropped
 /// rather than left to block the connection.
-async fn read_channel(mut rx: ChannelReadHalf, input: mpsc::Sender<Bytes>, control: Option<mpsc::Sender<Control>>) {
+async fn read_channel(
+    mut rx: ChannelReadHalf,
+    input: mpsc::Sender<Bytes>,
+    control: Option<mpsc::Sender<Control>>,
+) {
     let mut input = Some(input);
     while let Some(msg) = rx.wait().await {
         match msg {
@@ -144,9 +154,15 @@ async fn read_channel(mut rx: ChannelReadHalf, input: mpsc::Sender<Bytes>, contr
     }
 }
 
-async fn write_input(mut stdin: impl AsyncWrite + Unpin, mut input: mpsc::Receiver<Bytes>, counters: Arc<Counters>) {
+async fn write_input(
+    mut stdin: impl AsyncWrite + Unpin,
+    mut input: mpsc::Receiver<Bytes>,
+    counters: Arc<Counters>,
+) {
     while let Some(chunk) = input.recv().await {
-        counters.to_workload.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        counters
+            .to_workload
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         if stdin.write_all(&chunk).await.is_err() {
             return; // the program closed its stdin; the reader will notice the queue is gone
         }
@@ -156,14 +172,21 @@ async fn write_input(mut stdin: impl AsyncWrite + Unpin, mut input: mpsc::Receiv
 
 /// Copies one output stream to the channel (`ext` = Some(1) for stderr). Sending waits
 /// for this channel's window only, so a slow client stalls no other channel.
-async fn copy_out(mut from: impl AsyncRead + Unpin, tx: &ChannelWriteHalf<Msg>, ext: Option<u32>, counters: &Counters) {
+async fn copy_out(
+    mut from: impl AsyncRead + Unpin,
+    tx: &ChannelWriteHalf<Msg>,
+    ext: Option<u32>,
+    counters: &Counters,
+) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
         buf.reserve(READ_CHUNK);
         match from.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                counters.from_workload.fetch_add(n as u64, Ordering::Relaxed);
+                counters
+                    .from_workload
+                    .fetch_add(n as u64, Ordering::Relaxed);
                 let chunk = buf.split().freeze();
                 let sent = match ext {
                     None => tx.data_bytes(chunk).await,
@@ -178,7 +201,12 @@ async fn copy_out(mut from: impl AsyncRead + Unpin, tx: &ChannelWriteHalf<Msg>, 
 }
 
 /// Bridges a forwarded connection (direct-tcpip) with half-close in both directions.
-pub async fn run_stream(rx: ChannelReadHalf, tx: ChannelWriteHalf<Msg>, stream: Box<dyn Duplex>, counters: Arc<Counters>) {
+pub async fn run_stream(
+    rx: ChannelReadHalf,
+    tx: ChannelWriteHalf<Msg>,
+    stream: Box<dyn Duplex>,
+    counters: Arc<Counters>,
+) {
     let (read_half, write_half) = tokio::io::split(stream);
     let (input_tx, input_rx) = mpsc::channel::<Bytes>(INPUT_QUEUE);
     let writer = tokio::spawn(write_input(write_half, input_rx, counters.clone()));

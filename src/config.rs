@@ -23,7 +23,10 @@ pub enum ConfigError {
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
     #[error("config field `{field}`: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -183,16 +186,21 @@ impl SshConfig {
     }
     /// Whether a client-sent variable may reach the workload.
     pub fn env_allowed(&self, name: &str) -> bool {
-        self.accept_env.iter().any(|pattern| match pattern.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => pattern == name,
-        })
+        self.accept_env
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => pattern == name,
+            })
     }
 }
 
 impl Config {
     /// Reads `path`, applies `SSH_GATEWAY__…` overrides from `env`, validates.
-    pub fn load(path: &Path, env: impl Iterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn load(
+        path: &Path,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -205,10 +213,12 @@ impl Config {
         origin: &str,
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
-            path: origin.to_owned(),
-            message: e.message().to_owned(),
-        })?;
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: origin.to_owned(),
+                    message: e.message().to_owned(),
+                })?;
         for (var, value) in env {
             if let Some(key) = var.strip_prefix(ENV_PREFIX) {
                 apply_override(&mut table, &var, key, &value)?;
@@ -248,8 +258,14 @@ impl Config {
             return invalid("api.max_body_bytes", "must be between 1024 and 16777216");
         }
         let url = &self.database.url;
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return invalid("database.url", "must start with sqlite:, postgres:// or postgresql://");
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return invalid(
+                "database.url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            );
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
@@ -264,7 +280,12 @@ impl Config {
 
 /// `SSH__LISTEN` → table["ssh"]["listen"]. The value is read as a TOML value when it
 /// parses as one (numbers, booleans, arrays) and as a plain string otherwise.
-fn apply_override(table: &mut toml::Table, var: &str, key: &str, value: &str) -> Result<(), ConfigError> {
+fn apply_override(
+    table: &mut toml::Table,
+    var: &str,
+    key: &str,
+    value: &str,
+) -> Result<(), ConfigError> {
     let path: Vec<String> = key.split("__").map(|s| s.to_ascii_lowercase()).collect();
     if path.iter().any(|p| p.is_empty()) {
         return Err(ConfigError::Env {
@@ -277,7 +298,9 @@ fn apply_override(table: &mut toml::Table, var: &str, key: &str, value: &str) ->
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(value.to_owned()));
-    let (last, parents) = path.split_last().expect("split on a non-empty string yields one item");
+    let (last, parents) = path
+        .split_last()
+        .expect("split on a non-empty string yields one item");
     let mut cursor = table;
     for part in parents {
         let entry = cursor
@@ -320,8 +343,14 @@ mod tests {
     #[test]
     fn env_overrides_file_values_with_types() {
         let env = vec![
-            ("SSH_GATEWAY__SSH__LISTEN".to_string(), "127.0.0.1:2222".to_string()),
-            ("SSH_GATEWAY__SSH__PUBLIC_PORT".to_string(), "2222".to_string()),
+            (
+                "SSH_GATEWAY__SSH__LISTEN".to_string(),
+                "127.0.0.1:2222".to_string(),
+            ),
+            (
+                "SSH_GATEWAY__SSH__PUBLIC_PORT".to_string(),
+                "2222".to_string(),
+            ),
             ("UNRELATED".to_string(), "x".to_string()),
         ];
         let c = Config::from_toml(MINIMAL, "t", env.into_iter()).unwrap();
@@ -332,24 +361,41 @@ mod tests {
     #[test]
     fn unknown_field_is_named() {
         let text = format!("{MINIMAL}\n[api]\nlisten_addr = \"x\"\n");
-        let err = Config::from_toml(&text, "t", no_env()).unwrap_err().to_string();
+        let err = Config::from_toml(&text, "t", no_env())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listen_addr"), "{err}");
     }
 
     #[test]
     fn bad_values_name_their_field() {
-        let env = vec![("SSH_GATEWAY__SSH__LOGIN_GRACE_SECS".to_string(), "0".to_string())];
-        let err = Config::from_toml(MINIMAL, "t", env.into_iter()).unwrap_err().to_string();
+        let env = vec![(
+            "SSH_GATEWAY__SSH__LOGIN_GRACE_SECS".to_string(),
+            "0".to_string(),
+        )];
+        let err = Config::from_toml(MINIMAL, "t", env.into_iter())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("ssh.login_grace_secs"), "{err}");
         let text = MINIMAL.replace("sqlite://x.db", "mysql://x");
-        let err = Config::from_toml(&text, "t", no_env()).unwrap_err().to_string();
+        let err = Config::from_toml(&text, "t", no_env())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("database.url"), "{err}");
     }
 
     #[test]
     fn bad_listen_address_is_reported() {
-        let env = vec![("SSH_GATEWAY__SSH__LISTEN".to_string(), "nonsense".to_string())];
-        let err = Config::from_toml(MINIMAL, "t", env.into_iter()).unwrap_err().to_string();
-        assert!(err.contains("listen") || err.contains("socket address"), "{err}");
+        let env = vec![(
+            "SSH_GATEWAY__SSH__LISTEN".to_string(),
+            "nonsense".to_string(),
+        )];
+        let err = Config::from_toml(MINIMAL, "t", env.into_iter())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("listen") || err.contains("socket address"),
+            "{err}"
+        );
     }
 }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::config::{ApiConfig, BackendConfig, Config, ControlConfig, DatabaseConfig, SshConfig, default_shell};
+use crate::config::{
+    ApiConfig, BackendConfig, Config, ControlConfig, DatabaseConfig, SshConfig, default_shell,
+};
 use crate::keys::parse_public_key;
 use crate::store::{NewKey, Store, StoreError};
 
@@ -41,7 +43,9 @@ pub fn config(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -
             url: sqlite_url(data_dir),
             max_connections: 5,
         },
-        backend: BackendConfig::Local { shell: default_shell() },
+        backend: BackendConfig::Local {
+            shell: default_shell(),
+        },
         control: ControlConfig::Static {
             sandbox_root: data_dir.join("sandboxes"),
         },
@@ -57,7 +61,11 @@ pub struct Seeded {
 
 /// Creates the dev user, the demo sandbox and a fresh dev API token, and registers
 /// the public keys found in `ssh_dir` (normally ~/.ssh).
-pub async fn seed(store: &Store, data_dir: &Path, ssh_dir: Option<&Path>) -> anyhow::Result<Seeded> {
+pub async fn seed(
+    store: &Store,
+    data_dir: &Path,
+    ssh_dir: Option<&Path>,
+) -> anyhow::Result<Seeded> {
     let user = store.ensure_user(DEV_USER).await?;
     match store.create_sandbox(DEMO_SANDBOX, &user.id, None).await {
         Ok(_) | Err(StoreError::Conflict(_)) => {}
@@ -69,8 +77,12 @@ pub async fn seed(store: &Store, data_dir: &Path, ssh_dir: Option<&Path>) -> any
     let mut keys_registered = Vec::new();
     if let Some(dir) = ssh_dir {
         for path in public_key_files(dir) {
-            let Ok(text) = std::fs::read_to_string(&path) else { continue };
-            let Some(line) = text.lines().find(|l| !l.trim().is_empty()) else { continue };
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let Some(line) = text.lines().find(|l| !l.trim().is_empty()) else {
+                continue;
+            };
             let parsed = match parse_public_key(line) {
                 Ok(parsed) => parsed,
                 Err(e) => {
@@ -78,7 +90,10 @@ pub async fn seed(store: &Store, data_dir: &Path, ssh_dir: Option<&Path>) -> any
                     continue;
                 }
             };
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let new = NewKey {
                 user_id: &user.id,
                 name: &name,
@@ -107,7 +122,9 @@ pub async fn seed(store: &Store, data_dir: &Path, ssh_dir: Option<&Path>) -> any
 }
 
 fn public_key_files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "pub") && p.is_file())
@@ -126,7 +143,10 @@ pub fn banner(ssh: SocketAddr, api: SocketAddr, seeded: &Seeded) -> String {
             token = seeded.token
         )
     } else {
-        format!("  Registered for user dev: {}\n", seeded.keys_registered.join(", "))
+        format!(
+            "  Registered for user dev: {}\n",
+            seeded.keys_registered.join(", ")
+        )
     };
     format!(
         "\nssh-gateway dev is running.\n\

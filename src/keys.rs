@@ -34,9 +34,13 @@ pub enum KeyError {
         "public_key is not an OpenSSH public key line (expected \"<type> <base64> [comment]\", e.g. the contents of ~/.ssh/id_ed25519.pub)"
     )]
     Unparseable,
-    #[error("{0} keys are not accepted; use ssh-ed25519, ECDSA, RSA of at least 2048 bits, or a FIDO sk- key")]
+    #[error(
+        "{0} keys are not accepted; use ssh-ed25519, ECDSA, RSA of at least 2048 bits, or a FIDO sk- key"
+    )]
     Forbidden(String),
-    #[error("RSA keys must have at least {MIN_RSA_BITS} bits (this one has {0}); generate one with `ssh-keygen -t ed25519`")]
+    #[error(
+        "RSA keys must have at least {MIN_RSA_BITS} bits (this one has {0}); generate one with `ssh-keygen -t ed25519`"
+    )]
     RsaTooShort(u32),
     #[error("the key comment is longer than {MAX_COMMENT} bytes")]
     CommentTooLong,
@@ -53,6 +57,10 @@ pub fn parse_public_key(line: &str) -> Result<ParsedKey, KeyError> {
     }
     if line.contains(['\n', '\r']) {
         return Err(KeyError::MultiLine);
+    }
+    // Refuse DSA by name: the parser does not know the type and would call it garbage.
+    if line.split_whitespace().next() == Some("ssh-dss") {
+        return Err(KeyError::Forbidden("DSA (ssh-dss)".into()));
     }
     let key = PublicKey::from_openssh(line).map_err(|_| KeyError::Unparseable)?;
     check_policy(&key)?;
@@ -133,8 +141,14 @@ mod tests {
     fn garbage_is_unparseable() {
         assert_eq!(parse_public_key("hello world"), Err(KeyError::Unparseable));
         assert_eq!(parse_public_key(""), Err(KeyError::Empty));
-        assert_eq!(parse_public_key("ssh-ed25519 !!!"), Err(KeyError::Unparseable));
-        assert_eq!(parse_public_key(&"A".repeat(MAX_LINE + 1)), Err(KeyError::TooLong));
+        assert_eq!(
+            parse_public_key("ssh-ed25519 !!!"),
+            Err(KeyError::Unparseable)
+        );
+        assert_eq!(
+            parse_public_key(&"A".repeat(MAX_LINE + 1)),
+            Err(KeyError::TooLong)
+        );
         assert_eq!(
             parse_public_key(&format!("{ED25519}\n{ED25519}")),
             Err(KeyError::MultiLine)

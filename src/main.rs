@@ -11,7 +11,11 @@ use ssh_gateway::store::Store;
 use ssh_gateway::{app, dev};
 
 #[derive(Parser)]
-#[command(name = "ssh-gateway", version, about = "SSH gateway into sandboxes and training jobs")]
+#[command(
+    name = "ssh-gateway",
+    version,
+    about = "SSH gateway into sandboxes and training jobs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -146,8 +150,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn run_dev(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+async fn run_dev(
+    data_dir: &Path,
+    ssh_listen: SocketAddr,
+    api_listen: SocketAddr,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     // Absolute, because sandboxes use it as their working directory and HOME.
     let data_dir = data_dir.canonicalize()?;
     let bound = app::bind(dev::config(&data_dir, ssh_listen, api_listen)).await?;
@@ -164,7 +173,9 @@ async fn open_store(db: &DbArgs) -> anyhow::Result<Store> {
             (config.database.url, 2)
         }
         (None, dir) => {
-            let dir = dir.clone().unwrap_or_else(|| PathBuf::from("ssh-gateway-data"));
+            let dir = dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("ssh-gateway-data"));
             std::fs::create_dir_all(&dir)?;
             (dev::sqlite_url(&dir), 2)
         }
@@ -183,7 +194,10 @@ async fn admin(store: &Store, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Token {
             command: TokenCommand::Create { user, name },
         } => {
-            let user = store.user_by_name(&user).await.with_context(|| format!("user {user:?}"))?;
+            let user = store
+                .user_by_name(&user)
+                .await
+                .with_context(|| format!("user {user:?}"))?;
             let token = store.create_token(&user.id, &name).await?;
             println!("{}", token.secret);
         }
@@ -197,13 +211,23 @@ async fn admin(store: &Store, command: AdminCommand) -> anyhow::Result<()> {
                 },
         } => {
             if !ssh_gateway::route::valid_id(&id) {
-                bail!("sandbox id {id:?} is not valid (1-63 of A-Z a-z 0-9 - _ ., starting with a letter or digit)");
+                bail!(
+                    "sandbox id {id:?} is not valid (1-63 of A-Z a-z 0-9 - _ ., starting with a letter or digit)"
+                );
             }
-            let owner = store.user_by_name(&owner).await.with_context(|| format!("owner {owner:?}"))?;
+            let owner = store
+                .user_by_name(&owner)
+                .await
+                .with_context(|| format!("owner {owner:?}"))?;
             let workdir = workdir.map(|w| w.display().to_string());
-            store.create_sandbox(&id, &owner.id, workdir.as_deref()).await?;
+            store
+                .create_sandbox(&id, &owner.id, workdir.as_deref())
+                .await?;
             for member in members {
-                let user = store.user_by_name(&member).await.with_context(|| format!("member {member:?}"))?;
+                let user = store
+                    .user_by_name(&member)
+                    .await
+                    .with_context(|| format!("member {member:?}"))?;
                 store.add_member(&id, &user.id).await?;
             }
             eprintln!("created sandbox {id} owned by {}", owner.name);

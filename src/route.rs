@@ -73,13 +73,20 @@ mod tests {
         ];
         for (input, want) in cases {
             let got = route(input).ok();
-            assert_eq!(got, want.map(|w| TargetRef::Sandbox(w.to_string())), "{input:?}");
+            assert_eq!(
+                got,
+                want.map(|w| TargetRef::Sandbox(w.to_string())),
+                "{input:?}"
+            );
         }
     }
 
     #[test]
     fn refusal_reads_like_no_access() {
         let msg = route("../x").unwrap_err().to_string();
-        assert_eq!(msg, "sandbox \"../x\" does not exist or you have no access to it");
+        assert_eq!(
+            msg,
+            "sandbox \"../x\" does not exist or you have no access to it"
+        );
     }
 }

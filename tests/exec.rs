@@ -21,11 +21,20 @@ fn exit_status_and_separate_streams() {
 #[test]
 fn commands_run_in_the_sandbox_home() {
     let gw = Gateway::start();
-    std::fs::write(gw.sandbox_dir("demo").join("hello.txt"), "from the sandbox\n").unwrap();
+    std::fs::write(
+        gw.sandbox_dir("demo").join("hello.txt"),
+        "from the sandbox\n",
+    )
+    .unwrap();
     let mut cmd = gw.ssh(&gw.dev_key);
     cmd.args(["demo@127.0.0.1", "cat hello.txt; echo $HOME; pwd"]);
     let out = run(cmd);
-    let home = gw.sandbox_dir("demo").canonicalize().unwrap().display().to_string();
+    let home = gw
+        .sandbox_dir("demo")
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string();
     assert_eq!(stdout(&out), format!("from the sandbox\n{home}\n{home}\n"));
 }
 
@@ -41,7 +50,11 @@ fn binary_stdin_round_trips_and_eof_reaches_the_program() {
     cat.args(["demo@127.0.0.1", "cat"]);
     let out = run_with_input(cat, &input);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(out.stdout == input, "binary data changed in transit ({} bytes back)", out.stdout.len());
+    assert!(
+        out.stdout == input,
+        "binary data changed in transit ({} bytes back)",
+        out.stdout.len()
+    );
 
     let mut wc = gw.ssh(&gw.dev_key);
     wc.args(["demo@127.0.0.1", "wc -c"]);
@@ -54,7 +67,10 @@ fn large_output_arrives_whole_with_the_exit_code() {
     let gw = Gateway::start();
     let mut cmd = gw.ssh(&gw.dev_key);
     // 64 MiB on stdout and some stderr interleaved, then a non-zero exit.
-    cmd.args(["demo@127.0.0.1", "head -c 67108864 /dev/zero; echo done >&2; exit 3"]);
+    cmd.args([
+        "demo@127.0.0.1",
+        "head -c 67108864 /dev/zero; echo done >&2; exit 3",
+    ]);
     let out = run(cmd);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(out.stdout.len(), 64 << 20);
@@ -77,8 +93,12 @@ fn script_on_stdin_like_vscode_install() {
 fn permitted_env_is_applied_and_others_are_not() {
     let gw = Gateway::start();
     let mut cmd = gw.ssh(&gw.dev_key);
-    cmd.args(["-o", "SetEnv=LC_GREETING=hello LD_PRELOAD=/evil.so", "demo@127.0.0.1"])
-        .arg("echo \"[$LC_GREETING] [$LD_PRELOAD]\"");
+    cmd.args([
+        "-o",
+        "SetEnv=LC_GREETING=hello LD_PRELOAD=/evil.so",
+        "demo@127.0.0.1",
+    ])
+    .arg("echo \"[$LC_GREETING] [$LD_PRELOAD]\"");
     let out = run(cmd);
     assert_eq!(stdout(&out), "[hello] []\n", "{}", stderr(&out));
 }
@@ -131,7 +151,9 @@ async fn unknown_and_forbidden_sandboxes_read_the_same() {
     // The owner gets in; so does a member once added.
     assert_eq!(stdout(&attempt(&alice.private, "alice-box")), "reached\n");
     assert!(stderr(&attempt(&alice.private, "demo")).contains(NO_ACCESS));
-    gw.admin(&["sandbox", "add", "shared", "--owner", "alice", "--member", "dev"]);
+    gw.admin(&[
+        "sandbox", "add", "shared", "--owner", "alice", "--member", "dev",
+    ]);
     assert_eq!(stdout(&attempt(&gw.dev_key, "shared")), "reached\n");
 }
 
@@ -168,7 +190,11 @@ async fn deleted_key_cannot_open_the_next_connection() {
 
     let out = connect();
     assert_eq!(out.status.code(), Some(255));
-    assert!(stderr(&out).contains("Permission denied"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -180,15 +206,29 @@ fn unregistered_keys_and_passwords_get_nowhere() {
     cmd.args(["demo@127.0.0.1", "true"]);
     let out = run(cmd);
     assert_eq!(out.status.code(), Some(255));
-    assert!(stderr(&out).contains("Permission denied (publickey)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Permission denied (publickey)"),
+        "{}",
+        stderr(&out)
+    );
 
     // Only publickey is offered: a password-only client is refused outright.
     let mut cmd = gw.ssh(&stranger.private);
-    cmd.args(["-o", "PreferredAuthentications=password,keyboard-interactive", "-v", "demo@127.0.0.1", "true"]);
+    cmd.args([
+        "-o",
+        "PreferredAuthentications=password,keyboard-interactive",
+        "-v",
+        "demo@127.0.0.1",
+        "true",
+    ]);
     let out = run(cmd);
     assert_eq!(out.status.code(), Some(255));
     let err = stderr(&out);
-    assert!(err.contains("Authentications that can continue: publickey\r\n") || err.contains("Authentications that can continue: publickey\n"), "{err}");
+    assert!(
+        err.contains("Authentications that can continue: publickey\r\n")
+            || err.contains("Authentications that can continue: publickey\n"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -203,14 +243,35 @@ fn weak_algorithms_are_refused() {
     ] {
         let mut cmd = gw.ssh(&gw.dev_key);
         // ssh keeps the first value given for an option: the one under test goes first.
-        cmd.args(["-v", "-o", &format!("{option}={value}"), "-o", "Ciphers=aes128-ctr", "demo@127.0.0.1", "true"]);
+        cmd.args([
+            "-v",
+            "-o",
+            &format!("{option}={value}"),
+            "-o",
+            "Ciphers=aes128-ctr",
+            "demo@127.0.0.1",
+            "true",
+        ]);
         let out = run(cmd);
-        assert_eq!(out.status.code(), Some(255), "{option}={value} was accepted");
-        assert!(stderr(&out).contains("no matching"), "{option}: {}", stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(255),
+            "{option}={value} was accepted"
+        );
+        assert!(
+            stderr(&out).contains("no matching"),
+            "{option}: {}",
+            stderr(&out)
+        );
     }
     // And a modern client gets the fast AEAD cipher it asks for.
     let mut cmd = gw.ssh(&gw.dev_key);
-    cmd.args(["-o", "Ciphers=aes128-gcm@openssh.com", "demo@127.0.0.1", "echo ok"]);
+    cmd.args([
+        "-o",
+        "Ciphers=aes128-gcm@openssh.com",
+        "demo@127.0.0.1",
+        "echo ok",
+    ]);
     assert_eq!(stdout(&run(cmd)), "ok\n");
 }
 
@@ -226,13 +287,25 @@ fn local_port_forward_carries_a_request() {
         let mut buf = [0u8; 1024];
         let n = conn.read(&mut buf).unwrap();
         let request = String::from_utf8_lossy(&buf[..n]).into_owned();
-        conn.write_all(b"HTTP/1.0 200 OK\r\n\r\nhello through the tunnel").unwrap();
+        conn.write_all(b"HTTP/1.0 200 OK\r\n\r\nhello through the tunnel")
+            .unwrap();
         request
     });
-    let local = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let local = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut tunnel = gw.ssh(&gw.dev_key);
     tunnel
-        .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L", &format!("{local}:127.0.0.1:{port}"), "demo@127.0.0.1"])
+        .args([
+            "-N",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-L",
+            &format!("{local}:127.0.0.1:{port}"),
+            "demo@127.0.0.1",
+        ])
         .stdin(std::process::Stdio::null());
     let mut child = tunnel.spawn().unwrap();
     let mut body = String::new();

@@ -58,7 +58,9 @@ impl Terminal {
                 return self.seen.drain(..pos + needle.len()).collect();
             }
             match tokio::time::timeout_at(deadline, self.master.read(&mut buf)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => panic!("terminal closed before {needle:?}; saw {:?}", self.seen),
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    panic!("terminal closed before {needle:?}; saw {:?}", self.seen)
+                }
                 Ok(Ok(n)) => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
                 Err(_) => panic!("timed out waiting for {needle:?}; saw {:?}", self.seen),
             }
@@ -69,7 +71,8 @@ impl Terminal {
     /// The marker is computed remotely so the echoed command line never matches.
     /// Returns everything the terminal showed up to the marker.
     async fn run(&mut self, cmd: &str, tag: &str) -> String {
-        self.type_line(&format!("{cmd}; echo \"<{tag}$((1+1))>\"")).await;
+        self.type_line(&format!("{cmd}; echo \"<{tag}$((1+1))>\""))
+            .await;
         self.wait_for(&format!("<{tag}2>")).await
     }
 }
@@ -79,8 +82,10 @@ async fn interactive_shell_honours_term_resize_ctrl_c_and_exit_code() {
     let gw = Gateway::start();
     let mut term = Terminal::open(&gw, 80, 24);
 
-    term.type_line("echo \"term=$TERM size=$(stty size) tty=$(tty | cut -c1-8)\"").await;
-    term.wait_for("term=xterm-256color size=24 80 tty=/dev/pts").await;
+    term.type_line("echo \"term=$TERM size=$(stty size) tty=$(tty | cut -c1-8)\"")
+        .await;
+    term.wait_for("term=xterm-256color size=24 80 tty=/dev/pts")
+        .await;
 
     // Resize the local terminal: ssh gets SIGWINCH and sends window-change.
     term.master
@@ -107,8 +112,14 @@ async fn interactive_shell_honours_term_resize_ctrl_c_and_exit_code() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     term.master.write_all(&[0x03]).await.unwrap();
     let shown = term.run("echo still-here", "alive").await;
-    assert!(!shown.contains("slept-42"), "sleep was not interrupted: {shown:?}");
-    assert!(shown.contains("^C"), "the terminal should echo ^C: {shown:?}");
+    assert!(
+        !shown.contains("slept-42"),
+        "sleep was not interrupted: {shown:?}"
+    );
+    assert!(
+        shown.contains("^C"),
+        "the terminal should echo ^C: {shown:?}"
+    );
 
     term.type_line("exit 7").await;
     let status = tokio::time::timeout(Duration::from_secs(20), term.child.wait())
@@ -148,10 +159,18 @@ async fn size_is(term: &mut Terminal, attempt: usize, want: &str) -> bool {
 async fn shell_starts_in_sandbox_home() {
     let gw = Gateway::start();
     let mut term = Terminal::open(&gw, 80, 24);
-    let home = gw.sandbox_dir("demo").canonicalize().unwrap().display().to_string();
+    let home = gw
+        .sandbox_dir("demo")
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string();
     term.type_line("echo \"cwd=$(pwd)=\"").await;
     term.wait_for(&format!("cwd={home}=")).await;
     term.type_line("exit").await;
-    let status = tokio::time::timeout(Duration::from_secs(20), term.child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), term.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.code(), Some(0));
 }

@@ -13,20 +13,38 @@ async fn suite(store: Store) {
     // Users: unique names, lookups both ways.
     let alice = store.create_user("alice").await.unwrap();
     let bob = store.create_user("bob").await.unwrap();
-    assert!(matches!(store.create_user("alice").await, Err(StoreError::Conflict(_))));
-    assert!(matches!(store.create_user("bad name").await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.create_user("alice").await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.create_user("bad name").await,
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(store.user_by_name("alice").await.unwrap(), alice);
     assert_eq!(store.user_by_id(&bob.id).await.unwrap(), bob);
-    assert!(matches!(store.user_by_name("carol").await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.user_by_name("carol").await,
+        Err(StoreError::NotFound)
+    ));
     assert_eq!(store.ensure_user("alice").await.unwrap(), alice);
 
     // Tokens: the secret finds its user; only a hash is stored.
     let token = store.create_token(&alice.id, "cli").await.unwrap();
     assert_eq!(store.user_for_token(&token.secret).await.unwrap(), alice);
-    assert!(matches!(store.user_for_token("sgw_wrong").await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.user_for_token("sgw_wrong").await,
+        Err(StoreError::NotFound)
+    ));
     assert!(!format!("{token:?}").contains(&token.secret));
-    assert_eq!(store.delete_tokens_named(&alice.id, "cli").await.unwrap(), 1);
-    assert!(matches!(store.user_for_token(&token.secret).await, Err(StoreError::NotFound)));
+    assert_eq!(
+        store.delete_tokens_named(&alice.id, "cli").await.unwrap(),
+        1
+    );
+    assert!(matches!(
+        store.user_for_token(&token.secret).await,
+        Err(StoreError::NotFound)
+    ));
 
     // Keys: one key identifies one user.
     let key = parse_public_key(
@@ -58,28 +76,59 @@ async fn suite(store: Store) {
         })
         .await;
     assert!(matches!(stolen, Err(StoreError::Conflict(m)) if m.contains("another account")));
-    assert_eq!(store.list_keys(&alice.id).await.unwrap(), vec![added.clone()]);
+    assert_eq!(
+        store.list_keys(&alice.id).await.unwrap(),
+        vec![added.clone()]
+    );
     assert!(store.list_keys(&bob.id).await.unwrap().is_empty());
 
     // Auth's view of the same key.
-    let principal = store.principal_for(&key.fingerprint).await.unwrap().unwrap();
-    assert_eq!((principal.user_id.as_str(), principal.key_id.as_str()), (alice.id.as_str(), added.id.as_str()));
+    let principal = store
+        .principal_for(&key.fingerprint)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (principal.user_id.as_str(), principal.key_id.as_str()),
+        (alice.id.as_str(), added.id.as_str())
+    );
 
     // Only the owner deletes; then auth no longer finds it.
-    assert!(matches!(store.delete_key(&bob.id, &added.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.delete_key(&bob.id, &added.id).await,
+        Err(StoreError::NotFound)
+    ));
     store.delete_key(&alice.id, &added.id).await.unwrap();
-    assert!(store.principal_for(&key.fingerprint).await.unwrap().is_none());
-    assert!(matches!(store.delete_key(&alice.id, &added.id).await, Err(StoreError::NotFound)));
+    assert!(
+        store
+            .principal_for(&key.fingerprint)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        store.delete_key(&alice.id, &added.id).await,
+        Err(StoreError::NotFound)
+    ));
 
     // Sandboxes: owner and members are allowed, nobody else.
     let carol = store.create_user("carol").await.unwrap();
-    store.create_sandbox("sb-1", &alice.id, Some("/tmp/sb-1")).await.unwrap();
+    store
+        .create_sandbox("sb-1", &alice.id, Some("/tmp/sb-1"))
+        .await
+        .unwrap();
     store.add_member("sb-1", &bob.id).await.unwrap();
-    assert!(matches!(store.create_sandbox("sb-1", &bob.id, None).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.create_sandbox("sb-1", &bob.id, None).await,
+        Err(StoreError::Conflict(_))
+    ));
     let sb = store.sandbox("sb-1").await.unwrap();
     assert_eq!(sb.workdir.as_deref(), Some("/tmp/sb-1"));
     assert!(sb.allows(&alice.id) && sb.allows(&bob.id) && !sb.allows(&carol.id));
-    assert!(matches!(store.sandbox("nope").await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.sandbox("nope").await,
+        Err(StoreError::NotFound)
+    ));
     store.ping().await.unwrap();
 }
 
@@ -92,7 +141,9 @@ async fn store_contract_on_sqlite() {
 
 #[tokio::test]
 async fn store_contract_on_postgres() {
-    let url = support::postgres::cluster().database("store_contract").await;
+    let url = support::postgres::cluster()
+        .database("store_contract")
+        .await;
     suite(Store::open(&url, 2).await.unwrap()).await;
 }
 
@@ -104,5 +155,8 @@ async fn sqlite_file_survives_reopen() {
     store.create_user("persisted").await.unwrap();
     store.close().await;
     let store = Store::open(&url, 1).await.unwrap();
-    assert_eq!(store.user_by_name("persisted").await.unwrap().name, "persisted");
+    assert_eq!(
+        store.user_by_name("persisted").await.unwrap().name,
+        "persisted"
+    );
 }

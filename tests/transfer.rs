@@ -20,7 +20,10 @@ fn scp_round_trip_100_mib() {
     up.arg(&src).arg("demo@127.0.0.1:uploaded.bin");
     let out = run(up);
     assert!(out.status.success(), "scp upload: {}", stderr(&out));
-    assert_eq!(sha256_file(&gw.sandbox_dir("demo").join("uploaded.bin")), want);
+    assert_eq!(
+        sha256_file(&gw.sandbox_dir("demo").join("uploaded.bin")),
+        want
+    );
 
     let back = dir.path().join("back.bin");
     let mut down = gw.scp(&gw.dev_key);
@@ -53,7 +56,10 @@ fn sftp_batch_round_trip_100_mib() {
     let out = run(sftp);
     assert!(out.status.success(), "sftp: {}", stderr(&out));
     assert!(stdout(&out).contains("renamed.bin"), "{}", stdout(&out));
-    assert_eq!(sha256_file(&gw.sandbox_dir("demo").join("data/renamed.bin")), want);
+    assert_eq!(
+        sha256_file(&gw.sandbox_dir("demo").join("data/renamed.bin")),
+        want
+    );
     assert_eq!(sha256_file(&back), want);
 }
 
@@ -65,10 +71,22 @@ fn sftp_commands_on_stdin_and_ssh_cat_see_the_same_file() {
     std::fs::write(&src, "written over sftp\n").unwrap();
     let mut sftp = gw.sftp(&gw.dev_key);
     sftp.arg("demo@127.0.0.1");
-    let out = run_with_input(sftp, format!("put {} note.txt\npwd\nbye\n", src.display()).as_bytes());
+    let out = run_with_input(
+        sftp,
+        format!("put {} note.txt\npwd\nbye\n", src.display()).as_bytes(),
+    );
     assert!(out.status.success(), "sftp: {}", stderr(&out));
-    let home = gw.sandbox_dir("demo").canonicalize().unwrap().display().to_string();
-    assert!(stdout(&out).contains(&format!("Remote working directory: {home}")), "{}", stdout(&out));
+    let home = gw
+        .sandbox_dir("demo")
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string();
+    assert!(
+        stdout(&out).contains(&format!("Remote working directory: {home}")),
+        "{}",
+        stdout(&out)
+    );
 
     let mut cat = gw.ssh(&gw.dev_key);
     cat.args(["demo@127.0.0.1", "cat note.txt"]);
@@ -87,7 +105,10 @@ fn legacy_scp_and_rsync() {
     legacy.arg("-O").arg(&src).arg("demo@127.0.0.1:legacy.bin");
     let out = run(legacy);
     assert!(out.status.success(), "scp -O: {}", stderr(&out));
-    assert_eq!(sha256_file(&gw.sandbox_dir("demo").join("legacy.bin")), want);
+    assert_eq!(
+        sha256_file(&gw.sandbox_dir("demo").join("legacy.bin")),
+        want
+    );
 
     let tree = dir.path().join("tree");
     std::fs::create_dir_all(tree.join("sub")).unwrap();
@@ -102,5 +123,8 @@ fn legacy_scp_and_rsync() {
     assert!(out.status.success(), "rsync: {}", stderr(&out));
     let synced = gw.sandbox_dir("demo").join("synced");
     assert_eq!(sha256_file(&synced.join("sub/a.bin")), want);
-    assert_eq!(std::fs::read_to_string(synced.join("b.txt")).unwrap(), "bee\n");
+    assert_eq!(
+        std::fs::read_to_string(synced.join("b.txt")).unwrap(),
+        "bee\n"
+    );
 }

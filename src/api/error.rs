@@ -28,7 +28,10 @@ impl ApiError {
     }
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "API request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; try again later")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; try again later",
+        )
     }
     fn code(&self) -> &'static str {
         match self.status {

@@ -62,8 +62,15 @@ impl From<SshKey> for KeyView {
     }
 }
 
-async fn list(State(state): State<Arc<ApiState>>, caller: Caller) -> Result<Json<Vec<KeyView>>, ApiError> {
-    let keys = state.store.list_keys(&caller.0.id).await.map_err(ApiError::internal)?;
+async fn list(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+) -> Result<Json<Vec<KeyView>>, ApiError> {
+    let keys = state
+        .store
+        .list_keys(&caller.0.id)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(keys.into_iter().map(KeyView::from).collect()))
 }
 
@@ -79,7 +86,8 @@ async fn create(
             "name must be 1-{MAX_NAME} printable characters"
         )));
     }
-    let parsed = parse_public_key(&body.public_key).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let parsed =
+        parse_public_key(&body.public_key).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let new = NewKey {
         user_id: &caller.0.id,
         name,
@@ -95,13 +103,19 @@ async fn create(
     }
 }
 
-async fn remove(State(state): State<Arc<ApiState>>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn remove(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     match state.store.delete_key(&caller.0.id, &id).await {
         Ok(()) => {
             tracing::info!(user = %caller.0.name, key = %id, "SSH key deleted");
             Ok(StatusCode::NO_CONTENT)
         }
-        Err(StoreError::NotFound) => Err(ApiError::not_found(format!("no SSH key {id:?} on your account"))),
+        Err(StoreError::NotFound) => Err(ApiError::not_found(format!(
+            "no SSH key {id:?} on your account"
+        ))),
         Err(e) => Err(ApiError::internal(e)),
     }
 }

@@ -36,7 +36,9 @@ pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
-async fn health(axum::extract::State(state): axum::extract::State<Arc<ApiState>>) -> Result<&'static str, ApiError> {
+async fn health(
+    axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
+) -> Result<&'static str, ApiError> {
     state.store.ping().await.map_err(ApiError::internal)?;
     Ok("ok\n")
 }

@@ -18,14 +18,21 @@ pub fn router() -> Router<Arc<ApiState>> {
     Router::new().route("/api/v1/sandboxes/{id}", get(detail))
 }
 
-async fn detail(State(state): State<Arc<ApiState>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn detail(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let target = route::route(&id).map_err(|e| ApiError::not_found(e.to_string()))?;
     let info = match state.control.describe(&caller.principal(), &target).await {
         Ok(info) => info,
         Err(e @ ControlError::NoAccess(_)) => return Err(ApiError::not_found(e.to_string())),
         Err(e @ ControlError::Unavailable(_)) => {
             tracing::warn!(error = ?e, "control plane unavailable");
-            return Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()));
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                e.to_string(),
+            ));
         }
     };
     Ok(Json(json!({

@@ -13,7 +13,10 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
 use super::pty::{self, PtyMaster};
-use super::{Backend, BackendError, Control, Duplex, ExecSpec, Exit, Process, Program, Signal, sftp_probe_script};
+use super::{
+    Backend, BackendError, Control, Duplex, ExecSpec, Exit, Process, Program, Signal,
+    sftp_probe_script,
+};
 use crate::control::{Location, Target};
 
 /// How long a hung-up program gets to exit before it is killed.
@@ -52,10 +55,16 @@ impl LocalBackend {
         cmd.env_clear()
             .current_dir(workdir)
             .env("HOME", workdir)
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .env("SHELL", &self.shell)
             .env("LANG", "C.UTF-8");
-        if let Some(user) = nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten() {
+        if let Some(user) = nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+        {
             cmd.env("USER", &user.name).env("LOGNAME", &user.name);
         }
         if let Some(pty) = &spec.pty {
@@ -79,7 +88,8 @@ fn workdir(target: &Target) -> &std::path::Path {
 impl Backend for LocalBackend {
     async fn exec(&self, target: &Target, spec: ExecSpec) -> Result<Process, BackendError> {
         let mut cmd = self.command(&spec, workdir(target));
-        let spawn_err = |e: std::io::Error| BackendError::Internal(format!("spawning {:?}: {e}", spec.program));
+        let spawn_err =
+            |e: std::io::Error| BackendError::Internal(format!("spawning {:?}: {e}", spec.program));
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
         let (exit_tx, exit_rx) = oneshot::channel();
         match &spec.pty {
@@ -93,7 +103,12 @@ impl Backend for LocalBackend {
                 let child = cmd.spawn().map_err(spawn_err)?;
                 // The parent's slave must close, or reads never see the end of the PTY.
                 drop(pair.slave);
-                tokio::spawn(supervise(child, Some(pair.master.clone()), control_rx, exit_tx));
+                tokio::spawn(supervise(
+                    child,
+                    Some(pair.master.clone()),
+                    control_rx,
+                    exit_tx,
+                ));
                 Ok(Process {
                     stdin: Box::new(pair.master.clone()),
                     stdout: Box::new(pair.master),

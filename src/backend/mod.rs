@@ -80,7 +80,10 @@ pub enum Control {
 pub enum Exit {
     Code(u32),
     /// Killed by a signal; `name` without `SIG` (`INT`, `KILL`).
-    Signal { name: String, core_dumped: bool },
+    Signal {
+        name: String,
+        core_dumped: bool,
+    },
 }
 
 pub type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -131,11 +134,39 @@ pub const SFTP_SERVER_PATHS: &[&str] = &[
 /// A POSIX sh script that execs the first sftp-server found, or explains on stderr.
 /// Running it inside the workload lets every backend probe the workload's own image.
 pub fn sftp_probe_script() -> String {
-    let paths = SFTP_SERVER_PATHS.join(" ");
+    sftp_probe_script_for(SFTP_SERVER_PATHS)
+}
+
+fn sftp_probe_script_for(paths: &[&str]) -> String {
+    let paths = paths.join(" ");
     format!(
         "for p in {paths}; do if [ -x \"$p\" ]; then exec \"$p\"; fi; done; \
          echo 'ssh-gateway: SFTP is not available: this sandbox has no sftp-server (looked in {paths}). \
          Install it in the image (Debian/Ubuntu: openssh-sftp-server, RHEL/Fedora: openssh-server, Alpine: openssh-sftp-server).' >&2; \
          exit 127"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_sftp_server_is_explained() {
+        let script = sftp_probe_script_for(&["/nonexistent/sftp-server", "/also/missing"]);
+        let out = std::process::Command::new("/bin/sh").arg("-c").arg(script).output().unwrap();
+        assert_eq!(out.status.code(), Some(127));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("SFTP is not available"), "{err}");
+        assert!(err.contains("/nonexistent/sftp-server /also/missing"), "{err}");
+    }
+
+    #[test]
+    fn present_sftp_server_is_executed() {
+        // `true` stands in for an sftp-server: the probe must exec the first that exists.
+        let script = sftp_probe_script_for(&["/nonexistent/sftp-server", "/bin/true"]);
+        let out = std::process::Command::new("/bin/sh").arg("-c").arg(script).output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        assert!(out.stderr.is_empty());
+    }
 }

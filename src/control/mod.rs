@@ -57,5 +57,9 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// Checks `who` may use `target` and says where it runs.
     async fn resolve(&self, who: &Principal, target: &TargetRef) -> Result<Target, ControlError>;
     /// Describes a target for the API, with the same access rule as `resolve`.
-    async fn describe(&self, who: &Principal, target: &TargetRef) -> Result<TargetInfo, ControlError>;
+    async fn describe(
+        &self,
+        who: &Principal,
+        target: &TargetRef,
+    ) -> Result<TargetInfo, ControlError>;
 }

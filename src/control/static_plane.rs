@@ -14,10 +14,17 @@ pub struct StaticControlPlane {
 
 impl StaticControlPlane {
     pub fn new(store: Store, sandbox_root: PathBuf) -> Self {
-        Self { store, sandbox_root }
+        Self {
+            store,
+            sandbox_root,
+        }
     }
 
-    async fn authorized(&self, who: &Principal, target: &TargetRef) -> Result<Sandbox, ControlError> {
+    async fn authorized(
+        &self,
+        who: &Principal,
+        target: &TargetRef,
+    ) -> Result<Sandbox, ControlError> {
         let TargetRef::Sandbox(id) = target;
         match self.store.sandbox(id).await {
             Ok(sandbox) if sandbox.allows(&who.user_id) => Ok(sandbox),
@@ -40,16 +47,20 @@ impl ControlPlane for StaticControlPlane {
         let sandbox = self.authorized(who, target).await?;
         let workdir = self.workdir(&sandbox);
         // A sandbox added by the CLI gets its directory on first use.
-        tokio::fs::create_dir_all(&workdir)
-            .await
-            .map_err(|e| ControlError::Unavailable(format!("creating {}: {e}", workdir.display())))?;
+        tokio::fs::create_dir_all(&workdir).await.map_err(|e| {
+            ControlError::Unavailable(format!("creating {}: {e}", workdir.display()))
+        })?;
         Ok(Target {
             id: sandbox.id,
             location: Location::Local { workdir },
         })
     }
 
-    async fn describe(&self, who: &Principal, target: &TargetRef) -> Result<TargetInfo, ControlError> {
+    async fn describe(
+        &self,
+        who: &Principal,
+        target: &TargetRef,
+    ) -> Result<TargetInfo, ControlError> {
         let sandbox = self.authorized(who, target).await?;
         let owner = match self.store.user_by_id(&sandbox.owner_id).await {
             Ok(user) => user.name,

@@ -17,10 +17,17 @@ pub trait KeyStore: Send + Sync + 'static {
 #[async_trait::async_trait]
 impl KeyStore for Store {
     async fn principal_for(&self, fingerprint: &str) -> Result<Option<Principal>, String> {
-        let Some(key) = self.key_by_fingerprint(fingerprint).await.map_err(|e| e.to_string())? else {
+        let Some(key) = self
+            .key_by_fingerprint(fingerprint)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
             return Ok(None);
         };
-        let user = self.user_by_id(&key.user_id).await.map_err(|e| e.to_string())?;
+        let user = self
+            .user_by_id(&key.user_id)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(Some(Principal {
             user_id: user.id,
             user_name: user.name,

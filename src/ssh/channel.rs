@@ -79,7 +79,14 @@ pub async fn serve_session(channel: Channel<Msg>, ctx: ChannelCtx) {
     info!(user = %ctx.principal.user_name, target = %target.id, program = ?spec.program, tty = spec.pty.is_some(), "starting");
     let process = match ctx.gw.backend.exec(&target, spec).await {
         Ok(process) => process,
-        Err(e) => return refuse(rx, tx, &format!("ssh-gateway: {}{newline}", user_message(&e))).await,
+        Err(e) => {
+            return refuse(
+                rx,
+                tx,
+                &format!("ssh-gateway: {}{newline}", user_message(&e)),
+            )
+            .await;
+        }
     };
     let counters = Arc::new(Counters::default());
     bridge::run_process(rx, tx, ctx.handle, process, counters.clone()).await;
@@ -134,10 +141,8 @@ async fn collect_requests(rx: &mut ChannelReadHalf, gw: &Gateway) -> Option<Requ
                 variable_name,
                 variable_value,
                 ..
-            } => {
-                if env.len() < MAX_ENV && gw.env_allowed(&variable_name, &variable_value) {
-                    env.push((variable_name, variable_value));
-                }
+            } if env.len() < MAX_ENV && gw.env_allowed(&variable_name, &variable_value) => {
+                env.push((variable_name, variable_value));
             }
             ChannelMsg::WindowChange {
                 col_width,
@@ -170,7 +175,11 @@ fn sanitize_term(term: &str) -> String {
         && term
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'));
-    if ok { term.to_owned() } else { "xterm".to_owned() }
+    if ok {
+        term.to_owned()
+    } else {
+        "xterm".to_owned()
+    }
 }
 
 fn user_message(e: &BackendError) -> String {

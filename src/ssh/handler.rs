@@ -30,6 +30,9 @@ pub struct ConnectionHandler {
     /// Set once auth succeeds; the login-grace timer reads it.
     authenticated: Arc<AtomicBool>,
     open_channels: Arc<AtomicUsize>,
+    /// Keys offered so far. russh does not count offers it rejects, but OpenSSH's
+    /// MaxAuthTries does, and so do we: otherwise a client could probe keys forever.
+    offers: usize,
 }
 
 impl ConnectionHandler {
@@ -41,6 +44,7 @@ impl ConnectionHandler {
             target: None,
             authenticated,
             open_channels: Arc::new(AtomicUsize::new(0)),
+            offers: 0,
         }
     }
 
@@ -90,7 +94,16 @@ impl russh::server::Handler for ConnectionHandler {
         Ok(Self::publickey_only())
     }
 
-    async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        self.offers += 1;
+        if self.offers > self.gw.settings.max_auth_attempts {
+            info!(peer = %self.peer, user, "too many authentication attempts; disconnecting");
+            return Err(russh::Error::NoAuthMethod);
+        }
         // Saying no before the client signs saves it a signature per unknown key.
         match authenticate(self.gw.keys.as_ref(), offer.public_key, offer.algorithm).await {
             Ok(_) => Ok(Auth::Accept),
@@ -101,7 +114,11 @@ impl russh::server::Handler for ConnectionHandler {
         }
     }
 
-    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
         match authenticate(self.gw.keys.as_ref(), key.public_key, key.algorithm).await {
             Ok(principal) => {
                 info!(peer = %self.peer, user, account = %principal.user_name, key = %principal.key_id, "authenticated");
@@ -154,8 +171,14 @@ impl russh::server::Handler for ConnectionHandler {
         let loopback = matches!(host_to_connect, "localhost" | "127.0.0.1" | "::1" | "[::1]");
         let port = u16::try_from(port_to_connect).ok().filter(|p| *p != 0);
         let (true, Some(port)) = (loopback, port) else {
-            info!(host = host_to_connect, port = port_to_connect, "refused forward: only the sandbox's own localhost is reachable");
-            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            info!(
+                host = host_to_connect,
+                port = port_to_connect,
+                "refused forward: only the sandbox's own localhost is reachable"
+            );
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
             return Ok(());
         };
         let Some(ctx) = self.channel_ctx(session) else {
@@ -196,15 +219,29 @@ impl russh::server::Handler for ConnectionHandler {
         }
     }
 
-    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         session.channel_success(channel)
     }
 
-    async fn exec_request(&mut self, channel: ChannelId, _data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         session.channel_success(channel)
     }
 
-    async fn subsystem_request(&mut self, channel: ChannelId, name: &str, session: &mut Session) -> Result<(), Self::Error> {
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         if name == "sftp" {
             session.channel_success(channel)
         } else {

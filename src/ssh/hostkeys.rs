@@ -15,7 +15,10 @@ pub const ED25519_FILE: &str = "ssh_host_ed25519_key";
 #[derive(Debug, thiserror::Error)]
 pub enum HostKeyError {
     #[error("host key {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("host key {path} is not an OpenSSH private key: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("host key {path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
@@ -25,7 +28,10 @@ pub enum HostKeyError {
 /// Loads the host key from `dir`, generating an Ed25519 key there if none exists.
 pub fn load_or_generate(dir: &Path) -> Result<PrivateKey, HostKeyError> {
     let path = dir.join(ED25519_FILE);
-    let io = |source| HostKeyError::Io { path: path.clone(), source };
+    let io = |source| HostKeyError::Io {
+        path: path.clone(),
+        source,
+    };
     if !path.exists() {
         std::fs::create_dir_all(dir).map_err(io)?;
         generate(&path).map_err(io)?;
@@ -78,7 +84,10 @@ mod tests {
         let first = load_or_generate(dir.path()).unwrap();
         let second = load_or_generate(dir.path()).unwrap();
         assert_eq!(fingerprint(&first), fingerprint(&second));
-        let mode = std::fs::metadata(dir.path().join(ED25519_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(ED25519_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

@@ -93,7 +93,10 @@ fn algorithms() -> Preferred {
 /// russh settings; the figures behind them are in notes/russh-tuning.md.
 pub fn russh_config(settings: &SshConfig, host_key: PrivateKey) -> russh::server::Config {
     russh::server::Config {
-        server_id: SshId::Standard(Cow::Borrowed(concat!("SSH-2.0-ssh-gateway_", env!("CARGO_PKG_VERSION")))),
+        server_id: SshId::Standard(Cow::Borrowed(concat!(
+            "SSH-2.0-ssh-gateway_",
+            env!("CARGO_PKG_VERSION")
+        ))),
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
         // OpenSSH probes with "none" first; delaying that answer costs every login.
         auth_rejection_time_initial: Some(Duration::ZERO),
@@ -113,7 +116,11 @@ pub fn russh_config(settings: &SshConfig, host_key: PrivateKey) -> russh::server
 }
 
 /// Accepts connections until the listener fails; each runs in its own task.
-pub async fn serve(listener: TcpListener, config: Arc<russh::server::Config>, gw: Arc<Gateway>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    config: Arc<russh::server::Config>,
+    gw: Arc<Gateway>,
+) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(gw.settings.max_connections));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -150,14 +157,24 @@ async fn handle_connection(
     let grace = gw.settings.login_grace();
     let authenticated = Arc::new(AtomicBool::new(false));
     let handler = ConnectionHandler::new(gw, peer, authenticated.clone());
+    // russh runs the session in its own task, which dropping our future does not end;
+    // shutting the socket down does, whatever state the session is in.
+    let killer = match socket::Killer::new(&stream) {
+        Ok(killer) => killer,
+        Err(e) => {
+            warn!(error = %e, "cannot duplicate socket");
+            return;
+        }
+    };
     let stream = socket::TunedStream::new(stream);
-    let session = match tokio::time::timeout(grace, russh::server::run_stream(config, stream, handler)).await {
+    let started = russh::server::run_stream(config, stream, handler);
+    let session = match tokio::time::timeout(grace, started).await {
         Ok(Ok(session)) => session,
         Ok(Err(e)) => {
             debug!(error = %e, "handshake failed");
             return;
         }
-        Err(_) => return,
+        Err(_) => return killer.kill(),
     };
     tokio::pin!(session);
     tokio::select! {
@@ -166,7 +183,7 @@ async fn handle_connection(
     }
     if !authenticated.load(Ordering::Acquire) {
         info!(grace_secs = grace.as_secs(), "login grace time expired; disconnecting");
-        return;
+        killer.kill();
     }
     log_end(session.await);
 }

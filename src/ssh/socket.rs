@@ -10,6 +10,21 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+/// A duplicate of the connection's socket, to end it from outside the session.
+pub struct Killer(socket2::Socket);
+
+impl Killer {
+    pub fn new(stream: &TcpStream) -> io::Result<Self> {
+        use std::os::fd::AsFd;
+        Ok(Self(socket2::Socket::from(stream.as_fd().try_clone_to_owned()?)))
+    }
+
+    /// Shuts the socket down both ways: the session's next read sees EOF.
+    pub fn kill(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 pub struct TunedStream {
     inner: TcpStream,
 }
@@ -37,7 +52,11 @@ fn quickack(stream: &TcpStream) {
 }
 
 impl AsyncRead for TunedStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -48,7 +67,11 @@ impl AsyncRead for TunedStream {
 }
 
 impl AsyncWrite for TunedStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, data)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -124,7 +124,11 @@ impl Store {
     }
 
     pub async fn key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<SshKey>> {
-        let row = sqlx::query(concat!("SELECT ", columns!(), " FROM ssh_keys WHERE fingerprint_sha256 = $1"))
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM ssh_keys WHERE fingerprint_sha256 = $1"
+        ))
         .bind(fingerprint)
         .fetch_optional(&self.pool)
         .await?;

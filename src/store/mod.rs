@@ -47,7 +47,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("flavor", &self.flavor).finish()
+        f.debug_struct("Store")
+            .field("flavor", &self.flavor)
+            .finish()
     }
 }
 
@@ -62,7 +64,11 @@ impl Store {
         };
         let mut url = url.to_owned();
         if flavor == Flavor::Sqlite && !url.contains("mode=") {
-            url.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+            url.push_str(if url.contains('?') {
+                "&mode=rwc"
+            } else {
+                "?mode=rwc"
+            });
         }
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
@@ -94,7 +100,11 @@ impl Store {
     pub async fn migrate(&self) -> Result<()> {
         match self.flavor {
             Flavor::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
-            Flavor::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
+            Flavor::Postgres => {
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -127,7 +137,9 @@ pub(crate) fn new_id(prefix: &str) -> String {
 /// Maps a unique-constraint violation to a conflict with a user-facing message.
 pub(crate) fn conflict_on_unique(err: sqlx::Error, message: &str) -> StoreError {
     match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message.to_owned()),
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(message.to_owned())
+        }
         _ => StoreError::Db(err),
     }
 }

@@ -19,16 +19,23 @@ impl Sandbox {
 }
 
 impl Store {
-    pub async fn create_sandbox(&self, id: &str, owner_id: &str, workdir: Option<&str>) -> Result<Sandbox> {
+    pub async fn create_sandbox(
+        &self,
+        id: &str,
+        owner_id: &str,
+        workdir: Option<&str>,
+    ) -> Result<Sandbox> {
         let created_at = now_ms();
-        sqlx::query("INSERT INTO sandboxes (id, owner_id, workdir, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(id)
-            .bind(owner_id)
-            .bind(workdir)
-            .bind(created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| conflict_on_unique(e, &format!("sandbox {id:?} already exists")))?;
+        sqlx::query(
+            "INSERT INTO sandboxes (id, owner_id, workdir, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(owner_id)
+        .bind(workdir)
+        .bind(created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict_on_unique(e, &format!("sandbox {id:?} already exists")))?;
         Ok(Sandbox {
             id: id.to_owned(),
             owner_id: owner_id.to_owned(),
@@ -55,11 +62,12 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?;
         let (id, owner_id, workdir, created_at) = row.ok_or(StoreError::NotFound)?;
-        let members: Vec<(String,)> =
-            sqlx::query_as("SELECT user_id FROM sandbox_members WHERE sandbox_id = $1 ORDER BY user_id")
-                .bind(&id)
-                .fetch_all(&self.pool)
-                .await?;
+        let members: Vec<(String,)> = sqlx::query_as(
+            "SELECT user_id FROM sandbox_members WHERE sandbox_id = $1 ORDER BY user_id",
+        )
+        .bind(&id)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(Sandbox {
             id,
             owner_id,

@@ -14,7 +14,10 @@ pub struct Token {
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token").field("id", &self.id).field("secret", &"<secret>").finish()
+        f.debug_struct("Token")
+            .field("id", &self.id)
+            .field("secret", &"<secret>")
+            .finish()
     }
 }
 
@@ -46,10 +49,11 @@ impl Store {
 
     /// The user a bearer token belongs to.
     pub async fn user_for_token(&self, secret: &str) -> Result<User> {
-        let row: Option<(String,)> = sqlx::query_as("SELECT user_id FROM api_tokens WHERE token_hash = $1")
-            .bind(hash_token(secret))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT user_id FROM api_tokens WHERE token_hash = $1")
+                .bind(hash_token(secret))
+                .fetch_optional(&self.pool)
+                .await?;
         let (user_id,) = row.ok_or(StoreError::NotFound)?;
         self.user_by_id(&user_id).await
     }

@@ -58,7 +58,14 @@ impl Gateway {
         let dev = keygen(&home.join(".ssh"), "id_ed25519", &["-t", "ed25519"]);
         let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
         let mut child = Command::new(BIN)
-            .args(["dev", "--ssh-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "dev",
+                "--ssh-listen",
+                "127.0.0.1:0",
+                "--api-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(dir.path().join("data"))
             .env("HOME", &home)
             .env("RUST_LOG", "info,ssh_gateway=debug")
@@ -81,7 +88,8 @@ impl Gateway {
             let line = match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(line) => line,
                 Err(_) => {
-                    let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
+                    let log =
+                        std::fs::read_to_string(dir.path().join("gateway.log")).unwrap_or_default();
                     panic!("gateway did not start; log:\n{log}");
                 }
             };
@@ -115,8 +123,12 @@ impl Gateway {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
 
-    /// Common client options: this key only, no agent, no prompts, no known_hosts.
     pub fn client_opts(&self, key: &Path) -> Vec<String> {
+        Self::client_opts_for(key)
+    }
+
+    /// Common client options: this key only, no agent, no prompts, no known_hosts.
+    pub fn client_opts_for(key: &Path) -> Vec<String> {
         [
             "-F",
             "/dev/null",
@@ -145,25 +157,35 @@ impl Gateway {
     /// `ssh -p PORT <opts> <extra…>`; add `user@127.0.0.1` and the command yourself.
     pub fn ssh(&self, key: &Path) -> Command {
         let mut cmd = Command::new("ssh");
-        cmd.args(self.client_opts(key)).arg("-p").arg(self.ssh_port.to_string());
+        cmd.args(self.client_opts(key))
+            .arg("-p")
+            .arg(self.ssh_port.to_string());
         cmd
     }
 
     pub fn scp(&self, key: &Path) -> Command {
         let mut cmd = Command::new("scp");
-        cmd.args(self.client_opts(key)).arg("-P").arg(self.ssh_port.to_string());
+        cmd.args(self.client_opts(key))
+            .arg("-P")
+            .arg(self.ssh_port.to_string());
         cmd
     }
 
     pub fn sftp(&self, key: &Path) -> Command {
         let mut cmd = Command::new("sftp");
-        cmd.args(self.client_opts(key)).arg("-P").arg(self.ssh_port.to_string());
+        cmd.args(self.client_opts(key))
+            .arg("-P")
+            .arg(self.ssh_port.to_string());
         cmd
     }
 
     /// The `-e` argument for rsync.
     pub fn rsync_shell(&self, key: &Path) -> String {
-        format!("ssh {} -p {}", self.client_opts(key).join(" "), self.ssh_port)
+        format!(
+            "ssh {} -p {}",
+            self.client_opts(key).join(" "),
+            self.ssh_port
+        )
     }
 
     /// Runs `ssh-gateway admin --data-dir <data> ARGS…` and returns stdout.

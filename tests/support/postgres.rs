@@ -25,7 +25,11 @@ fn bindir() -> PathBuf {
         }
     }
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     found.retain(|p| p.join("initdb").exists());
     found.sort();
@@ -39,7 +43,11 @@ fn is_root() -> bool {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Cluster {
@@ -74,7 +82,18 @@ impl Cluster {
             );
         };
         let mut initdb = command(&bin, "initdb", as_nobody);
-        initdb.args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "-D"]).arg(&data);
+        initdb
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "-D",
+            ])
+            .arg(&data);
         run(initdb, "initdb");
         let mut ctl = command(&bin, "pg_ctl", as_nobody);
         ctl.arg("-D")
@@ -99,13 +118,25 @@ impl Cluster {
     /// A fresh, empty database on this cluster; returns its URL.
     pub async fn database(&self, name: &str) -> String {
         use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&self.admin_url).await.expect("connect to postgres");
+        let mut conn = sqlx::PgConnection::connect(&self.admin_url)
+            .await
+            .expect("connect to postgres");
         let unique = format!("{name}_{}", std::process::id());
         let drop = format!("DROP DATABASE IF EXISTS \"{unique}\"");
         let create = format!("CREATE DATABASE \"{unique}\"");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(create)).execute(&mut conn).await.unwrap();
-        let base = self.admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&self.admin_url);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = self
+            .admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(&self.admin_url);
         format!("{base}/{unique}")
     }
 }
@@ -122,7 +153,9 @@ fn command(bin: &Path, program: &str, as_nobody: bool) -> Command {
 }
 
 fn chown_nobody(dir: &Path) {
-    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("user nobody exists");
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("user nobody exists");
     nix::unistd::chown(dir, Some(nobody.uid), Some(nobody.gid)).unwrap();
 }
 

@@ -1,0 +1,128 @@
+//! Limits a peer cannot talk its way around: the login grace time and the cap on
+//! authentication attempts.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{keygen, run, stderr, stdout};
+
+struct Serve {
+    child: Child,
+    ssh_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `serve` on SQLite with extra `[ssh]` settings, a user `u` owning sandbox `box`.
+fn serve(ssh_extra: &str) -> (Serve, support::KeyPair) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ssh_port, api_port) = (free_port(), free_port());
+    let config = dir.path().join("gw.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\nhost_key_dir = \"{d}/keys\"\npublic_host = \"gw\"\n{ssh_extra}\n\
+             [api]\nlisten = \"127.0.0.1:{api_port}\"\n[database]\nurl = \"sqlite://{d}/gw.db\"\n\
+             [control]\nkind = \"static\"\nsandbox_root = \"{d}/sb\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let admin = |args: &[&str]| {
+        let out = Command::new(support::BIN).arg("admin").arg("--config").arg(&config).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    admin(&["user", "add", "u"]);
+    admin(&["sandbox", "add", "box", "--owner", "u"]);
+    let key = keygen(dir.path(), "u", &["-t", "ed25519"]);
+    // Register the key straight in the store (the API is tested elsewhere).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = ssh_gateway::store::Store::open(&format!("sqlite://{}/gw.db", dir.path().display()), 1)
+            .await
+            .unwrap();
+        let user = store.user_by_name("u").await.unwrap();
+        let parsed = ssh_gateway::keys::parse_public_key(&key.public_line).unwrap();
+        store
+            .add_key(ssh_gateway::store::NewKey {
+                user_id: &user.id,
+                name: "k",
+                key: &parsed,
+            })
+            .await
+            .unwrap();
+        store.close().await;
+    });
+    let child = Command::new(support::BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if TcpStream::connect(("127.0.0.1", api_port)).is_ok() {
+            return (Serve { child, ssh_port, dir }, key);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("serve did not start");
+}
+
+#[test]
+fn silent_clients_are_disconnected_after_the_grace_time() {
+    let (gw, _) = serve("login_grace_secs = 1");
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.ssh_port)).unwrap();
+    conn.write_all(b"SSH-2.0-OpenSSH_9.2 silent\r\n").unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("connection still open after {:?}: {e}", started.elapsed()),
+        }
+    }
+}
+
+#[test]
+fn authentication_attempts_are_capped() {
+    let (gw, key) = serve("max_auth_attempts = 3");
+    // Five unknown keys offered before the right one: the cap ends the connection first.
+    let wrong: Vec<_> = (0..5)
+        .map(|i| keygen(gw.dir.path(), &format!("wrong{i}"), &["-t", "ed25519"]))
+        .collect();
+    let mut cmd = Command::new("ssh");
+    cmd.args(support::Gateway::client_opts_for(&wrong[0].private));
+    for k in &wrong[1..] {
+        cmd.arg("-i").arg(&k.private);
+    }
+    cmd.arg("-i").arg(&key.private);
+    cmd.args(["-p", &gw.ssh_port.to_string(), "box@127.0.0.1", "echo in"]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(255), "{}", stdout(&out));
+    assert_eq!(stdout(&out), "");
+
+    // With the right key first, the same server lets the user in.
+    let mut cmd = Command::new("ssh");
+    cmd.args(support::Gateway::client_opts_for(&key.private))
+        .args(["-p", &gw.ssh_port.to_string(), "box@127.0.0.1", "echo in"]);
+    let out = run(cmd);
+    assert_eq!(stdout(&out), "in\n", "{}", stderr(&out));
+}

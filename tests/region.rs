@@ -1,0 +1,123 @@
+//! Region mode: `ssh-gateway serve --config` on PostgreSQL, administered with the same
+//! CLI, reached with the real ssh client; host keys stable across a restart.
+
+mod support;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::{keygen, run, stderr, stdout};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(config: &std::path::Path, log: &std::path::Path, api_port: u16) -> Serve {
+    let child = Command::new(support::BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", api_port)).is_ok() {
+            return Serve(child);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("serve did not start: {}", std::fs::read_to_string(log).unwrap_or_default());
+}
+
+fn host_key_line(port: u16) -> String {
+    let out = Command::new("ssh-keyscan")
+        .args(["-t", "ed25519", "-p", &port.to_string(), "127.0.0.1"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("ssh-ed25519"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_on_postgres_end_to_end() {
+    let db = support::postgres::cluster().database("region").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ssh_port, api_port) = (free_port(), free_port());
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\nhost_key_dir = \"{keys}\"\npublic_host = \"ssh.test.example.com\"\n\
+             [api]\nlisten = \"127.0.0.1:{api_port}\"\n[database]\nurl = \"{db}\"\n\
+             [control]\nkind = \"static\"\nsandbox_root = \"{root}\"\n",
+            keys = dir.path().join("keys").display(),
+            root = dir.path().join("sandboxes").display(),
+        ),
+    )
+    .unwrap();
+    let admin = |args: &[&str]| {
+        let out = Command::new(support::BIN).arg("admin").arg("--config").arg(&config).args(args).output().unwrap();
+        assert!(out.status.success(), "admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let migrate = Command::new(support::BIN).args(["migrate", "--config"]).arg(&config).output().unwrap();
+    assert!(migrate.status.success());
+    admin(&["user", "add", "ana"]);
+    admin(&["sandbox", "add", "job-1", "--owner", "ana"]);
+    let token = admin(&["token", "create", "ana"]).trim().to_owned();
+    assert!(token.starts_with("sgw_") && !token.contains('\n'));
+
+    let log = dir.path().join("serve.log");
+    let server = serve(&config, &log, api_port);
+    let key = keygen(dir.path(), "ana", &["-t", "ed25519"]);
+    let api = format!("http://127.0.0.1:{api_port}");
+    let resp = reqwest::Client::new()
+        .post(format!("{api}/users/me/ssh-keys"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "laptop", "public_key": key.public_line}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let detail: serde_json::Value = reqwest::Client::new()
+        .get(format!("{api}/api/v1/sandboxes/job-1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["ssh"], serde_json::json!({"host": "ssh.test.example.com", "port": 22, "username": "job-1"}));
+
+    let ssh = |args: &[&str]| {
+        let gw_opts = support::Gateway::client_opts_for(&key.private);
+        let mut cmd = Command::new("ssh");
+        cmd.args(gw_opts).args(["-p", &ssh_port.to_string()]).args(args);
+        run(cmd)
+    };
+    let out = ssh(&["job-1@127.0.0.1", "echo hello from $(basename $PWD)"]);
+    assert_eq!(stdout(&out), "hello from job-1\n", "{}", stderr(&out));
+
+    // The host key persists: a restarted gateway presents the same one.
+    let before = host_key_line(ssh_port);
+    assert!(before.contains("ssh-ed25519"));
+    drop(server);
+    let _server = serve(&config, &log, api_port);
+    assert_eq!(host_key_line(ssh_port), before);
+    let out = ssh(&["job-1@127.0.0.1", "echo again"]);
+    assert_eq!(stdout(&out), "again\n");
+}
