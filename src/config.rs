@@ -82,13 +82,24 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `sqlite://path/to/file.db` (embedded) or `postgres://…` (region deployment).
     pub url: String,
     #[serde(default = "default_pool_size")]
     pub max_connections: u32,
+}
+
+/// The URL may carry a password: Debug shows only its scheme.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self.url.split(':').next().unwrap_or_default();
+        f.debug_struct("DatabaseConfig")
+            .field("url", &format_args!("{scheme}:<redacted>"))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -382,6 +393,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn database_password_stays_out_of_debug_output() {
+        let text = MINIMAL.replace("sqlite://x.db", "postgres://gw:hunter2@db/gw");
+        let c = Config::from_toml(&text, "t", no_env()).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres:<redacted>"), "{shown}");
     }
 
     #[test]

@@ -24,7 +24,11 @@ impl Drop for Serve {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `serve` on SQLite with extra `[ssh]` settings, a user `u` owning sandbox `box`.
@@ -43,8 +47,18 @@ fn serve(ssh_extra: &str) -> (Serve, support::KeyPair) {
     )
     .unwrap();
     let admin = |args: &[&str]| {
-        let out = Command::new(support::BIN).arg("admin").arg("--config").arg(&config).args(args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(support::BIN)
+            .arg("admin")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     admin(&["user", "add", "u"]);
     admin(&["sandbox", "add", "box", "--owner", "u"]);
@@ -52,9 +66,10 @@ fn serve(ssh_extra: &str) -> (Serve, support::KeyPair) {
     // Register the key straight in the store (the API is tested elsewhere).
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let store = ssh_gateway::store::Store::open(&format!("sqlite://{}/gw.db", dir.path().display()), 1)
-            .await
-            .unwrap();
+        let store =
+            ssh_gateway::store::Store::open(&format!("sqlite://{}/gw.db", dir.path().display()), 1)
+                .await
+                .unwrap();
         let user = store.user_by_name("u").await.unwrap();
         let parsed = ssh_gateway::keys::parse_public_key(&key.public_line).unwrap();
         store
@@ -76,7 +91,14 @@ fn serve(ssh_extra: &str) -> (Serve, support::KeyPair) {
         .unwrap();
     for _ in 0..300 {
         if TcpStream::connect(("127.0.0.1", api_port)).is_ok() {
-            return (Serve { child, ssh_port, dir }, key);
+            return (
+                Serve {
+                    child,
+                    ssh_port,
+                    dir,
+                },
+                key,
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -88,7 +110,8 @@ fn silent_clients_are_disconnected_after_the_grace_time() {
     let (gw, _) = serve("login_grace_secs = 1");
     let mut conn = TcpStream::connect(("127.0.0.1", gw.ssh_port)).unwrap();
     conn.write_all(b"SSH-2.0-OpenSSH_9.2 silent\r\n").unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let started = Instant::now();
     let mut buf = [0u8; 4096];
     loop {

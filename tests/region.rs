@@ -10,7 +10,11 @@ use std::time::Duration;
 use support::{keygen, run, stderr, stdout};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Serve(Child);
@@ -36,7 +40,10 @@ fn serve(config: &std::path::Path, log: &std::path::Path, api_port: u16) -> Serv
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("serve did not start: {}", std::fs::read_to_string(log).unwrap_or_default());
+    panic!(
+        "serve did not start: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 fn host_key_line(port: u16) -> String {
@@ -69,11 +76,25 @@ async fn serve_on_postgres_end_to_end() {
     )
     .unwrap();
     let admin = |args: &[&str]| {
-        let out = Command::new(support::BIN).arg("admin").arg("--config").arg(&config).args(args).output().unwrap();
-        assert!(out.status.success(), "admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(support::BIN)
+            .arg("admin")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
-    let migrate = Command::new(support::BIN).args(["migrate", "--config"]).arg(&config).output().unwrap();
+    let migrate = Command::new(support::BIN)
+        .args(["migrate", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(migrate.status.success());
     admin(&["user", "add", "ana"]);
     admin(&["sandbox", "add", "job-1", "--owner", "ana"]);
@@ -101,12 +122,17 @@ async fn serve_on_postgres_end_to_end() {
         .json()
         .await
         .unwrap();
-    assert_eq!(detail["ssh"], serde_json::json!({"host": "ssh.test.example.com", "port": 22, "username": "job-1"}));
+    assert_eq!(
+        detail["ssh"],
+        serde_json::json!({"host": "ssh.test.example.com", "port": 22, "username": "job-1"})
+    );
 
     let ssh = |args: &[&str]| {
         let gw_opts = support::Gateway::client_opts_for(&key.private);
         let mut cmd = Command::new("ssh");
-        cmd.args(gw_opts).args(["-p", &ssh_port.to_string()]).args(args);
+        cmd.args(gw_opts)
+            .args(["-p", &ssh_port.to_string()])
+            .args(args);
         run(cmd)
     };
     let out = ssh(&["job-1@127.0.0.1", "echo hello from $(basename $PWD)"]);

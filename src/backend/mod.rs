@@ -154,18 +154,29 @@ mod tests {
     #[test]
     fn missing_sftp_server_is_explained() {
         let script = sftp_probe_script_for(&["/nonexistent/sftp-server", "/also/missing"]);
-        let out = std::process::Command::new("/bin/sh").arg("-c").arg(script).output().unwrap();
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(127));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("SFTP is not available"), "{err}");
-        assert!(err.contains("/nonexistent/sftp-server /also/missing"), "{err}");
+        assert!(
+            err.contains("/nonexistent/sftp-server /also/missing"),
+            "{err}"
+        );
     }
 
     #[test]
     fn present_sftp_server_is_executed() {
         // `true` stands in for an sftp-server: the probe must exec the first that exists.
         let script = sftp_probe_script_for(&["/nonexistent/sftp-server", "/bin/true"]);
-        let out = std::process::Command::new("/bin/sh").arg("-c").arg(script).output().unwrap();
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(0));
         assert!(out.stderr.is_empty());
     }

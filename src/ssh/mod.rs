@@ -182,7 +182,10 @@ async fn handle_connection(
         _ = tokio::time::sleep(grace) => {}
     }
     if !authenticated.load(Ordering::Acquire) {
-        info!(grace_secs = grace.as_secs(), "login grace time expired; disconnecting");
+        info!(
+            grace_secs = grace.as_secs(),
+            "login grace time expired; disconnecting"
+        );
         killer.kill();
     }
     log_end(session.await);

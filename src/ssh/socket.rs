@@ -16,7 +16,9 @@ pub struct Killer(socket2::Socket);
 impl Killer {
     pub fn new(stream: &TcpStream) -> io::Result<Self> {
         use std::os::fd::AsFd;
-        Ok(Self(socket2::Socket::from(stream.as_fd().try_clone_to_owned()?)))
+        Ok(Self(socket2::Socket::from(
+            stream.as_fd().try_clone_to_owned()?,
+        )))
     }
 
     /// Shuts the socket down both ways: the session's next read sees EOF.
