@@ -4,35 +4,20 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{keygen, run, stderr, stdout};
+use support::{Serve, admin_with_config, free_port, keygen, run, stderr, stdout};
 
-struct Serve {
-    child: Child,
+struct Gw {
+    _server: Serve,
     ssh_port: u16,
     dir: tempfile::TempDir,
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `serve` on SQLite with extra `[ssh]` settings, a user `u` owning sandbox `box`.
-fn serve(ssh_extra: &str) -> (Serve, support::KeyPair) {
+fn serve(ssh_extra: &str) -> (Gw, support::KeyPair) {
     let dir = tempfile::tempdir().unwrap();
     let (ssh_port, api_port) = (free_port(), free_port());
     let config = dir.path().join("gw.toml");
@@ -46,20 +31,7 @@ fn serve(ssh_extra: &str) -> (Serve, support::KeyPair) {
         ),
     )
     .unwrap();
-    let admin = |args: &[&str]| {
-        let out = Command::new(support::BIN)
-            .arg("admin")
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let admin = |args: &[&str]| admin_with_config(&config, args);
     admin(&["user", "add", "u"]);
     admin(&["sandbox", "add", "box", "--owner", "u"]);
     let key = keygen(dir.path(), "u", &["-t", "ed25519"]);
@@ -82,27 +54,15 @@ fn serve(ssh_extra: &str) -> (Serve, support::KeyPair) {
             .unwrap();
         store.close().await;
     });
-    let child = Command::new(support::BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
-        .spawn()
-        .unwrap();
-    for _ in 0..300 {
-        if TcpStream::connect(("127.0.0.1", api_port)).is_ok() {
-            return (
-                Serve {
-                    child,
-                    ssh_port,
-                    dir,
-                },
-                key,
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("serve did not start");
+    let server = Serve::start(&config, &dir.path().join("log"), api_port);
+    (
+        Gw {
+            _server: server,
+            ssh_port,
+            dir,
+        },
+        key,
+    )
 }
 
 #[test]

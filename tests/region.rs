@@ -3,48 +3,9 @@
 
 mod support;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use support::{keygen, run, stderr, stdout};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(config: &std::path::Path, log: &std::path::Path, api_port: u16) -> Serve {
-    let child = Command::new(support::BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", api_port)).is_ok() {
-            return Serve(child);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!(
-        "serve did not start: {}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
+use support::{Serve, admin_with_config, free_port, keygen, run, stderr, stdout};
 
 fn host_key_line(port: u16) -> String {
     let out = Command::new("ssh-keyscan")
@@ -75,21 +36,7 @@ async fn serve_on_postgres_end_to_end() {
         ),
     )
     .unwrap();
-    let admin = |args: &[&str]| {
-        let out = Command::new(support::BIN)
-            .arg("admin")
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "admin {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let admin = |args: &[&str]| admin_with_config(&config, args);
     let migrate = Command::new(support::BIN)
         .args(["migrate", "--config"])
         .arg(&config)
@@ -102,7 +49,7 @@ async fn serve_on_postgres_end_to_end() {
     assert!(token.starts_with("sgw_") && !token.contains('\n'));
 
     let log = dir.path().join("serve.log");
-    let server = serve(&config, &log, api_port);
+    let server = Serve::start(&config, &log, api_port);
     let key = keygen(dir.path(), "ana", &["-t", "ed25519"]);
     let api = format!("http://127.0.0.1:{api_port}");
     let resp = reqwest::Client::new()
@@ -142,7 +89,7 @@ async fn serve_on_postgres_end_to_end() {
     let before = host_key_line(ssh_port);
     assert!(before.contains("ssh-ed25519"));
     drop(server);
-    let _server = serve(&config, &log, api_port);
+    let _server = Serve::start(&config, &log, api_port);
     assert_eq!(host_key_line(ssh_port), before);
     let out = ssh(&["job-1@127.0.0.1", "echo again"]);
     assert_eq!(stdout(&out), "again\n");

@@ -311,3 +311,72 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `ssh-gateway serve --config FILE`, killed and reaped on drop.
+pub struct Serve {
+    child: Child,
+}
+
+impl Serve {
+    /// Starts serve and waits until its API port answers.
+    pub fn start(config: &Path, log: &Path, api_port: u16) -> Serve {
+        // Wrapped at once so every path (including the panic below) reaps it.
+        let mut server = Serve {
+            child: Command::new(BIN)
+                .args(["serve", "--config"])
+                .arg(config)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(log).unwrap())
+                .spawn()
+                .unwrap(),
+        };
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", api_port)).is_ok() {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "serve exited with {status}: {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "serve did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ssh-gateway admin --config FILE ARGS…`; returns stdout, panics on failure.
+pub fn admin_with_config(config: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("admin")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "admin {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
