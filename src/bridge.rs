@@ -16,7 +16,7 @@ use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::backend::{BoxRead, Control, Duplex, Exit, Process, Signal, WindowSize};
+use crate::backend::{BoxRead, Control, Duplex, Exit, Process, Signal, window_size_from_ssh};
 
 /// Read size for output: 64 KiB reads make full-size SSH packets (8 KiB ones cost 15-30 %).
 const READ_CHUNK: usize = 64 * 1024;
@@ -140,7 +140,7 @@ async fn read_channel(
                 pix_height,
             } => {
                 if let Some(c) = &control {
-                    let size = WindowSize::from_ssh(col_width, row_height, pix_width, pix_height);
+                    let size = window_size_from_ssh(col_width, row_height, pix_width, pix_height);
                     let _ = c.try_send(Control::Resize(size));
                 }
             }

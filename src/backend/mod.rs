@@ -3,7 +3,9 @@
 //! plus a control/exit pair for the bridge.
 
 pub mod local;
-pub mod pty;
+
+pub use sgw_pty as pty;
+pub use sgw_pty::WindowSize;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
@@ -27,24 +29,14 @@ pub struct PtySpec {
     pub size: WindowSize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct WindowSize {
-    pub cols: u16,
-    pub rows: u16,
-    pub px_width: u16,
-    pub px_height: u16,
-}
-
-impl WindowSize {
-    /// SSH carries u32s; terminals use u16s. Clamp rather than wrap.
-    pub fn from_ssh(cols: u32, rows: u32, px_width: u32, px_height: u32) -> Self {
-        let clamp = |v: u32| v.min(u16::MAX as u32) as u16;
-        Self {
-            cols: clamp(cols),
-            rows: clamp(rows),
-            px_width: clamp(px_width),
-            px_height: clamp(px_height),
-        }
+/// SSH carries u32s; terminals use u16s. Clamp rather than wrap.
+pub fn window_size_from_ssh(cols: u32, rows: u32, px_width: u32, px_height: u32) -> WindowSize {
+    let clamp = |v: u32| v.min(u16::MAX as u32) as u16;
+    WindowSize {
+        cols: clamp(cols),
+        rows: clamp(rows),
+        px_width: clamp(px_width),
+        px_height: clamp(px_height),
     }
 }
 

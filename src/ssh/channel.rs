@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::Gateway;
 use super::handler::{ChannelSlot, MAX_ENV};
-use crate::backend::{BackendError, ExecSpec, Program, PtySpec, WindowSize};
+use crate::backend::{BackendError, ExecSpec, Program, PtySpec, window_size_from_ssh};
 use crate::bridge::{self, Counters};
 use crate::control::{ControlError, Principal, Target};
 use crate::route::{RouteError, TargetRef};
@@ -134,7 +134,7 @@ async fn collect_requests(rx: &mut ChannelReadHalf, gw: &Gateway) -> Option<Requ
             } => {
                 pty = Some(PtySpec {
                     term: sanitize_term(&term),
-                    size: WindowSize::from_ssh(col_width, row_height, pix_width, pix_height),
+                    size: window_size_from_ssh(col_width, row_height, pix_width, pix_height),
                 });
             }
             ChannelMsg::SetEnv {
@@ -151,7 +151,7 @@ async fn collect_requests(rx: &mut ChannelReadHalf, gw: &Gateway) -> Option<Requ
                 pix_height,
             } => {
                 if let Some(p) = &mut pty {
-                    p.size = WindowSize::from_ssh(col_width, row_height, pix_width, pix_height);
+                    p.size = window_size_from_ssh(col_width, row_height, pix_width, pix_height);
                 }
             }
             ChannelMsg::RequestShell { .. } => return Some((Program::Shell, pty, env)),

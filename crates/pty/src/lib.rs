@@ -1,6 +1,6 @@
-//! Pseudo-terminals for the local backend: allocate a pair, make the slave the
-//! controlling terminal of a new session, and drive the master from tokio.
-//! All of this crate's `unsafe` lives here (ioctl, fcntl, pre_exec).
+//! Pseudo-terminals driven from tokio: allocate a pair, make the slave the controlling
+//! terminal of a new session, and read, write and resize the master. Used by the
+//! gateway's local backend, its tests, and the Kubernetes API emulator's exec.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -13,7 +13,14 @@ use nix::pty::{Winsize, openpty};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::WindowSize;
+/// A terminal size in characters and pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WindowSize {
+    pub cols: u16,
+    pub rows: u16,
+    pub px_width: u16,
+    pub px_height: u16,
+}
 
 /// The master side of a PTY, shared by its reader, writer and resizer.
 #[derive(Clone)]
