@@ -19,7 +19,9 @@ use sgw_pty::WindowSize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::http::{Shared, status_response, store_error};
+use axum::response::IntoResponse;
+
+use crate::http::{ApiError, Shared, status_response};
 use crate::objects::{Kind, Store};
 
 pub const STDIN: u8 = 0;
@@ -63,13 +65,13 @@ fn parse_query(raw: Option<&str>) -> ExecQuery {
 }
 
 /// Picks the container the way the API server does, or explains why not.
-pub fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, Response> {
+pub fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, ApiError> {
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let names: Vec<&str> = pod["spec"]["containers"]
         .as_array()
         .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
         .unwrap_or_default();
-    let bad = |msg: String| status_response(StatusCode::BAD_REQUEST, "BadRequest", &msg, None);
+    let bad = ApiError::bad_request;
     match requested {
         Some(c) if names.contains(&c) => Ok(c.to_owned()),
         Some(c) => Err(bad(format!("container {c} is not valid for pod {name}"))),
@@ -82,16 +84,13 @@ pub fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, Re
 }
 
 /// Refuses pods that are gone or not running, before any upgrade.
-pub fn running_pod(store: &Store, ns: &str, name: &str) -> Result<Value, Response> {
-    let pod = store.get(Kind::Pod, ns, name).map_err(store_error)?;
+pub fn running_pod(store: &Store, ns: &str, name: &str) -> Result<Value, ApiError> {
+    let pod = store.get(Kind::Pod, ns, name)?;
     let phase = pod["status"]["phase"].as_str().unwrap_or("Unknown");
     if phase != "Running" {
-        return Err(status_response(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            &format!("pod {name} is not running (phase {phase}); cannot exec into it"),
-            None,
-        ));
+        return Err(ApiError::bad_request(format!(
+            "pod {name} is not running (phase {phase}); cannot exec into it"
+        )));
     }
     Ok(pod)
 }
@@ -105,10 +104,10 @@ pub async fn handle(
     let q = parse_query(raw.as_deref());
     let pod = match running_pod(&state.store, &ns, &name) {
         Ok(pod) => pod,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
-    if let Err(r) = pick_container(&pod, q.container.as_deref()) {
-        return r;
+    if let Err(e) = pick_container(&pod, q.container.as_deref()) {
+        return e.into_response();
     }
     if q.command.is_empty() {
         return status_response(
@@ -324,8 +323,8 @@ async fn run(
     let status = loop {
         tokio::select! {
             status = started.child.wait() => break status,
-            msg = stream.next() => match msg {
-                Some(Ok(Message::Binary(data))) => match data.first() {
+            msg = stream.next() => match msg.map(|m| m.map(binary_payload)) {
+                Some(Ok(Payload::Data(data))) => match data.first() {
                     Some(&STDIN) => {
                         if let Some(tx) = &stdin_tx && tx.send(data.slice(1..)).await.is_err() {
                             stdin_tx = None;
@@ -340,7 +339,7 @@ async fn run(
                     Some(&CLOSE) if v5 && data.get(1) == Some(&STDIN) => stdin_tx = None,
                     _ => {}
                 },
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                Some(Ok(Payload::Closed)) | None | Some(Err(_)) => {
                     // The client is gone: hang up, then insist.
                     kill(Signal::SIGHUP);
                     match tokio::time::timeout(Duration::from_secs(2), started.child.wait()).await {
@@ -351,7 +350,7 @@ async fn run(
                         }
                     }
                 }
-                Some(Ok(_)) => {}
+                Some(Ok(Payload::Other)) => {}
             },
             event = events.recv() => {
                 if let Ok(e) = event && e.kind == Kind::Pod && e.action == "DELETED" && e.namespace == ns && e.name == name {
@@ -391,4 +390,21 @@ pub fn close_frame() -> Message {
         code: 1000,
         reason: "".into(),
     }))
+}
+
+/// What a client frame carries. The API server reads text frames on the channel
+/// protocols exactly like binary ones (python-kubernetes sends stdin as text).
+pub enum Payload {
+    Data(Bytes),
+    Closed,
+    Other,
+}
+
+pub fn binary_payload(msg: Message) -> Payload {
+    match msg {
+        Message::Binary(b) => Payload::Data(b),
+        Message::Text(t) => Payload::Data(Bytes::copy_from_slice(t.as_str().as_bytes())),
+        Message::Close(_) => Payload::Closed,
+        _ => Payload::Other,
+    }
 }

@@ -90,46 +90,90 @@ async fn authenticate(State(state): State<Shared>, req: Request, next: Next) -> 
     next.run(req).await
 }
 
-/// A `Status` object, as every API error is.
+/// An API error; it renders as the `Status` object every API error is.
+pub struct ApiError {
+    code: StatusCode,
+    reason: &'static str,
+    message: String,
+    details: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": self.message, "reason": self.reason, "code": self.code.as_u16(),
+        });
+        if let Some(d) = self.details {
+            body["details"] = d;
+        }
+        (
+            self.code,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
 pub fn status_response(
     code: StatusCode,
-    reason: &str,
+    reason: &'static str,
     message: &str,
     details: Option<Value>,
 ) -> Response {
-    let mut body = json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code.as_u16(),
-    });
-    if let Some(d) = details {
-        body["details"] = d;
-    }
-    (
+    ApiError {
         code,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+        reason,
+        message: message.to_owned(),
+        details,
+    }
+    .into_response()
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { kind, name } => ApiError {
+                details: Some(json!({"name": name, "kind": kind.plural()})),
+                ..ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{} \"{name}\" not found", kind.plural()),
+                )
+            },
+            StoreError::AlreadyExists { kind, name } => ApiError {
+                details: Some(json!({"name": name, "kind": kind.plural()})),
+                ..ApiError::new(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    format!("{} \"{name}\" already exists", kind.plural()),
+                )
+            },
+            StoreError::Invalid(message) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message)
+            }
+        }
+    }
 }
 
 pub fn store_error(e: StoreError) -> Response {
-    match e {
-        StoreError::NotFound { kind, name } => status_response(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("{} \"{name}\" not found", kind.plural()),
-            Some(json!({"name": name, "kind": kind.plural()})),
-        ),
-        StoreError::AlreadyExists { kind, name } => status_response(
-            StatusCode::CONFLICT,
-            "AlreadyExists",
-            &format!("{} \"{name}\" already exists", kind.plural()),
-            Some(json!({"name": name, "kind": kind.plural()})),
-        ),
-        StoreError::Invalid(message) => {
-            status_response(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &message, None)
-        }
-    }
+    ApiError::from(e).into_response()
 }
 
 fn json_response(code: StatusCode, value: &Value) -> Response {
@@ -275,14 +319,11 @@ struct ListQuery {
     timeout: Option<u64>,
 }
 
-fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, Response> {
+fn parse_list_query(raw: Option<&str>) -> Result<ListQuery, ApiError> {
     let mut q = ListQuery::default();
     for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         match k.as_ref() {
-            "labelSelector" => {
-                q.labels = Selector::parse(&v)
-                    .map_err(|e| status_response(StatusCode::BAD_REQUEST, "BadRequest", &e, None))?
-            }
+            "labelSelector" => q.labels = Selector::parse(&v).map_err(ApiError::bad_request)?,
             "fieldSelector" => q.fields = Some(v.into_owned()),
             "watch" => q.watch = !matches!(v.to_ascii_lowercase().as_str(), "false" | "0"),
             "resourceVersion" => q.resource_version = Some(v.into_owned()),
@@ -313,7 +354,7 @@ async fn list(
 ) -> Response {
     let q = match parse_list_query(raw.as_deref()) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     if q.watch {
         return watch(store.clone(), kind, ns.map(str::to_owned), q);
@@ -446,21 +487,18 @@ fn tokio_stream_from(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
-fn body_json(body: &[u8]) -> Result<Value, Response> {
+fn body_json(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
-        status_response(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            &format!("the body of the request was in an unknown format: {e}"),
-            None,
-        )
+        ApiError::bad_request(format!(
+            "the body of the request was in an unknown format: {e}"
+        ))
     })
 }
 
 async fn create(store: &Store, kind: Kind, ns: &str, body: &[u8]) -> Response {
     let object = match body_json(body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     match store.create(kind, ns, object) {
         Ok(v) => json_response(StatusCode::CREATED, &v),
@@ -488,7 +526,7 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 async fn patch(store: &Store, kind: Kind, ns: &str, name: &str, body: &[u8]) -> Response {
     let patch = match body_json(body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     match store.update(kind, ns, name, |o| merge_patch(o, &patch)) {
         Ok(v) => json_response(StatusCode::OK, &v),
@@ -620,7 +658,7 @@ async fn patch_scale(
 ) -> Response {
     let patch = match body_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     set_replicas(&s.store, &ns, &name, patch["spec"]["replicas"].as_u64())
 }

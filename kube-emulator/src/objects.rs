@@ -401,7 +401,11 @@ pub fn set_pod_phase(pod: &mut Value, phase: &str) {
             } else {
                 json!({"waiting": {"reason": "ContainerCreating"}})
             };
-            json!({"name": c["name"], "image": c["image"], "ready": running, "started": running,
+            // imageID and containerID: always present from a real kubelet, and clients
+            // (python-kubernetes) refuse statuses without imageID.
+            let image = c["image"].as_str().unwrap_or("emulated");
+            json!({"name": c["name"], "image": image, "imageID": format!("emulated://{image}"),
+                   "containerID": format!("emulated://{}", uid()), "ready": running, "started": running,
                    "restartCount": 0, "state": state})
         })
         .collect();

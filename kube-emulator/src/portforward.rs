@@ -7,14 +7,14 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::exec::{close_frame, running_pod};
+use crate::exec::{Payload, binary_payload, close_frame, running_pod};
 use crate::http::{Shared, status_response};
 
 const PROTOCOLS: [&str; 2] = ["v4.channel.k8s.io", "portforward.k8s.io"];
@@ -47,8 +47,8 @@ pub async fn handle(
     RawQuery(raw): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(r) = running_pod(&state.store, &ns, &name) {
-        return r;
+    if let Err(e) = running_pod(&state.store, &ns, &name) {
+        return e.into_response();
     }
     let ports = match ports(raw.as_deref()) {
         Ok(p) => p,
@@ -114,14 +114,14 @@ async fn run(socket: WebSocket, ports: Vec<u16>) {
     loop {
         tokio::select! {
             _ = &mut all_done => break,
-            msg = stream.next() => match msg {
-                Some(Ok(Message::Binary(data))) if !data.is_empty() => {
+            msg = stream.next() => match msg.map(|m| m.map(binary_payload)) {
+                Some(Ok(Payload::Data(data))) if !data.is_empty() => {
                     let ch = data[0] as usize;
-                    if ch % 2 == 0 && let Some(tx) = inputs.get(ch / 2) {
+                    if ch.is_multiple_of(2) && let Some(tx) = inputs.get(ch / 2) {
                         let _ = tx.send(data.slice(1..)).await;
                     }
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(Payload::Closed)) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}
             },
         }

@@ -1,0 +1,232 @@
+//! The Kubernetes API emulator's fidelity, checked with clients nobody here wrote: the
+//! real `kubectl` and Debian's python3-kubernetes. If our backend and the emulator
+//! agreed on something these reject, the emulator would be wrong.
+
+use std::io::{Read, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use kube_emulator::{Emulator, Options};
+
+/// The emulator on its own runtime thread, so blocking client processes can run here.
+struct Running {
+    emulator: Option<Emulator>,
+    runtime: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start() -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let emulator = runtime
+            .block_on(Emulator::start(Options {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                root: dir.path().join("root"),
+                token: None,
+                start_delay: Duration::ZERO,
+            }))
+            .unwrap();
+        emulator
+            .write_kubeconfig(&dir.path().join("kubeconfig"))
+            .unwrap();
+        Running {
+            emulator: Some(emulator),
+            runtime,
+            dir,
+        }
+    }
+
+    fn kubeconfig(&self) -> std::path::PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn apply(&self, yaml: &str) {
+        let path = self.dir.path().join("obj.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let out = self.kubectl(&["create", "-f", path.to_str().unwrap()], b"");
+        assert!(
+            out.status.success(),
+            "kubectl create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _guard = self.runtime.enter();
+        drop(self.emulator.take());
+    }
+}
+
+const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: box-0\n  labels:\n    app: box\nspec:\n  containers:\n  - name: main\n    image: debian:12\n";
+
+#[test]
+fn kubectl_creates_lists_and_execs_with_stdin_and_exit_code() {
+    let emu = Running::start();
+    emu.apply(POD);
+
+    let out = emu.kubectl(&["get", "pods"], b"");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("box-0") && table.contains("Running") && table.contains("1/1"),
+        "{table}"
+    );
+
+    let out = emu.kubectl(&["get", "pods", "-l", "app=other", "-o", "name"], b"");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+
+    let input: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let out = emu.kubectl(
+        &[
+            "exec",
+            "-i",
+            "box-0",
+            "--",
+            "sh",
+            "-c",
+            "wc -c; echo to-stderr >&2; exit 3",
+        ],
+        &input,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "300000");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("to-stderr"), "{err}");
+    assert!(err.contains("command terminated with exit code 3"), "{err}");
+    assert_eq!(out.status.code(), Some(3));
+
+    let out = emu.kubectl(&["exec", "box-0", "--", "pwd"], b"");
+    let pwd = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(pwd.ends_with("/default/box-0"), "{pwd}");
+
+    let out = emu.kubectl(&["exec", "missing", "--", "true"], b"");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pods \"missing\" not found"));
+}
+
+#[test]
+fn kubectl_scales_statefulsets() {
+    let emu = Running::start();
+    emu.apply(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: job\nspec:\n  replicas: 0\n  serviceName: job\n  selector:\n    matchLabels: {app: job}\n  template:\n    metadata:\n      labels: {app: job}\n    spec:\n      containers:\n      - name: main\n        image: debian:12\n",
+    );
+    let out = emu.kubectl(&["scale", "statefulset", "job", "--replicas=2"], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = emu.kubectl(&["get", "pods", "-l", "app=job", "-o", "name"], b"");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pod/job-0\npod/job-1\n"
+    );
+    let out = emu.kubectl(&["scale", "statefulset", "job", "--replicas=0"], b"");
+    assert!(out.status.success());
+    let out = emu.kubectl(&["get", "pods", "-o", "name"], b"");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+}
+
+const PYTHON_CLIENT: &str = r#"
+import socket, sys
+from kubernetes import client, config
+from kubernetes.stream import stream, portforward
+
+config.load_kube_config(config_file=sys.argv[1])
+v1 = client.CoreV1Api()
+pods = [p.metadata.name for p in v1.list_namespaced_pod("default", label_selector="app=box").items]
+print("pods", pods)
+
+resp = stream(v1.connect_get_namespaced_pod_exec, "box-0", "default",
+              command=["sh", "-c", "read line; echo got:$line; echo oops >&2; exit 4"],
+              stderr=True, stdin=True, stdout=True, tty=False, _preload_content=False)
+resp.write_stdin("ping\n")
+out, err = "", ""
+while resp.is_open():
+    resp.update(timeout=1)
+    if resp.peek_stdout():
+        out += resp.read_stdout()
+    if resp.peek_stderr():
+        err += resp.read_stderr()
+resp.close()
+print("exec", repr(out), repr(err), resp.returncode)
+
+port = int(sys.argv[2])
+pf = portforward(v1.connect_get_namespaced_pod_portforward, "box-0", "default", ports=str(port))
+sock = pf.socket(port)
+sock.setblocking(True)
+sock.sendall(b"hello pod\n")
+data = b""
+while True:
+    chunk = sock.recv(1024)
+    if not chunk:
+        break
+    data += chunk
+sock.close()
+print("forward", repr(data.decode()))
+"#;
+
+#[test]
+fn python_kubernetes_client_execs_and_port_forwards() {
+    let emu = Running::start();
+    emu.apply(POD);
+    // A server "in the pod": in emulation its ports are the host's loopback ports.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let echo = std::thread::spawn(move || {
+        let (mut conn, _) = server.accept().unwrap();
+        let mut buf = [0u8; 64];
+        let n = conn.read(&mut buf).unwrap();
+        conn.write_all(b"pod says: ").unwrap();
+        conn.write_all(&buf[..n]).unwrap();
+    });
+    let script = emu.dir.path().join("client.py");
+    std::fs::write(&script, PYTHON_CLIENT).unwrap();
+    // Debian's interpreter, where python3-kubernetes is installed.
+    let out = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .arg(emu.kubeconfig())
+        .arg(port.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("pods ['box-0']"), "{stdout}");
+    assert!(
+        stdout.contains("exec 'got:ping\\n' 'oops\\n' 4"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("forward 'pod says: hello pod\\n'"),
+        "{stdout}"
+    );
+    echo.join().unwrap();
+}
