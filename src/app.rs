@@ -8,9 +8,12 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::api::{self, ApiState};
+use crate::backend::Backend;
+use crate::backend::kubernetes::KubernetesBackend;
 use crate::backend::local::LocalBackend;
 use crate::config::{BackendConfig, Config, ControlConfig};
-use crate::control::{ControlPlane, StaticControlPlane};
+use crate::control::{ControlPlane, KubernetesControlPlane, StaticControlPlane};
+use crate::kubernetes;
 use crate::ssh::{self, Gateway, hostkeys};
 use crate::store::Store;
 
@@ -65,13 +68,34 @@ impl Bound {
             api_addr,
             host_key,
         } = self;
-        let control: Arc<dyn ControlPlane> = match &config.control {
-            ControlConfig::Static { sandbox_root } => {
+        let kube = match &config.kubernetes {
+            Some(k) => Some((
+                kubernetes::client(k)
+                    .await
+                    .context("connecting to Kubernetes")?,
+                k.clone(),
+            )),
+            None => None,
+        };
+        let control: Arc<dyn ControlPlane> = match (&config.control, &kube) {
+            (ControlConfig::Static { sandbox_root }, _) => {
                 Arc::new(StaticControlPlane::new(store.clone(), sandbox_root.clone()))
             }
+            (ControlConfig::Kubernetes, Some((client, k))) => Arc::new(
+                KubernetesControlPlane::new(client.clone(), k.clone(), store.clone()),
+            ),
+            (ControlConfig::Kubernetes, None) => {
+                anyhow::bail!("the kubernetes control plane needs a [kubernetes] section")
+            }
         };
-        let backend = match &config.backend {
-            BackendConfig::Local { shell } => Arc::new(LocalBackend::new(shell.clone())),
+        let backend: Arc<dyn Backend> = match (&config.backend, &kube) {
+            (BackendConfig::Local { shell }, _) => Arc::new(LocalBackend::new(shell.clone())),
+            (BackendConfig::Kubernetes, Some((client, k))) => {
+                Arc::new(KubernetesBackend::new(client.clone(), k.request_timeout()))
+            }
+            (BackendConfig::Kubernetes, None) => {
+                anyhow::bail!("the kubernetes backend needs a [kubernetes] section")
+            }
         };
         if config.ssh.public_port == 0 {
             config.ssh.public_port = ssh_addr.port();

@@ -40,6 +40,9 @@ pub struct Config {
     pub backend: BackendConfig,
     #[serde(default)]
     pub control: ControlConfig,
+    /// How to reach the cluster, when the backend or control plane is `kubernetes`.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +114,8 @@ pub enum BackendConfig {
         #[serde(default = "default_shell")]
         shell: PathBuf,
     },
+    /// Runs channels in pods through the exec and port-forward APIs (`[kubernetes]`).
+    Kubernetes,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +127,75 @@ pub enum ControlConfig {
         /// `<root>/<sandbox id>` as its working directory.
         sandbox_root: PathBuf,
     },
+    /// Targets are pods found by label (`[kubernetes]`).
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// A kubeconfig file; unset means in-cluster service account, then $KUBECONFIG,
+    /// then ~/.kube/config.
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    pub context: Option<String>,
+    /// Namespaces searched for targets; empty searches all (needs cluster-wide RBAC).
+    #[serde(default = "default_namespaces")]
+    pub namespaces: Vec<String>,
+    /// Bound on each API call the gateway waits for (lookups, stream set-up).
+    #[serde(default = "default_kube_timeout")]
+    pub request_timeout_secs: u64,
+    /// Label whose value is a sandbox id: `ssh <id>@gw` reaches the pod carrying it.
+    #[serde(default = "default_sandbox_label")]
+    pub sandbox_label: String,
+    /// Label whose value is a training job id (`training-job-<id>-<node>`).
+    #[serde(default = "default_job_label")]
+    pub job_label: String,
+    /// Label holding a pod's node index within its job (node 0 is the leader).
+    #[serde(default = "default_node_label")]
+    pub node_label: String,
+    /// Annotation naming the container to use; otherwise `default_container`, then
+    /// the pod's first container.
+    #[serde(default = "default_container_annotation")]
+    pub container_annotation: String,
+    pub default_container: Option<String>,
+    /// Annotation holding the owner's user name; otherwise the store's sandbox row.
+    #[serde(default = "default_owner_annotation")]
+    pub owner_annotation: String,
+    /// Annotation holding further user names, comma-separated.
+    #[serde(default = "default_members_annotation")]
+    pub members_annotation: String,
+}
+
+fn default_namespaces() -> Vec<String> {
+    vec!["default".into()]
+}
+fn default_kube_timeout() -> u64 {
+    10
+}
+fn default_sandbox_label() -> String {
+    "ssh-gateway.io/sandbox".into()
+}
+fn default_job_label() -> String {
+    "ssh-gateway.io/training-job".into()
+}
+fn default_node_label() -> String {
+    "ssh-gateway.io/node-index".into()
+}
+fn default_container_annotation() -> String {
+    "ssh-gateway.io/container".into()
+}
+fn default_owner_annotation() -> String {
+    "ssh-gateway.io/owner".into()
+}
+fn default_members_annotation() -> String {
+    "ssh-gateway.io/members".into()
+}
+
+impl KubernetesConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
 }
 
 impl Default for ApiConfig {
@@ -281,9 +355,34 @@ impl Config {
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
         }
-        let BackendConfig::Local { shell } = &self.backend;
-        if !shell.is_absolute() {
+        if let BackendConfig::Local { shell } = &self.backend
+            && !shell.is_absolute()
+        {
             return invalid("backend.shell", "must be an absolute path");
+        }
+        let needs_kube = matches!(self.backend, BackendConfig::Kubernetes)
+            || matches!(self.control, ControlConfig::Kubernetes);
+        match &self.kubernetes {
+            None if needs_kube => {
+                return invalid(
+                    "kubernetes",
+                    "a [kubernetes] section is required by the kubernetes backend or control plane",
+                );
+            }
+            Some(k) if k.request_timeout_secs == 0 || k.request_timeout_secs > 300 => {
+                return invalid(
+                    "kubernetes.request_timeout_secs",
+                    "must be between 1 and 300",
+                );
+            }
+            Some(k)
+                if k.sandbox_label.is_empty()
+                    || k.job_label.is_empty()
+                    || k.node_label.is_empty() =>
+            {
+                return invalid("kubernetes.sandbox_label", "labels must not be empty");
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -49,6 +49,7 @@ pub fn config(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -
         control: ControlConfig::Static {
             sandbox_root: data_dir.join("sandboxes"),
         },
+        kubernetes: None,
     }
 }
 

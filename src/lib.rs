@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod dev;
 pub mod keys;
+pub mod kubernetes;
 pub mod route;
 pub mod ssh;
 pub mod store;

@@ -78,16 +78,19 @@ impl LocalBackend {
     }
 }
 
-fn workdir(target: &Target) -> &std::path::Path {
+fn workdir(target: &Target) -> Result<&std::path::Path, BackendError> {
     match &target.location {
-        Location::Local { workdir } => workdir,
+        Location::Local { workdir } => Ok(workdir),
+        Location::Pod { .. } => Err(BackendError::Internal(
+            "the local backend cannot run pods".into(),
+        )),
     }
 }
 
 #[async_trait::async_trait]
 impl Backend for LocalBackend {
     async fn exec(&self, target: &Target, spec: ExecSpec) -> Result<Process, BackendError> {
-        let mut cmd = self.command(&spec, workdir(target));
+        let mut cmd = self.command(&spec, workdir(target)?);
         let spawn_err =
             |e: std::io::Error| BackendError::Internal(format!("spawning {:?}: {e}", spec.program));
         let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);

@@ -2,6 +2,7 @@
 //! one forwarded connection inside an authorized `Target`, and hands back plain streams
 //! plus a control/exit pair for the bridge.
 
+pub mod kubernetes;
 pub mod local;
 
 pub use sgw_pty as pty;

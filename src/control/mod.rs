@@ -2,10 +2,12 @@
 //! authorized `Target` (where the workload runs), or one message that does not reveal
 //! whether the target exists.
 
+mod kubernetes;
 mod static_plane;
 
 use std::path::PathBuf;
 
+pub use kubernetes::KubernetesControlPlane;
 pub use static_plane::StaticControlPlane;
 
 use crate::route::TargetRef;
@@ -31,6 +33,12 @@ pub struct Target {
 pub enum Location {
     /// Local processes in this directory (the embedded default).
     Local { workdir: PathBuf },
+    /// A container of a running pod.
+    Pod {
+        namespace: String,
+        pod: String,
+        container: String,
+    },
 }
 
 /// What the sandbox API shows about a target.
@@ -47,6 +55,9 @@ pub enum ControlError {
     /// Unknown and forbidden read the same on purpose.
     #[error("sandbox {0:?} does not exist or you have no access to it")]
     NoAccess(String),
+    /// Only said to users who may use the target.
+    #[error("{0}")]
+    NotReady(String),
     /// The control plane itself failed; details go to the log, not the user.
     #[error("the gateway cannot reach its control plane right now; try again in a moment")]
     Unavailable(String),

@@ -25,7 +25,10 @@ impl StaticControlPlane {
         who: &Principal,
         target: &TargetRef,
     ) -> Result<Sandbox, ControlError> {
-        let TargetRef::Sandbox(id) = target;
+        // Training jobs live in a cluster; this plane only knows its own sandboxes.
+        let TargetRef::Sandbox(id) = target else {
+            return Err(ControlError::NoAccess(target.name()));
+        };
         match self.store.sandbox(id).await {
             Ok(sandbox) if sandbox.allows(&who.user_id) => Ok(sandbox),
             Ok(_) | Err(StoreError::NotFound) => Err(ControlError::NoAccess(id.clone())),

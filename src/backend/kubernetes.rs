@@ -1,0 +1,263 @@
+//! The Kubernetes backend: each session channel is one pods/exec stream, each forwarded
+//! connection one pods/portforward stream. The exec API has no environment or signal
+//! channel, so TERM and permitted variables travel in a `sh -c` wrapper, and ^C as the
+//! byte 0x03 through the terminal.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Backend, BackendError, Control, Duplex, ExecSpec, Exit, Process, Program, sftp_probe_script,
+};
+use crate::control::{Location, Target};
+use crate::kubernetes::exec::{self, ExecRequest, Outcome};
+use crate::kubernetes::portforward;
+
+pub struct KubernetesBackend {
+    client: kube::Client,
+    timeout: Duration,
+}
+
+impl KubernetesBackend {
+    pub fn new(client: kube::Client, timeout: Duration) -> Self {
+        Self { client, timeout }
+    }
+}
+
+/// `'…'` quoting for POSIX sh.
+fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
+}
+
+/// Names that are safe to put after `export` unquoted.
+fn plain_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The argv that runs `spec` in a container: a sh wrapper that exports the session's
+/// variables, starts in $HOME like sshd does, and prefers bash as the user's shell.
+pub fn command(spec: &ExecSpec) -> Vec<String> {
+    let mut script = String::from("cd \"$HOME\" 2>/dev/null; ");
+    let term = spec
+        .pty
+        .as_ref()
+        .map(|p| ("TERM".to_owned(), p.term.clone()));
+    for (name, value) in term.iter().chain(spec.env.iter()) {
+        if plain_name(name) {
+            script.push_str(&format!("export {name}={}; ", quote(value)));
+        }
+    }
+    let mut argv = vec!["/bin/sh".to_owned(), "-c".to_owned()];
+    match &spec.program {
+        Program::Shell => {
+            script.push_str("if [ -x /bin/bash ]; then exec /bin/bash -l; fi; exec /bin/sh -l");
+            argv.push(script);
+        }
+        Program::Command(line) => {
+            // The user's command line travels as $0, so it needs no quoting here.
+            script.push_str(
+                "if [ -x /bin/bash ]; then exec /bin/bash -c \"$0\"; fi; exec /bin/sh -c \"$0\"",
+            );
+            argv.push(script);
+            argv.push(line.clone());
+        }
+        Program::Sftp => {
+            script.push_str(&sftp_probe_script());
+            argv.push(script);
+        }
+    }
+    argv
+}
+
+fn pod_location(target: &Target) -> Result<(&str, &str, &str), BackendError> {
+    match &target.location {
+        Location::Pod {
+            namespace,
+            pod,
+            container,
+        } => Ok((namespace, pod, container)),
+        Location::Local { .. } => Err(BackendError::Internal(
+            "the kubernetes backend needs a pod target".into(),
+        )),
+    }
+}
+
+/// Turns an API error at stream set-up into what the user reads.
+fn setup_error(pod: &str, e: kube::Error) -> BackendError {
+    match &e {
+        kube::Error::Api(status) if status.code == 404 => BackendError::User(format!(
+            "the pod running this sandbox ({pod}) no longer exists; try again in a moment"
+        )),
+        kube::Error::Api(status) if status.code == 400 => {
+            BackendError::User(format!("the sandbox is not ready: {}", status.message))
+        }
+        _ => BackendError::Internal(format!("exec into {pod}: {e}")),
+    }
+}
+
+impl KubernetesBackend {
+    /// After a stream ends badly: was the pod deleted under us?
+    async fn pod_gone(&self, namespace: &str, pod: &str) -> bool {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        match tokio::time::timeout(self.timeout, api.get_opt(pod)).await {
+            Ok(Ok(None)) => true,
+            Ok(Ok(Some(p))) => p.metadata.deletion_timestamp.is_some(),
+            _ => false,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for KubernetesBackend {
+    async fn exec(&self, target: &Target, spec: ExecSpec) -> Result<Process, BackendError> {
+        let (namespace, pod, container) = pod_location(target)?;
+        let tty = spec.pty.is_some();
+        let request = ExecRequest {
+            namespace,
+            pod,
+            container,
+            command: command(&spec),
+            tty,
+        };
+        let stream =
+            match tokio::time::timeout(self.timeout, exec::start(&self.client, request)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return Err(setup_error(pod, e)),
+                Err(_) => {
+                    return Err(BackendError::User(
+                        "the Kubernetes API did not answer in time; try again in a moment".into(),
+                    ));
+                }
+            };
+        if let Some(p) = &spec.pty {
+            let _ = stream.resize.send(p.size).await;
+        }
+        let (control_tx, mut control_rx) = mpsc::channel::<Control>(16);
+        let resize = stream.resize.clone();
+        tokio::spawn(async move {
+            while let Some(control) = control_rx.recv().await {
+                match control {
+                    Control::Resize(size) => {
+                        let _ = resize.send(size).await;
+                    }
+                    // No signal channel in the exec API; with a tty, ^C already
+                    // travels as a byte.
+                    Control::Signal(sig) => {
+                        tracing::debug!(?sig, "signal not deliverable over pods/exec")
+                    }
+                }
+            }
+        });
+        let (exit_tx, exit_rx) = oneshot::channel();
+        let ended = stream.ended;
+        let backend = KubernetesBackend {
+            client: self.client.clone(),
+            timeout: self.timeout,
+        };
+        let (namespace, pod) = (namespace.to_owned(), pod.to_owned());
+        tokio::spawn(async move {
+            let Ok(ended) = ended.await else {
+                let _ = exit_tx.send(Exit::Code(255));
+                return;
+            };
+            let newline = if tty { "\r\n" } else { "\n" };
+            // 137 is SIGKILL, what a deleted pod's processes die of.
+            let suspicious = matches!(
+                ended.outcome,
+                Outcome::Lost | Outcome::Failed(_) | Outcome::Exited(137)
+            );
+            let note = if suspicious && backend.pod_gone(&namespace, &pod).await {
+                Some(format!(
+                    "{newline}ssh-gateway: the pod running this sandbox ({pod}) was deleted; the session has ended{newline}"
+                ))
+            } else {
+                match &ended.outcome {
+                    Outcome::Lost => Some(format!(
+                        "{newline}ssh-gateway: the connection to the sandbox was lost{newline}"
+                    )),
+                    Outcome::Failed(message) => Some(format!("ssh-gateway: {message}{newline}")),
+                    Outcome::Exited(_) => None,
+                }
+            };
+            if let Some(note) = note {
+                let to = ended.stderr.as_ref().unwrap_or(&ended.stdout);
+                let _ = to.send(bytes::Bytes::from(note)).await;
+            }
+            let code = match ended.outcome {
+                Outcome::Exited(code) => code.clamp(0, 255) as u32,
+                Outcome::Failed(_) => 126,
+                Outcome::Lost => 255,
+            };
+            drop(ended.stdout);
+            drop(ended.stderr);
+            let _ = exit_tx.send(Exit::Code(code));
+        });
+        Ok(Process {
+            stdin: Box::new(stream.stdin),
+            stdout: Box::new(stream.stdout),
+            stderr: stream.stderr.map(|s| Box::new(s) as super::BoxRead),
+            control: control_tx,
+            exit: exit_rx,
+            tty,
+        })
+    }
+
+    async fn connect(&self, target: &Target, port: u16) -> Result<Box<dyn Duplex>, BackendError> {
+        let (namespace, pod, _) = pod_location(target)?;
+        match tokio::time::timeout(
+            self.timeout,
+            portforward::open(&self.client, namespace, pod, port),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => Ok(Box::new(stream)),
+            Ok(Err(e)) => Err(setup_error(pod, e)),
+            Err(_) => Err(BackendError::User(
+                "the Kubernetes API did not answer in time".into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{PtySpec, WindowSize};
+
+    fn run_sh(argv: &[String]) -> String {
+        let out = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("HOME", "/tmp")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn wrapper_exports_env_and_passes_the_command_untouched() {
+        let spec = ExecSpec {
+            program: Program::Command("echo \"$TERM|$LC_X|$0\" 'it''s'; pwd".into()),
+            pty: Some(PtySpec {
+                term: "xterm-256color".into(),
+                size: WindowSize::default(),
+            }),
+            env: vec![
+                ("LC_X".into(), "a'b $(nope)".into()),
+                ("BAD-NAME;rm".into(), "x".into()),
+            ],
+        };
+        let argv = command(&spec);
+        assert_eq!(argv[0], "/bin/sh");
+        let out = run_sh(&argv);
+        assert!(out.starts_with("xterm-256color|a'b $(nope)|"), "{out}");
+        assert!(out.contains(" its\n/tmp\n"), "{out}");
+        assert!(!argv[2].contains("BAD-NAME"));
+    }
+}

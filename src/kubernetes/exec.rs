@@ -1,0 +1,310 @@
+//! The pods/exec channel protocol, client side: frames `[channel, bytes…]` over a
+//! WebSocket — 0 stdin, 1 stdout, 2 stderr, 3 status, 4 resize, and on v5 `[255, 0]`
+//! to close stdin. Output frames reach the bridge as `Bytes` slices of the received
+//! frame (no copy); stdin goes out in frames of up to 64 KiB.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Resource;
+use kube::core::subresource::AttachParams;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::PollSender;
+
+use crate::backend::WindowSize;
+
+const STDIN: u8 = 0;
+const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
+const STATUS: u8 = 3;
+const RESIZE: u8 = 4;
+const CLOSE: u8 = 255;
+/// Largest stdin frame: one SSH packet's worth, at most.
+const MAX_FRAME: usize = 64 * 1024;
+/// Output frames buffered toward the bridge before the WebSocket stops being read
+/// (and TCP pushes back on the API server).
+const OUTPUT_QUEUE: usize = 32;
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+pub struct ExecRequest<'a> {
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub container: &'a str,
+    pub command: Vec<String>,
+    pub tty: bool,
+}
+
+/// How the remote command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(i32),
+    /// A Failure status that is not an exit code (the runtime could not run it).
+    Failed(String),
+    /// The stream ended without a status: the pod, node or API server went away.
+    Lost,
+}
+
+/// Delivered when the stream has ended. The output senders come back so the caller
+/// can add a last word (why the session ended) before the readers see EOF.
+pub struct Ended {
+    pub outcome: Outcome,
+    pub stdout: mpsc::Sender<Bytes>,
+    pub stderr: Option<mpsc::Sender<Bytes>>,
+}
+
+pub struct ExecStream {
+    pub stdin: FrameWriter,
+    pub stdout: ChunkReader,
+    pub stderr: Option<ChunkReader>,
+    pub resize: mpsc::Sender<WindowSize>,
+    pub ended: oneshot::Receiver<Ended>,
+}
+
+/// Opens the exec stream. Errors are the API server's (404 pod, 400 not running, …).
+pub async fn start(client: &kube::Client, req: ExecRequest<'_>) -> Result<ExecStream, kube::Error> {
+    let params = AttachParams {
+        container: Some(req.container.to_owned()),
+        stdin: true,
+        stdout: true,
+        stderr: !req.tty,
+        tty: req.tty,
+        ..Default::default()
+    };
+    let request = kube::core::Request::new(Pod::url_path(&(), Some(req.namespace)))
+        .exec(req.pod, req.command, &params)
+        .map_err(kube::Error::BuildRequest)?;
+    let connection = client.connect(request).await?;
+    let v5 = connection.supports_stream_close();
+    let (mut sink, mut source) = connection.into_stream().split();
+
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
+    tokio::spawn(async move {
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.reset();
+        loop {
+            let msg = tokio::select! {
+                msg = out_rx.recv() => match msg {
+                    Some(msg) => msg,
+                    None => break,
+                },
+                _ = ping.tick() => Message::Ping(Bytes::new()),
+            };
+            if sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let (resize_tx, mut resize_rx) = mpsc::channel::<WindowSize>(8);
+    let resize_out = out_tx.clone();
+    tokio::spawn(async move {
+        while let Some(size) = resize_rx.recv().await {
+            let body = serde_json::json!({"Width": size.cols, "Height": size.rows}).to_string();
+            if resize_out
+                .send(frame(RESIZE, body.as_bytes()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+
+    let (stdout_tx, stdout_rx) = mpsc::channel::<Bytes>(OUTPUT_QUEUE);
+    let (stderr_tx, stderr_rx) = if req.tty {
+        (None, None)
+    } else {
+        let (tx, rx) = mpsc::channel::<Bytes>(OUTPUT_QUEUE);
+        (Some(tx), Some(rx))
+    };
+    let (ended_tx, ended_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut outcome = Outcome::Lost;
+        while let Some(msg) = source.next().await {
+            let Ok(Message::Binary(data)) = msg else {
+                if matches!(msg, Ok(Message::Close(_)) | Err(_)) {
+                    break;
+                }
+                continue;
+            };
+            let Some((&channel, _)) = data.split_first() else {
+                continue;
+            };
+            let payload = data.slice(1..);
+            match channel {
+                STDOUT if !payload.is_empty() => {
+                    let _ = stdout_tx.send(payload).await;
+                }
+                STDERR if !payload.is_empty() => {
+                    if let Some(tx) = &stderr_tx {
+                        let _ = tx.send(payload).await;
+                    }
+                }
+                STATUS => {
+                    outcome = parse_status(&payload);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let _ = ended_tx.send(Ended {
+            outcome,
+            stdout: stdout_tx,
+            stderr: stderr_tx,
+        });
+    });
+
+    Ok(ExecStream {
+        stdin: FrameWriter {
+            tx: PollSender::new(out_tx),
+            v5,
+            closed: false,
+        },
+        stdout: ChunkReader::new(stdout_rx),
+        stderr: stderr_rx.map(ChunkReader::new),
+        resize: resize_tx,
+        ended: ended_rx,
+    })
+}
+
+fn frame(channel: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(channel);
+    v.extend_from_slice(data);
+    Message::Binary(Bytes::from(v))
+}
+
+/// Reads the status frame: Success, a non-zero exit code, or another failure.
+pub fn parse_status(body: &[u8]) -> Outcome {
+    let Ok(status) = serde_json::from_slice::<Value>(body) else {
+        return Outcome::Failed("unreadable status from the API server".into());
+    };
+    if status["status"] == "Success" {
+        return Outcome::Exited(0);
+    }
+    if status["reason"] == "NonZeroExitCode"
+        && let Some(causes) = status["details"]["causes"].as_array()
+        && let Some(code) = causes
+            .iter()
+            .find(|c| c["reason"] == "ExitCode")
+            .and_then(|c| c["message"].as_str())
+            .and_then(|m| m.parse::<i32>().ok())
+    {
+        return Outcome::Exited(code);
+    }
+    Outcome::Failed(
+        status["message"]
+            .as_str()
+            .unwrap_or("the command failed")
+            .to_owned(),
+    )
+}
+
+/// The process's stdin: each write becomes one stdin frame; shutdown sends the v5
+/// close frame (on v4 there is no way to signal EOF, so nothing is sent).
+pub struct FrameWriter {
+    tx: PollSender<Message>,
+    v5: bool,
+    closed: bool,
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "exec stream closed")
+}
+
+impl AsyncWrite for FrameWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.closed {
+            return Poll::Ready(Err(gone()));
+        }
+        ready!(self.tx.poll_reserve(cx)).map_err(|_| gone())?;
+        let n = data.len().min(MAX_FRAME);
+        self.tx
+            .send_item(frame(STDIN, &data[..n]))
+            .map_err(|_| gone())?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.closed || !self.v5 {
+            self.closed = true;
+            return Poll::Ready(Ok(()));
+        }
+        ready!(self.tx.poll_reserve(cx)).map_err(|_| gone())?;
+        self.tx
+            .send_item(Message::Binary(Bytes::from_static(&[CLOSE, STDIN])))
+            .map_err(|_| gone())?;
+        self.closed = true;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// An `AsyncRead` over a queue of byte chunks; EOF when the queue's senders are gone.
+pub struct ChunkReader {
+    rx: mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl ChunkReader {
+    pub fn new(rx: mpsc::Receiver<Bytes>) -> Self {
+        Self {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl AsyncRead for ChunkReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        while self.current.is_empty() {
+            match ready!(self.rx.poll_recv(cx)) {
+                Some(chunk) => self.current = chunk,
+                None => return Poll::Ready(Ok(())),
+            }
+        }
+        let n = self.current.len().min(buf.remaining());
+        buf.put_slice(&self.current.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(
+            parse_status(br#"{"metadata":{},"status":"Success"}"#),
+            Outcome::Exited(0)
+        );
+        let nonzero = br#"{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code: 7","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"7"}]}}"#;
+        assert_eq!(parse_status(nonzero), Outcome::Exited(7));
+        let other = br#"{"metadata":{},"status":"Failure","message":"exec: \"nope\": not found","reason":"InternalError"}"#;
+        assert_eq!(
+            parse_status(other),
+            Outcome::Failed("exec: \"nope\": not found".into())
+        );
+        assert!(matches!(parse_status(b"garbage"), Outcome::Failed(_)));
+    }
+}

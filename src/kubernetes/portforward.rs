@@ -1,0 +1,91 @@
+//! The pods/portforward channel protocol, client side, one port per WebSocket: channel 0
+//! carries data both ways and channel 1 error text; each first carries the port number
+//! (two bytes). The protocol has no half-close, so the stream ends when the pod side
+//! closes or errs.
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Resource;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio_tungstenite::tungstenite::Message;
+
+const DATA: u8 = 0;
+const ERROR: u8 = 1;
+/// Bytes in flight inside the gateway per forwarded connection, each way.
+const PIPE: usize = 256 * 1024;
+
+/// Opens a forward to `port` inside the pod; returns a stream whose other end is the
+/// pod's socket.
+pub async fn open(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &str,
+    port: u16,
+) -> Result<DuplexStream, kube::Error> {
+    let request = kube::core::Request::new(Pod::url_path(&(), Some(namespace)))
+        .portforward(pod, &[port])
+        .map_err(kube::Error::BuildRequest)?;
+    let connection = client.connect(request).await?;
+    let (mut sink, mut source) = connection.into_stream().split();
+    let (ours, theirs) = tokio::io::duplex(PIPE);
+    let (mut from_ssh, mut to_ssh) = tokio::io::split(theirs);
+    let pod = pod.to_owned();
+    tokio::spawn(async move {
+        let upstream = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match from_ssh.read(&mut buf[1..]).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        buf[0] = DATA;
+                        if sink
+                            .send(Message::Binary(Bytes::copy_from_slice(&buf[..n + 1])))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+            // No half-close in this protocol: keep the socket open for the answer.
+            std::future::pending::<()>().await
+        };
+        let downstream = async {
+            let (mut data_prefix, mut error_prefix) = (true, true);
+            while let Some(Ok(msg)) = source.next().await {
+                let Message::Binary(frame) = msg else {
+                    if matches!(msg, Message::Close(_)) {
+                        break;
+                    }
+                    continue;
+                };
+                let Some((&channel, payload)) = frame.split_first() else {
+                    continue;
+                };
+                match channel {
+                    // The first frame on each channel is the port number.
+                    DATA if data_prefix => data_prefix = false,
+                    ERROR if error_prefix => error_prefix = false,
+                    DATA => {
+                        if to_ssh.write_all(payload).await.is_err() {
+                            break;
+                        }
+                    }
+                    ERROR => {
+                        tracing::info!(pod = %pod, port, error = %String::from_utf8_lossy(payload), "port forward refused by the pod");
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let _ = to_ssh.shutdown().await;
+        };
+        tokio::select! {
+            _ = upstream => {}
+            _ = downstream => {}
+        }
+    });
+    Ok(ours)
+}
