@@ -2,41 +2,26 @@
 //! real `kubectl` and Debian's python3-kubernetes. If our backend and the emulator
 //! agreed on something these reject, the emulator would be wrong.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
-use kube_emulator::{Emulator, Options};
+use support::kube::EmulatorThread;
 
-/// The emulator on its own runtime thread, so blocking client processes can run here.
+/// The emulator plus a place for kubectl's files.
 struct Running {
-    emulator: Option<Emulator>,
-    runtime: tokio::runtime::Runtime,
+    _emulator: EmulatorThread,
     dir: tempfile::TempDir,
 }
 
 impl Running {
     fn start() -> Running {
         let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let emulator = runtime
-            .block_on(Emulator::start(Options {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                root: dir.path().join("root"),
-                token: None,
-                start_delay: Duration::ZERO,
-            }))
-            .unwrap();
-        emulator
-            .write_kubeconfig(&dir.path().join("kubeconfig"))
-            .unwrap();
+        let emulator =
+            EmulatorThread::start(&dir.path().join("root"), &dir.path().join("kubeconfig"));
         Running {
-            emulator: Some(emulator),
-            runtime,
+            _emulator: emulator,
             dir,
         }
     }
@@ -68,13 +53,6 @@ impl Running {
             "kubectl create: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _guard = self.runtime.enter();
-        drop(self.emulator.take());
     }
 }
 

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{Serve, admin_with_config, free_port, keygen, run, stderr, stdout};
+use support::{Serve, admin_with_config, free_port, keygen, register_key, run, stderr, stdout};
 
 struct Gw {
     _server: Serve,
@@ -35,25 +35,11 @@ fn serve(ssh_extra: &str) -> (Gw, support::KeyPair) {
     admin(&["user", "add", "u"]);
     admin(&["sandbox", "add", "box", "--owner", "u"]);
     let key = keygen(dir.path(), "u", &["-t", "ed25519"]);
-    // Register the key straight in the store (the API is tested elsewhere).
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let store =
-            ssh_gateway::store::Store::open(&format!("sqlite://{}/gw.db", dir.path().display()), 1)
-                .await
-                .unwrap();
-        let user = store.user_by_name("u").await.unwrap();
-        let parsed = ssh_gateway::keys::parse_public_key(&key.public_line).unwrap();
-        store
-            .add_key(ssh_gateway::store::NewKey {
-                user_id: &user.id,
-                name: "k",
-                key: &parsed,
-            })
-            .await
-            .unwrap();
-        store.close().await;
-    });
+    register_key(
+        &format!("sqlite://{}/gw.db", dir.path().display()),
+        "u",
+        &key,
+    );
     let server = Serve::start(&config, &dir.path().join("log"), api_port);
     (
         Gw {

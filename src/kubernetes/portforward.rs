@@ -68,11 +68,8 @@ pub async fn open(
                     // The first frame on each channel is the port number.
                     DATA if data_prefix => data_prefix = false,
                     ERROR if error_prefix => error_prefix = false,
-                    DATA => {
-                        if to_ssh.write_all(payload).await.is_err() {
-                            break;
-                        }
-                    }
+                    DATA if to_ssh.write_all(payload).await.is_err() => break,
+                    DATA => {}
                     ERROR => {
                         tracing::info!(pod = %pod, port, error = %String::from_utf8_lossy(payload), "port forward refused by the pod");
                         break;

@@ -2,7 +2,9 @@
 //! throwaway data directory and drives it with the real OpenSSH clients.
 #![allow(dead_code)]
 
+pub mod kube;
 pub mod postgres;
+pub mod terminal;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -379,4 +381,24 @@ pub fn admin_with_config(config: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Registers `key` for `user` straight in the store at `db_url` (the key API itself
+/// is tested on its own).
+pub fn register_key(db_url: &str, user: &str, key: &KeyPair) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = ssh_gateway::store::Store::open(db_url, 1).await.unwrap();
+        let user = store.user_by_name(user).await.unwrap();
+        let parsed = ssh_gateway::keys::parse_public_key(&key.public_line).unwrap();
+        store
+            .add_key(ssh_gateway::store::NewKey {
+                user_id: &user.id,
+                name: "test",
+                key: &parsed,
+            })
+            .await
+            .unwrap();
+        store.close().await;
+    });
 }

@@ -1,0 +1,400 @@
+//! The Kubernetes bridge end to end: OpenSSH `ssh`/`scp`/`sftp`/`rsync`/`ssh -L` →
+//! gateway (kubernetes backend and control plane) → kube-emulator → local processes.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::kube::{KubeGateway, sandbox};
+use support::terminal::{Terminal, size_is};
+use support::{random_file, run, run_with_input, sha256_file, stderr, stdout};
+use tokio::io::AsyncWriteExt;
+
+const NO_ACCESS: &str = "does not exist or you have no access to it";
+
+fn with_alpha() -> KubeGateway {
+    let gw = KubeGateway::start(&["default", "team-b"], None);
+    let (labels, annotations) = sandbox("alpha", "alice");
+    gw.emu.pod("default", "sandbox-alpha", labels, annotations);
+    gw
+}
+
+#[test]
+fn exec_exit_codes_streams_and_stdin_eof() {
+    let gw = with_alpha();
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args(["alpha@127.0.0.1", "echo out; echo err >&2; pwd; exit 42"]);
+    let out = run(cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(42),
+        "{}\n{}",
+        stderr(&out),
+        gw.log()
+    );
+    let pod_dir = gw
+        .emu
+        .pod_dir("default", "sandbox-alpha")
+        .display()
+        .to_string();
+    assert_eq!(stdout(&out), format!("out\n{pod_dir}\n"));
+    assert_eq!(stderr(&out), "err\n");
+
+    // stdin EOF reaches the process over the v5 close frame.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.bin");
+    random_file(&input, 8 * 1024 * 1024 + 5);
+    let data = std::fs::read(&input).unwrap();
+    let mut wc = gw.ssh(&gw.alice);
+    wc.args(["alpha@127.0.0.1", "wc -c"]);
+    assert_eq!(
+        stdout(&run_with_input(wc, &data)).trim(),
+        data.len().to_string()
+    );
+    let mut cat = gw.ssh(&gw.alice);
+    cat.args(["alpha@127.0.0.1", "cat"]);
+    let out = run_with_input(cat, &data);
+    assert!(
+        out.stdout == data,
+        "binary round trip changed the data ({} bytes back)",
+        out.stdout.len()
+    );
+}
+
+#[test]
+fn env_and_script_on_stdin() {
+    let gw = with_alpha();
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args([
+        "-o",
+        "SetEnv=LC_GREETING=\"it's here\" LD_PRELOAD=x",
+        "-T",
+        "alpha@127.0.0.1",
+        "bash",
+    ]);
+    let out = run_with_input(cmd, b"echo \"[$LC_GREETING] [$LD_PRELOAD] $((6*7))\"\n");
+    assert_eq!(stdout(&out), "[it's here] [] 42\n", "{}", stderr(&out));
+}
+
+#[test]
+fn transfers_100_mib_scp_sftp_legacy_scp_and_rsync() {
+    let gw = with_alpha();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big.bin");
+    random_file(&src, 100 * 1024 * 1024);
+    let want = sha256_file(&src);
+    let pod_dir = gw.emu.pod_dir("default", "sandbox-alpha");
+
+    let mut up = gw.scp(&gw.alice);
+    up.arg(&src).arg("alpha@127.0.0.1:up.bin");
+    let out = run(up);
+    assert!(out.status.success(), "scp up: {}", stderr(&out));
+    assert_eq!(sha256_file(&pod_dir.join("up.bin")), want);
+    let back = dir.path().join("back.bin");
+    let mut down = gw.scp(&gw.alice);
+    down.arg("alpha@127.0.0.1:up.bin").arg(&back);
+    assert!(run(down).status.success());
+    assert_eq!(sha256_file(&back), want);
+
+    let batch = dir.path().join("batch");
+    let sftp_back = dir.path().join("sftp-back.bin");
+    std::fs::write(
+        &batch,
+        format!(
+            "put {} s.bin\nget s.bin {}\n",
+            src.display(),
+            sftp_back.display()
+        ),
+    )
+    .unwrap();
+    let mut sftp = Command::new("sftp");
+    sftp.args(support::Gateway::client_opts_for(&gw.alice.private))
+        .args(["-P", &gw.ssh_port.to_string(), "-b"])
+        .arg(&batch)
+        .arg("alpha@127.0.0.1");
+    let out = run(sftp);
+    assert!(out.status.success(), "sftp: {}", stderr(&out));
+    assert_eq!(sha256_file(&pod_dir.join("s.bin")), want);
+    assert_eq!(sha256_file(&sftp_back), want);
+
+    let small = dir.path().join("small.bin");
+    random_file(&small, 2 * 1024 * 1024 + 3);
+    let small_sum = sha256_file(&small);
+    let mut legacy = gw.scp(&gw.alice);
+    legacy
+        .arg("-O")
+        .arg(&small)
+        .arg("alpha@127.0.0.1:legacy.bin");
+    let out = run(legacy);
+    assert!(out.status.success(), "scp -O: {}", stderr(&out));
+    assert_eq!(sha256_file(&pod_dir.join("legacy.bin")), small_sum);
+    let mut legacy_down = gw.scp(&gw.alice);
+    legacy_down
+        .arg("-O")
+        .arg("alpha@127.0.0.1:legacy.bin")
+        .arg(dir.path().join("legacy-back.bin"));
+    assert!(run(legacy_down).status.success());
+    assert_eq!(sha256_file(&dir.path().join("legacy-back.bin")), small_sum);
+
+    let shell = format!(
+        "ssh {} -p {}",
+        support::Gateway::client_opts_for(&gw.alice.private).join(" "),
+        gw.ssh_port
+    );
+    let mut rsync = Command::new("rsync");
+    rsync
+        .args(["-a", "-e", &shell])
+        .arg(&small)
+        .arg("alpha@127.0.0.1:rsynced.bin");
+    let out = run(rsync);
+    assert!(out.status.success(), "rsync: {}", stderr(&out));
+    assert_eq!(sha256_file(&pod_dir.join("rsynced.bin")), small_sum);
+}
+
+#[test]
+fn pty_shell_in_a_pod() {
+    // Set up outside any runtime (the harness runs its own), then drive the terminal.
+    let gw = with_alpha();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(drive_pty_shell(&gw));
+}
+
+async fn drive_pty_shell(gw: &KubeGateway) {
+    let opts = support::Gateway::client_opts_for(&gw.alice.private);
+    let mut term = Terminal::open(&opts, gw.ssh_port, "alpha@127.0.0.1", 80, 24);
+    term.type_line("echo \"term=$TERM size=$(stty size) tty=$(tty | cut -c1-8)\"")
+        .await;
+    term.wait_for("term=xterm-256color size=24 80 tty=/dev/pts")
+        .await;
+    term.master
+        .resize(ssh_gateway::backend::WindowSize {
+            cols: 120,
+            rows: 40,
+            ..Default::default()
+        })
+        .unwrap();
+    let mut resized = false;
+    for attempt in 0..50 {
+        if size_is(&mut term, attempt, "40 120").await {
+            resized = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resized, "the resize never reached the pod's terminal");
+    term.type_line("sleep 30; echo \"slept-$((40+2))\"").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    term.master.write_all(&[0x03]).await.unwrap();
+    let shown = term.run("echo still-here", "alive").await;
+    assert!(
+        !shown.contains("slept-42"),
+        "^C did not interrupt: {shown:?}"
+    );
+    term.type_line("exit 7").await;
+    let status = tokio::time::timeout(Duration::from_secs(20), term.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(7));
+}
+
+#[test]
+fn local_forward_reaches_a_port_in_the_pod() {
+    let gw = with_alpha();
+    // In emulation a pod's ports are the host's loopback ports.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (mut conn, _) = server.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let n = conn.read(&mut buf).unwrap();
+        conn.write_all(b"HTTP/1.0 200 OK\r\n\r\nfrom the pod")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    let local = support::free_port();
+    let mut tunnel = gw.ssh(&gw.alice);
+    tunnel
+        .args([
+            "-N",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-L",
+            &format!("{local}:localhost:{port}"),
+            "alpha@127.0.0.1",
+        ])
+        .stdin(Stdio::null());
+    let mut child = tunnel.spawn().unwrap();
+    let mut body = String::new();
+    for _ in 0..100 {
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", local)) {
+            conn.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            conn.read_to_string(&mut body).unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(body.ends_with("from the pod"), "{body:?}");
+    assert!(handle.join().unwrap().starts_with("GET / HTTP/1.0"));
+
+    // Other destinations are refused at channel open (ssh -W reports it as failed
+    // stdio forwarding; -v would show "administratively prohibited").
+    let mut refused = gw.ssh(&gw.alice);
+    refused.args(["-v", "-W", "example.com:80", "alpha@127.0.0.1"]);
+    let out = run(refused);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("administratively prohibited"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn namespaces_owners_and_members() {
+    let gw = with_alpha();
+    gw.emu.pod(
+        "team-b",
+        "sandbox-beta",
+        json!({"ssh-gateway.io/sandbox": "beta"}),
+        json!({"ssh-gateway.io/owner": "bob", "ssh-gateway.io/members": "carol, alice"}),
+    );
+    let (labels, annotations) = sandbox("gamma", "bob");
+    gw.emu.pod("team-b", "sandbox-gamma", labels, annotations);
+    // Not in a configured namespace: invisible.
+    let (labels, annotations) = sandbox("delta", "alice");
+    gw.emu
+        .pod("elsewhere", "sandbox-delta", labels, annotations);
+
+    let reach = |key: &support::KeyPair, target: &str| {
+        let mut cmd = gw.ssh(key);
+        cmd.args([&format!("{target}@127.0.0.1"), "echo $HOSTNAME"]);
+        run(cmd)
+    };
+    assert_eq!(stdout(&reach(&gw.alice, "alpha")), "sandbox-alpha\n");
+    assert_eq!(stdout(&reach(&gw.alice, "beta")), "sandbox-beta\n");
+    assert_eq!(stdout(&reach(&gw.bob, "beta")), "sandbox-beta\n");
+    for target in ["gamma", "nope", "delta"] {
+        let out = reach(&gw.alice, target);
+        assert_eq!(out.status.code(), Some(1), "{target}");
+        assert_eq!(
+            stderr(&out),
+            format!("ssh-gateway: sandbox \"{target}\" {NO_ACCESS}\n")
+        );
+    }
+}
+
+#[test]
+fn training_job_nodes_by_name() {
+    let gw = KubeGateway::start(&["default"], None);
+    for node in 0..2 {
+        gw.emu.pod(
+            "default",
+            &format!("job-x1-worker-{node}"),
+            json!({"ssh-gateway.io/training-job": "x1", "ssh-gateway.io/node-index": node.to_string()}),
+            json!({"ssh-gateway.io/owner": "alice"}),
+        );
+    }
+    for node in 0..2 {
+        let mut cmd = gw.ssh(&gw.alice);
+        cmd.args([
+            &format!("training-job-x1-{node}@127.0.0.1"),
+            "echo $HOSTNAME",
+        ]);
+        assert_eq!(stdout(&run(cmd)), format!("job-x1-worker-{node}\n"));
+    }
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args(["training-job-x1-2@127.0.0.1", "true"]);
+    let out = run(cmd);
+    assert!(stderr(&out).contains(NO_ACCESS), "{}", stderr(&out));
+}
+
+#[test]
+fn pods_not_running_get_a_clear_message_not_a_hang() {
+    let gw = KubeGateway::start(&["default"], None);
+    gw.emu.pod(
+        "default",
+        "sandbox-slow",
+        json!({"ssh-gateway.io/sandbox": "slow"}),
+        json!({"ssh-gateway.io/owner": "alice", "kube-emulator/phase": "Pending"}),
+    );
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args(["slow@127.0.0.1", "true"]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is not ready (its pod is Pending)"),
+        "{}",
+        stderr(&out)
+    );
+    // Someone else asking gets only the no-access answer.
+    let mut cmd = gw.ssh(&gw.bob);
+    cmd.args(["slow@127.0.0.1", "true"]);
+    assert!(stderr(&run(cmd)).contains(NO_ACCESS));
+}
+
+#[test]
+fn a_pod_deleted_mid_session_ends_it_with_a_message() {
+    let gw = with_alpha();
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args(["alpha@127.0.0.1", "echo started; sleep 60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut first = [0u8; 8];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    assert_eq!(&first, b"started\n");
+    gw.emu.delete_pod("default", "sandbox-alpha");
+    let started = Instant::now();
+    let out = loop {
+        if let Some(_status) = child.try_wait().unwrap() {
+            break child.wait_with_output().unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "session did not end after its pod was deleted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_ne!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(err.contains("was deleted; the session has ended"), "{err}");
+}
+
+#[test]
+fn an_unreachable_api_server_gives_a_clear_error_in_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port with nothing listening.
+    let dead = support::free_port();
+    let kubeconfig = dir.path().join("dead-kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: x\n  cluster:\n    server: http://127.0.0.1:{dead}\n\
+             contexts:\n- name: x\n  context:\n    cluster: x\n    user: x\ncurrent-context: x\nusers:\n- name: x\n  user: {{}}\n"
+        ),
+    )
+    .unwrap();
+    let gw = KubeGateway::start(&["default"], Some(&kubeconfig));
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args(["alpha@127.0.0.1", "true"]);
+    let out = run(cmd);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot reach its control plane"),
+        "{}",
+        stderr(&out)
+    );
+}

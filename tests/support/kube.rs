@@ -1,0 +1,154 @@
+//! The Kubernetes path under test: a kube-emulator on its own runtime, and a gateway
+//! (`serve`) whose backend and control plane point at it through a kubeconfig.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use kube_emulator::{Emulator, Kind, Options};
+use serde_json::{Value, json};
+
+use super::{KeyPair, Serve, admin_with_config, free_port, keygen, register_key};
+
+/// The emulator on a runtime thread of its own, so tests can block on clients.
+pub struct EmulatorThread {
+    emulator: Option<Emulator>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl EmulatorThread {
+    pub fn start(root: &Path, kubeconfig: &Path) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let emulator = runtime
+            .block_on(Emulator::start(Options {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                root: root.to_owned(),
+                token: None,
+                start_delay: Duration::ZERO,
+            }))
+            .unwrap();
+        emulator.write_kubeconfig(kubeconfig).unwrap();
+        EmulatorThread {
+            emulator: Some(emulator),
+            runtime,
+        }
+    }
+
+    pub fn emulator(&self) -> &Emulator {
+        self.emulator.as_ref().expect("running")
+    }
+
+    /// A Running pod with one container `main`.
+    pub fn pod(&self, ns: &str, name: &str, labels: Value, annotations: Value) {
+        let _guard = self.runtime.enter();
+        let pod = json!({
+            "metadata": {"name": name, "labels": labels, "annotations": annotations},
+            "spec": {"containers": [{"name": "main", "image": "debian:12"}]},
+        });
+        self.emulator().store.create(Kind::Pod, ns, pod).unwrap();
+    }
+
+    pub fn delete_pod(&self, ns: &str, name: &str) {
+        let _guard = self.runtime.enter();
+        self.emulator().store.delete(Kind::Pod, ns, name).unwrap();
+    }
+
+    pub fn pod_dir(&self, ns: &str, name: &str) -> PathBuf {
+        self.emulator().pod_dir(ns, name)
+    }
+}
+
+impl Drop for EmulatorThread {
+    fn drop(&mut self) {
+        let _guard = self.runtime.enter();
+        drop(self.emulator.take());
+    }
+}
+
+/// A gateway on the Kubernetes backend, with users alice and bob.
+pub struct KubeGateway {
+    pub emu: EmulatorThread,
+    pub ssh_port: u16,
+    pub api_port: u16,
+    pub alice: KeyPair,
+    pub bob: KeyPair,
+    pub dir: tempfile::TempDir,
+    _server: Serve,
+}
+
+impl KubeGateway {
+    /// `kubeconfig` overrides the emulator's (to point the gateway somewhere else).
+    pub fn start(namespaces: &[&str], kubeconfig: Option<&Path>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let emu =
+            EmulatorThread::start(&dir.path().join("cluster"), &dir.path().join("kubeconfig"));
+        let (ssh_port, api_port) = (free_port(), free_port());
+        let config = dir.path().join("gateway.toml");
+        let kubeconfig = kubeconfig
+            .map(Path::to_owned)
+            .unwrap_or_else(|| dir.path().join("kubeconfig"));
+        std::fs::write(
+            &config,
+            format!(
+                "[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\nhost_key_dir = \"{d}/keys\"\npublic_host = \"gw\"\n\
+                 [api]\nlisten = \"127.0.0.1:{api_port}\"\n[database]\nurl = \"sqlite://{d}/gw.db\"\n\
+                 [backend]\nkind = \"kubernetes\"\n[control]\nkind = \"kubernetes\"\n\
+                 [kubernetes]\nkubeconfig = \"{kc}\"\nnamespaces = {ns:?}\nrequest_timeout_secs = 3\n",
+                d = dir.path().display(),
+                kc = kubeconfig.display(),
+                ns = namespaces,
+            ),
+        )
+        .unwrap();
+        let db = format!("sqlite://{}/gw.db", dir.path().display());
+        let mut keys = Vec::new();
+        for user in ["alice", "bob"] {
+            admin_with_config(&config, &["user", "add", user]);
+            let key = keygen(dir.path(), user, &["-t", "ed25519"]);
+            register_key(&db, user, &key);
+            keys.push(key);
+        }
+        let server = Serve::start(&config, &dir.path().join("gateway.log"), api_port);
+        let bob = keys.pop().unwrap();
+        let alice = keys.pop().unwrap();
+        KubeGateway {
+            emu,
+            ssh_port,
+            api_port,
+            alice,
+            bob,
+            dir,
+            _server: server,
+        }
+    }
+
+    pub fn ssh(&self, key: &KeyPair) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(super::Gateway::client_opts_for(&key.private))
+            .args(["-p", &self.ssh_port.to_string()]);
+        cmd
+    }
+
+    pub fn scp(&self, key: &KeyPair) -> Command {
+        let mut cmd = Command::new("scp");
+        cmd.args(super::Gateway::client_opts_for(&key.private))
+            .args(["-P", &self.ssh_port.to_string()]);
+        cmd
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+}
+
+/// Labels and the owner annotation of a sandbox pod.
+pub fn sandbox(id: &str, owner: &str) -> (Value, Value) {
+    (
+        json!({"ssh-gateway.io/sandbox": id}),
+        json!({"ssh-gateway.io/owner": owner}),
+    )
+}

@@ -1,0 +1,101 @@
+//! A real pseudo-terminal with `ssh -t` running in it, read and typed into the way a
+//! person's terminal would.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use ssh_gateway::backend::WindowSize;
+use ssh_gateway::backend::pty::{self, PtyMaster};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A terminal with ssh running in it; collects everything ssh prints.
+pub struct Terminal {
+    pub master: PtyMaster,
+    pub seen: String,
+    pub child: tokio::process::Child,
+}
+
+impl Terminal {
+    pub fn open(opts: &[String], port: u16, target: &str, cols: u16, rows: u16) -> Terminal {
+        let pair = pty::open(WindowSize {
+            cols,
+            rows,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut cmd = tokio::process::Command::new("ssh");
+        cmd.args(opts)
+            .args(["-p", &port.to_string(), "-t", target])
+            .env("TERM", "xterm-256color")
+            .stdin(Stdio::from(pair.slave.try_clone().unwrap()))
+            .stdout(Stdio::from(pair.slave.try_clone().unwrap()))
+            .stderr(Stdio::from(pair.slave.try_clone().unwrap()))
+            .kill_on_drop(true);
+        pty::make_controlling_terminal(&mut cmd);
+        let child = cmd.spawn().unwrap();
+        drop(pair.slave);
+        Terminal {
+            master: pair.master,
+            seen: String::new(),
+            child,
+        }
+    }
+
+    pub async fn type_line(&mut self, line: &str) {
+        self.master.write_all(line.as_bytes()).await.unwrap();
+        self.master.write_all(b"\r").await.unwrap();
+    }
+
+    /// Reads until `needle` appears (consuming output up to it), or panics after 20 s.
+    pub async fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(pos) = self.seen.find(needle) {
+                return self.seen.drain(..pos + needle.len()).collect();
+            }
+            match tokio::time::timeout_at(deadline, self.master.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    panic!("terminal closed before {needle:?}; saw {:?}", self.seen)
+                }
+                Ok(Ok(n)) => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(_) => panic!("timed out waiting for {needle:?}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Runs `cmd` in the remote shell and waits for its output marker.
+    /// The marker is computed remotely so the echoed command line never matches.
+    /// Returns everything the terminal showed up to the marker.
+    pub async fn run(&mut self, cmd: &str, tag: &str) -> String {
+        self.type_line(&format!("{cmd}; echo \"<{tag}$((1+1))>\""))
+            .await;
+        self.wait_for(&format!("<{tag}2>")).await
+    }
+}
+
+/// Asks the remote shell whether its terminal is `want` ("rows cols").
+pub async fn size_is(term: &mut Terminal, attempt: usize, want: &str) -> bool {
+    term.type_line(&format!(
+        "[ \"$(stty size)\" = \"{want}\" ] && echo \"ok{attempt}$((1+1))\" || echo \"no{attempt}$((1+1))\""
+    ))
+    .await;
+    let ok = format!("ok{attempt}2");
+    let no = format!("no{attempt}2");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    loop {
+        if term.seen.contains(&ok) {
+            term.seen.clear();
+            return true;
+        }
+        if term.seen.contains(&no) {
+            term.seen.clear();
+            return false;
+        }
+        match tokio::time::timeout_at(deadline, term.master.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => term.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            _ => panic!("no answer to the size check; saw {:?}", term.seen),
+        }
+    }
+}
