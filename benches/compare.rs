@@ -1,6 +1,8 @@
 //! Side-by-side benchmark: the same OpenSSH client against this gateway (`dev`, local
-//! backend) and against OpenSSH `sshd` on loopback, same cipher, rounds interleaved so
-//! machine noise hits both alike. Prints a Markdown table for the README.
+//! backend), the gateway on its Kubernetes backend through the kube-emulator (pods/exec
+//! and port-forward WebSockets, processes local), and OpenSSH `sshd` on loopback; same
+//! cipher, rounds interleaved so machine noise hits all alike. Prints a Markdown table
+//! for the README.
 //!
 //!     cargo bench --bench compare                # defaults: 1 GiB, 3 rounds
 //!     BENCH_MIB=256 BENCH_ROUNDS=5 cargo bench --bench compare
@@ -22,6 +24,20 @@ struct Server {
     port: u16,
     user: String,
     child: Child,
+    /// Keeps the emulator (and its runtime) alive for the Kubernetes row.
+    _cluster: Option<Cluster>,
+}
+
+struct Cluster {
+    emulator: Option<kube_emulator::Emulator>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _guard = self.runtime.enter();
+        drop(self.emulator.take());
+    }
 }
 
 impl Drop for Server {
@@ -88,6 +104,7 @@ fn start_sshd(dir: &Path, pubkey: &str) -> Option<Server> {
         port,
         user,
         child,
+        _cluster: None,
     })
 }
 
@@ -115,18 +132,116 @@ fn start_gateway(dir: &Path) -> Server {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut port = 0;
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref().map_while(Result::ok) {
         if let Some(addr) = line.strip_prefix("SSH on ") {
             port = addr.rsplit(':').next().unwrap().parse().unwrap();
             break;
         }
     }
+    // Keep reading so the gateway never writes into a closed pipe.
+    std::thread::spawn(move || for _ in lines {});
     assert!(port != 0, "gateway did not start");
     Server {
-        name: "ssh-gateway",
+        name: "ssh-gateway (local)",
         port,
         user: "demo".into(),
         child,
+        _cluster: None,
+    }
+}
+
+/// The gateway on its Kubernetes backend and control plane, against an in-process
+/// kube-emulator holding one pod for sandbox `bench`.
+fn start_kube_gateway(dir: &Path, pubkey: &str) -> Server {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let emulator = runtime
+        .block_on(kube_emulator::Emulator::start(kube_emulator::Options {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            root: dir.join("cluster"),
+            token: None,
+            start_delay: Duration::ZERO,
+        }))
+        .unwrap();
+    emulator.write_kubeconfig(&dir.join("kubeconfig")).unwrap();
+    {
+        let _guard = runtime.enter();
+        let pod = serde_json::json!({
+            "metadata": {"name": "bench-0", "labels": {"ssh-gateway.io/sandbox": "bench"},
+                         "annotations": {"ssh-gateway.io/owner": "bench"}},
+            "spec": {"containers": [{"name": "main", "image": "debian:12"}]},
+        });
+        emulator
+            .store
+            .create(kube_emulator::Kind::Pod, "default", pod)
+            .unwrap();
+    }
+    let (ssh_port, api_port) = (free_port(), free_port());
+    let config = dir.join("kube-gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\nhost_key_dir = \"{d}/kgw-keys\"\npublic_host = \"gw\"\n\
+             [api]\nlisten = \"127.0.0.1:{api_port}\"\n[database]\nurl = \"sqlite://{d}/kgw.db\"\n\
+             [backend]\nkind = \"kubernetes\"\n[control]\nkind = \"kubernetes\"\n\
+             [kubernetes]\nkubeconfig = \"{d}/kubeconfig\"\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let admin = |args: &[&str]| {
+        let out = Command::new(GATEWAY)
+            .arg("admin")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    admin(&["user", "add", "bench"]);
+    runtime.block_on(async {
+        let store =
+            ssh_gateway::store::Store::open(&format!("sqlite://{}/kgw.db", dir.display()), 1)
+                .await
+                .unwrap();
+        let user = store.user_by_name("bench").await.unwrap();
+        let key = ssh_gateway::keys::parse_public_key(pubkey).unwrap();
+        store
+            .add_key(ssh_gateway::store::NewKey {
+                user_id: &user.id,
+                name: "bench",
+                key: &key,
+            })
+            .await
+            .unwrap();
+    });
+    let child = Command::new(GATEWAY)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(ssh_port);
+    Server {
+        name: "ssh-gateway (Kubernetes)",
+        port: ssh_port,
+        user: "bench".into(),
+        child,
+        _cluster: Some(Cluster {
+            emulator: Some(emulator),
+            runtime,
+        }),
     }
 }
 
@@ -251,10 +366,11 @@ fn main() {
     }
     let bytes = (mib * 1024 * 1024) as f64;
     let client = Client { key };
-    let mut servers = vec![start_gateway(dir)];
+    let mut servers = vec![start_gateway(dir), start_kube_gateway(dir, pubkey.trim())];
     if let Some(sshd) = start_sshd(dir, &pubkey) {
         servers.push(sshd);
     }
+    let reference = servers.iter().position(|s| s.name == "OpenSSH sshd");
     let remote_payload = payload.display().to_string();
     let remote_up = dir.join("scp-up.bin").display().to_string();
     let local_down = dir.join("scp-down.bin");
@@ -295,7 +411,7 @@ fn main() {
     }
 
     println!(
-        "\n{mib} MiB payload, {rounds} rounds, medians; MB/s include connection setup; ratio = gateway / sshd\n"
+        "\n{mib} MiB payload, {rounds} rounds, medians; MB/s include connection setup; ratio = this row / sshd\n"
     );
     println!(
         "| cipher | server | `ssh host true` | up `cat > /dev/null` | down `cat file` | scp up | scp down |"
@@ -316,12 +432,9 @@ fn main() {
             .collect();
         for (s, server) in servers.iter().enumerate() {
             let m = med[s];
-            let ratio = |i: usize| {
-                if s == 0 && med.len() > 1 {
-                    format!(" ({:.2}×)", m[i] / med[1][i])
-                } else {
-                    String::new()
-                }
+            let ratio = |i: usize| match reference {
+                Some(r) if r != s => format!(" ({:.2}×)", m[i] / med[r][i]),
+                _ => String::new(),
             };
             println!(
                 "| {cipher} | {} | {:.1} ms{} | {:.0} MB/s{} | {:.0} MB/s{} | {:.0} MB/s{} | {:.0} MB/s{} |",

@@ -162,7 +162,13 @@ async fn run_dev(
     let bound = app::bind(dev::config(&data_dir, ssh_listen, api_listen)).await?;
     let ssh_dir = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".ssh"));
     let seeded = dev::seed(bound.store(), &data_dir, ssh_dir.as_deref()).await?;
-    println!("{}", dev::banner(bound.ssh_addr, bound.api_addr, &seeded));
+    // Not println!: it panics when stdout is a closed pipe, and a gateway must not
+    // die because whoever started it stopped reading its banner.
+    let banner = dev::banner(bound.ssh_addr, bound.api_addr, &seeded);
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, banner.as_bytes())
+        .and_then(|()| std::io::Write::flush(&mut out));
+    drop(out);
     bound.run().await
 }
 

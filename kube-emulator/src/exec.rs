@@ -362,6 +362,10 @@ async fn run(
     };
     let tty = started.pty.is_some();
     drop(started);
+    // Keep reading until the client's Close: closing a socket with unread input makes
+    // the kernel send RST, and a client may then lose the status frame it had not
+    // read yet. The real API server completes the close handshake too.
+    let drain = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
     for p in pumps {
         if tty {
             // Background jobs may hold the terminal open; do not wait on them forever.
@@ -383,6 +387,7 @@ async fn run(
     let _ = out_tx.send(close_frame()).await;
     drop(out_tx);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
 }
 
 pub fn close_frame() -> Message {

@@ -46,6 +46,10 @@ impl Emulator {
             token: options.token.clone(),
         });
         let app = http::router(state);
+        // Go's net package (the real API server) sets TCP_NODELAY on every connection.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "emulator server failed");

@@ -127,9 +127,12 @@ async fn run(socket: WebSocket, ports: Vec<u16>) {
         }
     }
     drop(inputs);
+    // Drain until the client's Close so unread input does not turn our close into RST.
+    let drain = tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
     let _ = out_tx.send(close_frame()).await;
     drop(out_tx);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
 }
 
 /// One TCP connection to 127.0.0.1:port for the life of the stream.
