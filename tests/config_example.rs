@@ -13,6 +13,16 @@ fn example_config_is_valid() {
 }
 
 #[test]
+fn kubernetes_example_config_is_valid() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kubernetes.example.toml");
+    let config = Config::load(&path, std::iter::empty()).unwrap();
+    let k = config.kubernetes.expect("a [kubernetes] section");
+    assert_eq!(k.namespaces, vec!["default".to_string()]);
+    assert_eq!(k.sandbox_label, "ssh-gateway.io/sandbox");
+}
+
+#[test]
 fn serve_names_the_bad_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

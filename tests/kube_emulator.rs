@@ -132,12 +132,16 @@ fn kubectl_scales_statefulsets() {
 const PYTHON_CLIENT: &str = r#"
 import socket, sys
 from kubernetes import client, config
+from kubernetes import watch
 from kubernetes.stream import stream, portforward
 
 config.load_kube_config(config_file=sys.argv[1])
 v1 = client.CoreV1Api()
 pods = [p.metadata.name for p in v1.list_namespaced_pod("default", label_selector="app=box").items]
 print("pods", pods)
+events = [(e["type"], e["object"].metadata.name)
+          for e in watch.Watch().stream(v1.list_namespaced_pod, "default", label_selector="app=box", timeout_seconds=1)]
+print("watch", events)
 
 resp = stream(v1.connect_get_namespaced_pod_exec, "box-0", "default",
               command=["sh", "-c", "read line; echo got:$line; echo oops >&2; exit 4"],
@@ -198,6 +202,7 @@ fn python_kubernetes_client_execs_and_port_forwards() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("pods ['box-0']"), "{stdout}");
+    assert!(stdout.contains("watch [('ADDED', 'box-0')]"), "{stdout}");
     assert!(
         stdout.contains("exec 'got:ping\\n' 'oops\\n' 4"),
         "{stdout}"
