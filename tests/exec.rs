@@ -323,3 +323,40 @@ fn local_port_forward_carries_a_request() {
     assert!(body.ends_with("hello through the tunnel"), "{body:?}");
     assert!(handle.join().unwrap().starts_with("GET / HTTP/1.0"));
 }
+
+#[test]
+fn refused_forwards_say_why() {
+    let gw = Gateway::start();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = gw.ssh(&gw.dev_key);
+    cmd.args(["-v", "-W", &format!("127.0.0.1:{closed}"), "demo@127.0.0.1"]);
+    let err = stderr(&run(cmd));
+    assert!(
+        err.contains(&format!(
+            "open failed: connect failed: ssh-gateway: port {closed} in the sandbox"
+        )),
+        "{err}"
+    );
+
+    let mut cmd = gw.ssh(&gw.dev_key);
+    cmd.args(["-v", "-W", "10.1.2.3:22", "demo@127.0.0.1"]);
+    let err = stderr(&run(cmd));
+    assert!(
+        err.contains(
+            "administratively prohibited: ssh-gateway: only ports on the sandbox's own localhost"
+        ),
+        "{err}"
+    );
+
+    let mut cmd = gw.ssh(&gw.dev_key);
+    cmd.args(["-v", "-W", "127.0.0.1:22", "no-such-box@127.0.0.1"]);
+    let err = stderr(&run(cmd));
+    assert!(
+        err.contains(&format!("ssh-gateway: sandbox \"no-such-box\" {NO_ACCESS}")),
+        "{err}"
+    );
+}

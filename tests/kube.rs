@@ -243,16 +243,17 @@ fn local_forward_reaches_a_port_in_the_pod() {
     assert!(body.ends_with("from the pod"), "{body:?}");
     assert!(handle.join().unwrap().starts_with("GET / HTTP/1.0"));
 
-    // Other destinations are refused at channel open (ssh -W reports it as failed
-    // stdio forwarding; -v would show "administratively prohibited").
+    // Other destinations are refused at channel open, with the reason.
     let mut refused = gw.ssh(&gw.alice);
     refused.args(["-v", "-W", "example.com:80", "alpha@127.0.0.1"]);
     let out = run(refused);
     assert!(!out.status.success());
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("administratively prohibited"),
-        "{}",
-        stderr(&out)
+        err.contains(
+            "administratively prohibited: ssh-gateway: only ports on the sandbox's own localhost"
+        ),
+        "{err}"
     );
 }
 

@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use russh::server::{Handle, Msg};
+use russh::server::{ChannelOpenHandle, Handle, Msg};
 use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use super::Gateway;
-use super::handler::{ChannelSlot, MAX_ENV};
+use super::handler::{ChannelSlot, MAX_ENV, refusal};
 use crate::backend::{BackendError, ExecSpec, Program, PtySpec, window_size_from_ssh};
 use crate::bridge::{self, Counters};
 use crate::control::{ControlError, Principal, Target};
@@ -95,19 +95,33 @@ pub async fn serve_session(channel: Channel<Msg>, ctx: ChannelCtx) {
     drop(ctx.slots);
 }
 
-pub async fn serve_direct_tcpip(channel: Channel<Msg>, port: u16, ctx: ChannelCtx) {
-    let (rx, tx) = channel.split();
+pub async fn serve_direct_tcpip(
+    channel: Channel<Msg>,
+    reply: ChannelOpenHandle,
+    port: u16,
+    ctx: ChannelCtx,
+) {
     let target = match ctx.target.get(&ctx.gw, &ctx.principal).await {
         Ok(target) => target,
-        Err(_) => return refuse(rx, tx, "").await,
+        Err(message) => {
+            return reply
+                .reject(refusal(1, &format!("ssh-gateway: {message}")))
+                .await;
+        }
     };
     let stream = match ctx.gw.backend.connect(&target, port).await {
         Ok(stream) => stream,
         Err(e) => {
             info!(error = %e, "forward failed");
-            return refuse(rx, tx, "").await;
+            let reason = format!(
+                "ssh-gateway: port {port} in the sandbox: {}",
+                user_message(&e)
+            );
+            return reply.reject(refusal(2, &reason)).await;
         }
     };
+    reply.accept().await;
+    let (rx, tx) = channel.split();
     let counters = Arc::new(Counters::default());
     bridge::run_stream(rx, tx, stream, counters.clone()).await;
     let (up, down) = counters.snapshot();

@@ -174,20 +174,29 @@ impl russh::server::Handler for ConnectionHandler {
             info!(
                 host = host_to_connect,
                 port = port_to_connect,
-                "refused forward: only the sandbox's own localhost is reachable"
+                "refused forward: not the sandbox's localhost"
             );
             reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .reject(refusal(
+                    1,
+                    "ssh-gateway: only ports on the sandbox's own localhost can be forwarded",
+                ))
                 .await;
             return Ok(());
         };
         let Some(ctx) = self.channel_ctx(session) else {
-            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            reply
+                .reject(refusal(
+                    4,
+                    "ssh-gateway: too many channels open on this connection",
+                ))
+                .await;
             return Ok(());
         };
-        reply.accept().await;
+        // The reply goes with the task: it answers once the port is actually reached,
+        // so a refused connection reads "connect failed" as it would from sshd.
         let span = tracing::info_span!("channel", id = %channel.id(), kind = "direct-tcpip", port);
-        tokio::spawn(serve_direct_tcpip(channel, port, ctx).instrument(span));
+        tokio::spawn(serve_direct_tcpip(channel, reply, port, ctx).instrument(span));
         Ok(())
     }
 
@@ -247,6 +256,15 @@ impl russh::server::Handler for ConnectionHandler {
         } else {
             session.channel_failure(channel)
         }
+    }
+}
+
+/// A channel-open refusal with a reason the client prints (RFC 4254 §5.1 codes:
+/// 1 administratively prohibited, 2 connect failed, 4 resource shortage).
+pub fn refusal(code: u32, reason: &str) -> ChannelOpenFailure {
+    ChannelOpenFailure::Other {
+        code,
+        reason: reason.to_owned(),
     }
 }
 
