@@ -6,12 +6,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
@@ -23,6 +23,7 @@ use axum::response::IntoResponse;
 
 use crate::http::{ApiError, Shared, status_response};
 use crate::objects::{Kind, Store};
+use crate::ws::{self, Payload, binary_payload, close_frame, frame};
 
 pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;
@@ -168,13 +169,6 @@ fn status_frame(exit: Result<i32, String>) -> Vec<u8> {
     frame
 }
 
-fn frame(channel: u8, data: &[u8]) -> Message {
-    let mut v = Vec::with_capacity(data.len() + 1);
-    v.push(channel);
-    v.extend_from_slice(data);
-    Message::Binary(Bytes::from(v))
-}
-
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
@@ -266,17 +260,8 @@ async fn run(
     ns: String,
     name: String,
 ) {
-    let (mut sink, mut stream) = socket.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(msg) = out_rx.recv().await {
-            let closing = matches!(msg, Message::Close(_));
-            if sink.send(msg).await.is_err() || closing {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut stream) = socket.split();
+    let (out_tx, writer) = ws::writer(sink);
     // The handshake frame: one empty frame on the lowest writable channel.
     let first = if q.stdout {
         STDOUT
@@ -388,28 +373,4 @@ async fn run(
     drop(out_tx);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
-}
-
-pub fn close_frame() -> Message {
-    Message::Close(Some(CloseFrame {
-        code: 1000,
-        reason: "".into(),
-    }))
-}
-
-/// What a client frame carries. The API server reads text frames on the channel
-/// protocols exactly like binary ones (python-kubernetes sends stdin as text).
-pub enum Payload {
-    Data(Bytes),
-    Closed,
-    Other,
-}
-
-pub fn binary_payload(msg: Message) -> Payload {
-    match msg {
-        Message::Binary(b) => Payload::Data(b),
-        Message::Text(t) => Payload::Data(Bytes::copy_from_slice(t.as_str().as_bytes())),
-        Message::Close(_) => Payload::Closed,
-        _ => Payload::Other,
-    }
 }

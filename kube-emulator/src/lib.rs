@@ -4,11 +4,15 @@
 //! directory, its container ports are the host's loopback ports. The real `kubectl`
 //! and client libraries can use it unchanged. Never part of the shipped gateway.
 
+mod discovery;
 mod exec;
 mod http;
 mod objects;
 mod portforward;
 mod selector;
+mod table;
+mod watch;
+mod ws;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -9,13 +9,14 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::exec::{Payload, binary_payload, close_frame, running_pod};
+use crate::exec::running_pod;
 use crate::http::{Shared, status_response};
+use crate::ws::{self, Payload, binary_payload, close_frame, frame};
 
 const PROTOCOLS: [&str; 2] = ["v4.channel.k8s.io", "portforward.k8s.io"];
 
@@ -74,25 +75,9 @@ pub async fn handle(
     ws.on_upgrade(move |socket| run(socket, ports))
 }
 
-fn frame(channel: u8, data: &[u8]) -> Message {
-    let mut v = Vec::with_capacity(data.len() + 1);
-    v.push(channel);
-    v.extend_from_slice(data);
-    Message::Binary(Bytes::from(v))
-}
-
 async fn run(socket: WebSocket, ports: Vec<u16>) {
-    let (mut sink, mut stream) = socket.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(msg) = out_rx.recv().await {
-            let closing = matches!(msg, Message::Close(_));
-            if sink.send(msg).await.is_err() || closing {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut stream) = socket.split();
+    let (out_tx, writer) = ws::writer(sink);
     let mut inputs: Vec<mpsc::Sender<Bytes>> = Vec::new();
     let mut tasks = Vec::new();
     for (i, port) in ports.iter().enumerate() {
