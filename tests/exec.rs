@@ -278,50 +278,24 @@ fn weak_algorithms_are_refused() {
 #[test]
 fn local_port_forward_carries_a_request() {
     let gw = Gateway::start();
-    // A one-shot HTTP-ish server inside the "sandbox" (the local backend's loopback).
-    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = server.local_addr().unwrap().port();
-    let handle = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let (mut conn, _) = server.accept().unwrap();
-        let mut buf = [0u8; 1024];
-        let n = conn.read(&mut buf).unwrap();
-        let request = String::from_utf8_lossy(&buf[..n]).into_owned();
-        conn.write_all(b"HTTP/1.0 200 OK\r\n\r\nhello through the tunnel")
-            .unwrap();
-        request
-    });
-    let local = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut tunnel = gw.ssh(&gw.dev_key);
-    tunnel
-        .args([
-            "-N",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-L",
-            &format!("{local}:127.0.0.1:{port}"),
-            "demo@127.0.0.1",
-        ])
-        .stdin(std::process::Stdio::null());
-    let mut child = tunnel.spawn().unwrap();
-    let mut body = String::new();
-    for _ in 0..100 {
-        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", local)) {
-            use std::io::{Read, Write};
-            conn.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-            conn.read_to_string(&mut body).unwrap();
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(body.ends_with("hello through the tunnel"), "{body:?}");
-    assert!(handle.join().unwrap().starts_with("GET / HTTP/1.0"));
+    let (request, response) =
+        support::forward::http_through_tunnel("127.0.0.1", b"hello through the tunnel", |spec| {
+            let mut cmd = gw.ssh(&gw.dev_key);
+            cmd.args([
+                "-N",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-L",
+                spec,
+                "demo@127.0.0.1",
+            ]);
+            cmd
+        });
+    assert!(
+        response.ends_with("hello through the tunnel"),
+        "{response:?}"
+    );
+    assert!(request.starts_with("GET / HTTP/1.0"));
 }
 
 #[test]

@@ -3,13 +3,13 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::kube::{KubeGateway, sandbox};
-use support::terminal::{Terminal, size_is};
+use support::terminal::{Terminal, resize_reaches_the_shell};
 use support::{random_file, run, run_with_input, sha256_file, stderr, stdout};
 use tokio::io::AsyncWriteExt;
 
@@ -170,22 +170,10 @@ async fn drive_pty_shell(gw: &KubeGateway) {
         .await;
     term.wait_for("term=xterm-256color size=24 80 tty=/dev/pts")
         .await;
-    term.master
-        .resize(ssh_gateway::backend::WindowSize {
-            cols: 120,
-            rows: 40,
-            ..Default::default()
-        })
-        .unwrap();
-    let mut resized = false;
-    for attempt in 0..50 {
-        if size_is(&mut term, attempt, "40 120").await {
-            resized = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(resized, "the resize never reached the pod's terminal");
+    assert!(
+        resize_reaches_the_shell(&mut term, 120, 40).await,
+        "the window change never reached the shell"
+    );
     term.type_line("sleep 30; echo \"slept-$((40+2))\"").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     term.master.write_all(&[0x03]).await.unwrap();
@@ -206,42 +194,21 @@ async fn drive_pty_shell(gw: &KubeGateway) {
 fn local_forward_reaches_a_port_in_the_pod() {
     let gw = with_alpha();
     // In emulation a pod's ports are the host's loopback ports.
-    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = server.local_addr().unwrap().port();
-    let handle = std::thread::spawn(move || {
-        let (mut conn, _) = server.accept().unwrap();
-        let mut buf = [0u8; 1024];
-        let n = conn.read(&mut buf).unwrap();
-        conn.write_all(b"HTTP/1.0 200 OK\r\n\r\nfrom the pod")
-            .unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    });
-    let local = support::free_port();
-    let mut tunnel = gw.ssh(&gw.alice);
-    tunnel
-        .args([
-            "-N",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-L",
-            &format!("{local}:localhost:{port}"),
-            "alpha@127.0.0.1",
-        ])
-        .stdin(Stdio::null());
-    let mut child = tunnel.spawn().unwrap();
-    let mut body = String::new();
-    for _ in 0..100 {
-        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", local)) {
-            conn.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-            conn.read_to_string(&mut body).unwrap();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(body.ends_with("from the pod"), "{body:?}");
-    assert!(handle.join().unwrap().starts_with("GET / HTTP/1.0"));
+    let (request, response) =
+        support::forward::http_through_tunnel("localhost", b"from the pod", |spec| {
+            let mut cmd = gw.ssh(&gw.alice);
+            cmd.args([
+                "-N",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-L",
+                spec,
+                "alpha@127.0.0.1",
+            ]);
+            cmd
+        });
+    assert!(response.ends_with("from the pod"), "{response:?}");
+    assert!(request.starts_with("GET / HTTP/1.0"));
 
     // Other destinations are refused at channel open, with the reason.
     let mut refused = gw.ssh(&gw.alice);

@@ -5,9 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use ssh_gateway::backend::WindowSize;
 use support::Gateway;
-use support::terminal::{Terminal, size_is};
+use support::terminal::{Terminal, resize_reaches_the_shell};
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -27,23 +26,10 @@ async fn interactive_shell_honours_term_resize_ctrl_c_and_exit_code() {
         .await;
 
     // Resize the local terminal: ssh gets SIGWINCH and sends window-change.
-    term.master
-        .resize(WindowSize {
-            cols: 132,
-            rows: 43,
-            ..Default::default()
-        })
-        .unwrap();
-    // SIGWINCH handling in ssh races the next keystrokes, so ask until it lands.
-    let mut resized = false;
-    for attempt in 0..50 {
-        if size_is(&mut term, attempt, "43 132").await {
-            resized = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(resized, "window change never reached the shell");
+    assert!(
+        resize_reaches_the_shell(&mut term, 132, 43).await,
+        "the window change never reached the shell"
+    );
 
     // Ctrl-C interrupts the foreground program, not the session.
     // (If ^C were lost, the marker could not arrive before wait_for's 20 s limit.)

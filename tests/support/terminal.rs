@@ -99,3 +99,23 @@ pub async fn size_is(term: &mut Terminal, attempt: usize, want: &str) -> bool {
         }
     }
 }
+
+/// Resizes the local terminal and asks the remote shell until it reports the new size
+/// (ssh's SIGWINCH handling races the next keystrokes). False if it never arrives.
+pub async fn resize_reaches_the_shell(term: &mut Terminal, cols: u16, rows: u16) -> bool {
+    term.master
+        .resize(WindowSize {
+            cols,
+            rows,
+            ..Default::default()
+        })
+        .unwrap();
+    let want = format!("{rows} {cols}");
+    for attempt in 0..50 {
+        if size_is(term, attempt, &want).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
