@@ -366,3 +366,39 @@ fn an_unreachable_api_server_gives_a_clear_error_in_bounded_time() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_long_lived_connection_follows_its_sandbox_to_a_new_pod() {
+    let gw = with_alpha();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("mux");
+    let mux = |cmd: &mut Command| {
+        cmd.args(["-o", "ControlMaster=auto", "-o"])
+            .arg(format!("ControlPath={}", socket.display()));
+    };
+    let mut master = gw.ssh(&gw.alice);
+    mux(&mut master);
+    master.args(["-N", "alpha@127.0.0.1"]).stdin(Stdio::null());
+    let mut master = master.spawn().unwrap();
+    let hostname = || {
+        let mut cmd = gw.ssh(&gw.alice);
+        mux(&mut cmd);
+        cmd.args(["alpha@127.0.0.1", "echo $HOSTNAME"]);
+        run(cmd)
+    };
+    let started = Instant::now();
+    while !socket.exists() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(stdout(&hostname()), "sandbox-alpha\n");
+
+    // The pod is replaced (a restart, a reschedule): same sandbox, new pod.
+    gw.emu.delete_pod("default", "sandbox-alpha");
+    let (labels, annotations) = sandbox("alpha", "alice");
+    gw.emu
+        .pod("default", "sandbox-alpha-2", labels, annotations);
+    let out = hostname();
+    let _ = master.kill();
+    let _ = master.wait();
+    assert_eq!(stdout(&out), "sandbox-alpha-2\n", "{}", stderr(&out));
+}

@@ -92,7 +92,7 @@ fn pod_location(target: &Target) -> Result<(&str, &str, &str), BackendError> {
 /// Turns an API error at stream set-up into what the user reads.
 fn setup_error(pod: &str, e: kube::Error) -> BackendError {
     match &e {
-        kube::Error::Api(status) if status.code == 404 => BackendError::User(format!(
+        kube::Error::Api(status) if status.code == 404 => BackendError::Gone(format!(
             "the pod running this sandbox ({pod}) no longer exists; try again in a moment"
         )),
         kube::Error::Api(status) if status.code == 400 => {

@@ -103,6 +103,10 @@ pub enum BackendError {
     /// Shown to the user as is.
     #[error("{0}")]
     User(String),
+    /// The target's workload no longer exists (its pod was deleted or replaced):
+    /// the control plane may name a new one.
+    #[error("{0}")]
+    Gone(String),
     /// Logged; the user sees a generic message.
     #[error("internal backend error: {0}")]
     Internal(String),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use russh::server::{ChannelOpenHandle, Handle, Msg};
 use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use super::Gateway;
@@ -29,39 +29,79 @@ pub struct ChannelCtx {
 }
 
 /// The connection's target, resolved by the first channel that needs it and shared by
-/// the rest, so a connection asks the control plane once.
+/// the rest, so a connection asks the control plane once. Only a success is kept: a
+/// "not ready" or an outage is asked again by the next channel, and a target whose
+/// pod has gone is forgotten (a multiplexed VS Code connection outlives pods).
 pub struct TargetCell {
     route: Result<TargetRef, RouteError>,
-    resolved: OnceCell<Result<Target, String>>,
+    resolved: Mutex<Option<Target>>,
 }
 
 impl TargetCell {
     pub fn new(route: Result<TargetRef, RouteError>) -> Self {
         Self {
             route,
-            resolved: OnceCell::new(),
+            resolved: Mutex::new(None),
         }
     }
 
     /// The target, or the message to show the user.
     async fn get(&self, gw: &Gateway, who: &Principal) -> Result<Target, String> {
-        self.resolved
-            .get_or_init(|| async {
-                let target_ref = self.route.as_ref().map_err(|e| e.to_string())?;
-                match gw.control.resolve(who, target_ref).await {
-                    Ok(target) => Ok(target),
-                    Err(ControlError::Unavailable(detail)) => {
-                        warn!(error = %detail, "control plane unavailable");
-                        Err(ControlError::Unavailable(detail).to_string())
-                    }
-                    Err(e) => {
-                        info!(user = %who.user_name, target = %target_ref, "refused: no such target or no access");
-                        Err(e.to_string())
-                    }
+        // Held across the lookup so concurrent channels wait for one answer.
+        let mut slot = self.resolved.lock().await;
+        if let Some(target) = slot.as_ref() {
+            return Ok(target.clone());
+        }
+        let target_ref = self.route.as_ref().map_err(|e| e.to_string())?;
+        match gw.control.resolve(who, target_ref).await {
+            Ok(target) => {
+                *slot = Some(target.clone());
+                Ok(target)
+            }
+            Err(ControlError::Unavailable(detail)) => {
+                warn!(error = %detail, "control plane unavailable");
+                Err(ControlError::Unavailable(detail).to_string())
+            }
+            Err(e) => {
+                info!(user = %who.user_name, target = %target_ref, "refused: {e}");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Drops `stale` so the next `get` resolves afresh.
+    async fn forget(&self, stale: &Target) {
+        let mut slot = self.resolved.lock().await;
+        if slot.as_ref() == Some(stale) {
+            *slot = None;
+        }
+    }
+
+    /// Runs `op` on the target; if the backend reports the target gone, resolves once
+    /// more and retries on whatever the control plane names now.
+    async fn with_target<T, F, Fut>(
+        &self,
+        gw: &Gateway,
+        who: &Principal,
+        op: F,
+    ) -> Result<(Target, T), String>
+    where
+        F: Fn(Target) -> Fut,
+        Fut: std::future::Future<Output = Result<T, BackendError>>,
+    {
+        let mut retried = false;
+        loop {
+            let target = self.get(gw, who).await?;
+            match op(target.clone()).await {
+                Ok(value) => return Ok((target, value)),
+                Err(BackendError::Gone(_)) if !retried => {
+                    info!(target = %target.id, "target gone; resolving again");
+                    self.forget(&target).await;
+                    retried = true;
                 }
-            })
-            .await
-            .clone()
+                Err(e) => return Err(user_message(&e)),
+            }
+        }
     }
 }
 
@@ -71,22 +111,21 @@ pub async fn serve_session(channel: Channel<Msg>, ctx: ChannelCtx) {
         return;
     };
     let newline = if pty.is_some() { "\r\n" } else { "\n" };
-    let target = match ctx.target.get(&ctx.gw, &ctx.principal).await {
-        Ok(target) => target,
-        Err(message) => return refuse(rx, tx, &format!("ssh-gateway: {message}{newline}")).await,
-    };
     let spec = ExecSpec { program, pty, env };
-    info!(user = %ctx.principal.user_name, target = %target.id, program = ?spec.program, tty = spec.pty.is_some(), "starting");
-    let process = match ctx.gw.backend.exec(&target, spec).await {
-        Ok(process) => process,
-        Err(e) => {
-            return refuse(
-                rx,
-                tx,
-                &format!("ssh-gateway: {}{newline}", user_message(&e)),
-            )
-            .await;
-        }
+    let (gw, who) = (&ctx.gw, &ctx.principal);
+    let started = ctx
+        .target
+        .with_target(gw, who, |target| {
+            let spec = spec.clone();
+            async move {
+                info!(user = %who.user_name, target = %target.id, program = ?spec.program, tty = spec.pty.is_some(), "starting");
+                gw.backend.exec(&target, spec).await
+            }
+        })
+        .await;
+    let process = match started {
+        Ok((_, process)) => process,
+        Err(message) => return refuse(rx, tx, &format!("ssh-gateway: {message}{newline}")).await,
     };
     let counters = Arc::new(Counters::default());
     bridge::run_process(rx, tx, ctx.handle, process, counters.clone()).await;
@@ -95,28 +134,26 @@ pub async fn serve_session(channel: Channel<Msg>, ctx: ChannelCtx) {
     drop(ctx.slots);
 }
 
+/// Answers the channel open only once the port is reached, so failures read as
+/// "open failed: …" with a reason, as they would from sshd.
 pub async fn serve_direct_tcpip(
     channel: Channel<Msg>,
     reply: ChannelOpenHandle,
     port: u16,
     ctx: ChannelCtx,
 ) {
-    let target = match ctx.target.get(&ctx.gw, &ctx.principal).await {
-        Ok(target) => target,
+    let gw = &ctx.gw;
+    let opened = ctx
+        .target
+        .with_target(gw, &ctx.principal, |target| async move {
+            gw.backend.connect(&target, port).await
+        })
+        .await;
+    let (target, stream) = match opened {
+        Ok(opened) => opened,
         Err(message) => {
-            return reply
-                .reject(refusal(1, &format!("ssh-gateway: {message}")))
-                .await;
-        }
-    };
-    let stream = match ctx.gw.backend.connect(&target, port).await {
-        Ok(stream) => stream,
-        Err(e) => {
-            info!(error = %e, "forward failed");
-            let reason = format!(
-                "ssh-gateway: port {port} in the sandbox: {}",
-                user_message(&e)
-            );
+            info!(error = %message, "forward refused");
+            let reason = format!("ssh-gateway: port {port} in the sandbox: {message}");
             return reply.reject(refusal(2, &reason)).await;
         }
     };
@@ -198,7 +235,7 @@ fn sanitize_term(term: &str) -> String {
 
 fn user_message(e: &BackendError) -> String {
     match e {
-        BackendError::User(message) => message.clone(),
+        BackendError::User(message) | BackendError::Gone(message) => message.clone(),
         BackendError::Internal(detail) => {
             warn!(error = %detail, "backend failed");
             "the sandbox could not start this session; try again, and contact support if it persists".to_owned()
