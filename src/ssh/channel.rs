@@ -84,14 +84,14 @@ impl TargetCell {
         gw: &Gateway,
         who: &Principal,
         op: F,
-    ) -> Result<(Target, T), String>
+    ) -> Result<(Target, T), Failure>
     where
         F: Fn(Target) -> Fut,
         Fut: std::future::Future<Output = Result<T, BackendError>>,
     {
         let mut retried = false;
         loop {
-            let target = self.get(gw, who).await?;
+            let target = self.get(gw, who).await.map_err(Failure::Refused)?;
             match op(target.clone()).await {
                 Ok(value) => return Ok((target, value)),
                 Err(BackendError::Gone(_)) if !retried => {
@@ -99,10 +99,18 @@ impl TargetCell {
                     self.forget(&target).await;
                     retried = true;
                 }
-                Err(e) => return Err(user_message(&e)),
+                Err(e) => return Err(Failure::Backend(user_message(&e))),
             }
         }
     }
+}
+
+/// Why a channel could not start, as the user reads it.
+enum Failure {
+    /// The control plane said no (unknown, forbidden, not ready, unavailable).
+    Refused(String),
+    /// The target was found but the program or port could not be reached.
+    Backend(String),
 }
 
 pub async fn serve_session(channel: Channel<Msg>, ctx: ChannelCtx) {
@@ -125,7 +133,9 @@ pub async fn serve_session(channel: Channel<Msg>, ctx: ChannelCtx) {
         .await;
     let process = match started {
         Ok((_, process)) => process,
-        Err(message) => return refuse(rx, tx, &format!("ssh-gateway: {message}{newline}")).await,
+        Err(Failure::Refused(message) | Failure::Backend(message)) => {
+            return refuse(rx, tx, &format!("ssh-gateway: {message}{newline}")).await;
+        }
     };
     let counters = Arc::new(Counters::default());
     bridge::run_process(rx, tx, ctx.handle, process, counters.clone()).await;
@@ -151,8 +161,13 @@ pub async fn serve_direct_tcpip(
         .await;
     let (target, stream) = match opened {
         Ok(opened) => opened,
-        Err(message) => {
-            info!(error = %message, "forward refused");
+        Err(Failure::Refused(message)) => {
+            return reply
+                .reject(refusal(1, &format!("ssh-gateway: {message}")))
+                .await;
+        }
+        Err(Failure::Backend(message)) => {
+            info!(error = %message, "forward failed");
             let reason = format!("ssh-gateway: port {port} in the sandbox: {message}");
             return reply.reject(refusal(2, &reason)).await;
         }
