@@ -46,13 +46,19 @@ pub enum Refusal {
     StoreFailed(String),
 }
 
+/// `ssh-rsa` signatures use SHA-1 and are refused; every other accepted key type signs
+/// with SHA-2 or EdDSA.
+pub fn check_signature_algorithm(algorithm: &Algorithm) -> bool {
+    *algorithm != (Algorithm::Rsa { hash: None })
+}
+
 /// Checks the algorithm and policy and finds the key's owner.
 pub async fn authenticate(
     keys: &dyn KeyStore,
     key: &PublicKey,
     signature_algorithm: &Algorithm,
 ) -> Result<Principal, Refusal> {
-    if *signature_algorithm == (Algorithm::Rsa { hash: None }) {
+    if !check_signature_algorithm(signature_algorithm) {
         return Err(Refusal::Sha1Signature);
     }
     check_policy(key).map_err(|e| Refusal::Policy(e.to_string()))?;

@@ -11,7 +11,7 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
 use tracing::{Instrument, debug, info, warn};
 
 use super::Gateway;
-use super::auth::{Refusal, authenticate};
+use super::auth::{Refusal, authenticate, check_signature_algorithm};
 use super::channel::{ChannelCtx, TargetCell, serve_direct_tcpip, serve_session};
 use crate::control::Principal;
 use crate::route;
@@ -33,6 +33,8 @@ pub struct ConnectionHandler {
     /// Keys offered so far. russh does not count offers it rejects, but OpenSSH's
     /// MaxAuthTries does, and so do we: otherwise a client could probe keys forever.
     offers: usize,
+    /// The key whose offer was just accepted, and its owner.
+    accepted_offer: Option<(russh::keys::PublicKey, Principal)>,
 }
 
 impl ConnectionHandler {
@@ -45,6 +47,7 @@ impl ConnectionHandler {
             authenticated,
             open_channels: Arc::new(AtomicUsize::new(0)),
             offers: 0,
+            accepted_offer: None,
         }
     }
 
@@ -106,7 +109,10 @@ impl russh::server::Handler for ConnectionHandler {
         }
         // Saying no before the client signs saves it a signature per unknown key.
         match authenticate(self.gw.keys.as_ref(), offer.public_key, offer.algorithm).await {
-            Ok(_) => Ok(Auth::Accept),
+            Ok(principal) => {
+                self.accepted_offer = Some((offer.public_key.clone(), principal));
+                Ok(Auth::Accept)
+            }
             Err(refusal) => {
                 debug!(peer = %self.peer, user, ?refusal, "key offer refused");
                 Ok(Self::publickey_only())
@@ -119,7 +125,17 @@ impl russh::server::Handler for ConnectionHandler {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        match authenticate(self.gw.keys.as_ref(), key.public_key, key.algorithm).await {
+        // The client signs right after we accepted its offer: reuse that lookup rather
+        // than asking the store twice per login.
+        let looked_up = match self.accepted_offer.take() {
+            Some((offered, principal))
+                if &offered == key.public_key && check_signature_algorithm(key.algorithm) =>
+            {
+                Ok(principal)
+            }
+            _ => authenticate(self.gw.keys.as_ref(), key.public_key, key.algorithm).await,
+        };
+        match looked_up {
             Ok(principal) => {
                 info!(peer = %self.peer, user, account = %principal.user_name, key = %principal.key_id, "authenticated");
                 self.target = Some(Arc::new(TargetCell::new(route::route(user))));

@@ -72,7 +72,8 @@ impl Store {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            // Bounds how long a login or API call waits during a database outage.
+            .acquire_timeout(Duration::from_secs(5))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if flavor == Flavor::Sqlite {

@@ -13,6 +13,8 @@ pub struct Cluster {
     dir: Option<tempfile::TempDir>,
     bin: PathBuf,
     as_nobody: bool,
+    /// The server options `pg_ctl start` passes, kept for restarts.
+    server_options: String,
 }
 
 fn bindir() -> PathBuf {
@@ -55,13 +57,14 @@ impl Cluster {
         command(&self.bin, program, self.as_nobody)
     }
 
-    fn start() -> Cluster {
+    fn create() -> Cluster {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             return Cluster {
                 admin_url: url,
                 dir: None,
                 bin: PathBuf::new(),
                 as_nobody: false,
+                server_options: String::new(),
             };
         }
         let bin = bindir();
@@ -95,24 +98,57 @@ impl Cluster {
             ])
             .arg(&data);
         run(initdb, "initdb");
-        let mut ctl = command(&bin, "pg_ctl", as_nobody);
-        ctl.arg("-D")
-            .arg(&data)
-            .arg("-l")
-            .arg(dir.path().join("pg.log"))
-            .arg("-o")
-            .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-                dir.path().display()
-            ))
-            .args(["-w", "-t", "60", "start"]);
-        run(ctl, "pg_ctl start");
-        Cluster {
+        let server_options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            dir.path().display()
+        );
+        let cluster = Cluster {
             admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             dir: Some(dir),
             bin,
             as_nobody,
-        }
+            server_options,
+        };
+        cluster.start();
+        cluster
+    }
+
+    /// Starts the server (again), waiting until it accepts connections.
+    pub fn start(&self) {
+        let dir = self.dir.as_ref().expect("a cluster of our own");
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(dir.path().join("data"))
+            .arg("-l")
+            .arg(dir.path().join("pg.log"))
+            .arg("-o")
+            .arg(&self.server_options)
+            .args(["-w", "-t", "60", "start"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server the way an operator's restart does (fast shutdown).
+    pub fn stop(&self) {
+        let dir = self.dir.as_ref().expect("a cluster of our own");
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(dir.path().join("data"))
+            .args(["-m", "fast", "-w", "stop"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A fresh, empty database on this cluster; returns its URL.
@@ -179,7 +215,7 @@ extern "C" fn stop_cluster() {
 /// One cluster per test binary, stopped when the process exits.
 pub fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| {
-        let cluster = Cluster::start();
+        let cluster = Cluster::create();
         // SAFETY: registering a plain extern "C" fn with no captured state.
         unsafe { libc::atexit(stop_cluster) };
         cluster
