@@ -157,6 +157,20 @@ while resp.is_open():
 resp.close()
 print("exec", repr(out), repr(err), resp.returncode)
 
+# A terminal: resize through channel 4, then ask the terminal its size.
+tty = stream(v1.connect_get_namespaced_pod_exec, "box-0", "default",
+             command=["sh", "-c", "read go; stty size; tty"],
+             stderr=False, stdin=True, stdout=True, tty=True, _preload_content=False)
+tty.write_channel(4, '{"Width": 101, "Height": 33}')
+tty.write_stdin("go\n")
+screen = ""
+while tty.is_open():
+    tty.update(timeout=1)
+    if tty.peek_stdout():
+        screen += tty.read_stdout()
+tty.close()
+print("tty", repr(screen.replace("\r", "")), tty.returncode)
+
 port = int(sys.argv[2])
 pf = portforward(v1.connect_get_namespaced_pod_portforward, "box-0", "default", ports=str(port))
 sock = pf.socket(port)
@@ -211,5 +225,7 @@ fn python_kubernetes_client_execs_and_port_forwards() {
         stdout.contains("forward 'pod says: hello pod\\n'"),
         "{stdout}"
     );
+    // The line discipline echoes "go"; then the size sent over channel 4, and a pts.
+    assert!(stdout.contains("tty 'go\\n33 101\\n/dev/pts/"), "{stdout}");
     echo.join().unwrap();
 }
