@@ -114,6 +114,18 @@ impl KubernetesBackend {
     }
 }
 
+/// Runtime errors read like `OCI runtime exec failed: … exec: "/bin/sh": stat /bin/sh: no
+/// such file or directory`; the one users can act on is a missing shell.
+fn explain_failure(message: &str) -> String {
+    let no_shell = message.contains("/bin/sh")
+        && (message.contains("no such file") || message.contains("not found"));
+    if no_shell {
+        "this container has no /bin/sh; SSH sessions need a POSIX shell in the image (distroless images have none)".to_owned()
+    } else {
+        message.to_owned()
+    }
+}
+
 #[async_trait::async_trait]
 impl Backend for KubernetesBackend {
     async fn exec(&self, target: &Target, spec: ExecSpec) -> Result<Process, BackendError> {
@@ -182,7 +194,10 @@ impl Backend for KubernetesBackend {
                     Outcome::Lost => Some(format!(
                         "{newline}ssh-gateway: the connection to the sandbox was lost{newline}"
                     )),
-                    Outcome::Failed(message) => Some(format!("ssh-gateway: {message}{newline}")),
+                    Outcome::Failed(message) => Some(format!(
+                        "ssh-gateway: {}{newline}",
+                        explain_failure(message)
+                    )),
                     Outcome::Exited(_) => None,
                 }
             };
@@ -238,6 +253,13 @@ mod tests {
             .output()
             .unwrap();
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn a_missing_shell_is_explained() {
+        let raw = "OCI runtime exec failed: exec failed: unable to start container process: exec: \"/bin/sh\": stat /bin/sh: no such file or directory: unknown";
+        assert!(explain_failure(raw).contains("no /bin/sh"));
+        assert_eq!(explain_failure("permission denied"), "permission denied");
     }
 
     #[test]
