@@ -229,3 +229,70 @@ fn python_kubernetes_client_execs_and_port_forwards() {
     assert!(stdout.contains("tty 'go\\n33 101\\n/dev/pts/"), "{stdout}");
     echo.join().unwrap();
 }
+
+/// The raw exec protocol: subprotocol choice follows the client's order, the handshake
+/// frame comes first, pings are answered while a command runs, and the status frame
+/// precedes the close.
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_websocket_handshake_ping_and_status() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = kube_emulator::Emulator::start(kube_emulator::Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        root: dir.path().join("root"),
+        token: None,
+        start_delay: std::time::Duration::ZERO,
+    })
+    .await
+    .unwrap();
+    let pod = serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x"}]}});
+    emulator
+        .store
+        .create(kube_emulator::Kind::Pod, "default", pod)
+        .unwrap();
+    let url = format!(
+        "ws://{}/api/v1/namespaces/default/pods/p/exec?command=sh&command=-c&command=sleep%200.5%3B%20exit%205&stdout=true&stderr=true",
+        emulator.addr
+    );
+    let mut request = url.into_client_request().unwrap();
+    // v4 offered first: the server must take the client's preference.
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v4.channel.k8s.io, v5.channel.k8s.io".parse().unwrap(),
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "v4.channel.k8s.io"
+    );
+
+    let first = ws.next().await.unwrap().unwrap();
+    assert_eq!(
+        first,
+        Message::Binary(vec![1u8].into()),
+        "the handshake frame is [1]"
+    );
+    ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    let (mut ponged, mut status) = (false, None);
+    while let Some(msg) = ws.next().await {
+        match msg.unwrap() {
+            Message::Pong(p) => ponged = p.as_ref() == b"are you there",
+            Message::Binary(b) if b.first() == Some(&3) => {
+                status = Some(String::from_utf8_lossy(&b[1..]).into_owned())
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    assert!(ponged, "the ping was not answered while the command ran");
+    let status = status.expect("a status frame before the close");
+    assert!(
+        status.contains("\"reason\":\"NonZeroExitCode\"") && status.contains("\"message\":\"5\""),
+        "{status}"
+    );
+}

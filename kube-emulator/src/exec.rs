@@ -100,6 +100,7 @@ pub async fn handle(
     State(state): State<Shared>,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
+    headers: axum::http::HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let q = parse_query(raw.as_deref());
@@ -134,16 +135,16 @@ pub async fn handle(
             None,
         );
     };
-    let ws = ws.protocols(PROTOCOLS).max_message_size(16 << 20);
-    let v5 = ws.selected_protocol().and_then(|p| p.to_str().ok()) == Some(PROTOCOLS[0]);
-    if ws.selected_protocol().is_none() {
+    let Some(protocol) = ws::choose_protocol(&headers, &PROTOCOLS) else {
         return status_response(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             "no supported channel subprotocol offered",
             None,
         );
-    }
+    };
+    let ws = ws.protocols([protocol]).max_message_size(16 << 20);
+    let v5 = protocol == PROTOCOLS[0];
     let dir = state.store.root.join(&ns).join(&name);
     let store = state.store.clone();
     ws.on_upgrade(move |socket| async move {

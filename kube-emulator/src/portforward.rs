@@ -46,6 +46,7 @@ pub async fn handle(
     State(state): State<Shared>,
     Path((ns, name)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
+    headers: axum::http::HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(e) = running_pod(&state.store, &ns, &name) {
@@ -63,15 +64,15 @@ pub async fn handle(
             None,
         );
     };
-    let ws = ws.protocols(PROTOCOLS).max_message_size(16 << 20);
-    if ws.selected_protocol().is_none() {
+    let Some(protocol) = ws::choose_protocol(&headers, &PROTOCOLS) else {
         return status_response(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             "no supported port-forward subprotocol offered",
             None,
         );
-    }
+    };
+    let ws = ws.protocols([protocol]).max_message_size(16 << 20);
     ws.on_upgrade(move |socket| run(socket, ports))
 }
 

@@ -8,6 +8,22 @@ use futures::stream::SplitSink;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+/// The subprotocol the API server would pick: the first the client offered (in its
+/// order, across repeated headers) that the server supports. axum's own choice follows
+/// the server's order instead, which real clients can tell apart.
+pub fn choose_protocol(
+    headers: &axum::http::HeaderMap,
+    supported: &[&'static str],
+) -> Option<&'static str> {
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find_map(|offered| supported.iter().copied().find(|s| *s == offered))
+}
+
 /// `[channel, data…]` as one binary message.
 pub fn frame(channel: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
