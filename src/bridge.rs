@@ -16,7 +16,7 @@ use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::backend::{BoxRead, Control, Duplex, Exit, Process, Signal, window_size_from_ssh};
+use crate::backend::{Control, Duplex, Exit, Process, Signal, window_size_from_ssh};
 
 /// Read size for output: 64 KiB reads make full-size SSH packets (8 KiB ones cost 15-30 %).
 const READ_CHUNK: usize = 64 * 1024;
@@ -211,8 +211,7 @@ pub async fn run_stream(
     let (input_tx, input_rx) = mpsc::channel::<Bytes>(INPUT_QUEUE);
     let writer = tokio::spawn(write_input(write_half, input_rx, counters.clone()));
     let reader = tokio::spawn(read_channel(rx, input_tx, None));
-    let from: BoxRead = Box::new(read_half);
-    copy_out(from, &tx, None, &counters).await;
+    copy_out(read_half, &tx, None, &counters).await;
     let _ = tx.eof().await;
     // Close once the client has also finished sending (or has gone).
     let _ = writer.await;

@@ -261,14 +261,9 @@ fn user_message(e: &BackendError) -> String {
 /// Tells the user why on stderr, exits non-zero, closes, and drains until the client
 /// closes too.
 async fn refuse(mut rx: ChannelReadHalf, tx: ChannelWriteHalf<Msg>, message: &str) {
-    // Only session channels carry a message, and only they have an exit status.
-    if !message.is_empty() {
-        let _ = tx.extended_data_bytes(1, message.as_bytes().to_vec()).await;
-    }
+    let _ = tx.extended_data_bytes(1, message.as_bytes().to_vec()).await;
     let _ = tx.eof().await;
-    if !message.is_empty() {
-        let _ = tx.exit_status(REFUSED_EXIT).await;
-    }
+    let _ = tx.exit_status(REFUSED_EXIT).await;
     let _ = tx.close().await;
     while let Some(msg) = rx.wait().await {
         if matches!(msg, ChannelMsg::Close) {
