@@ -127,23 +127,10 @@ pub async fn handle(
             None,
         );
     }
-    let Ok(ws) = ws else {
-        return status_response(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "Upgrade request required",
-            None,
-        );
+    let (ws, protocol) = match ws::negotiate(ws, &headers, &PROTOCOLS, "channel") {
+        Ok(negotiated) => negotiated,
+        Err(e) => return e.into_response(),
     };
-    let Some(protocol) = ws::choose_protocol(&headers, &PROTOCOLS) else {
-        return status_response(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "no supported channel subprotocol offered",
-            None,
-        );
-    };
-    let ws = ws.protocols([protocol]).max_message_size(16 << 20);
     let v5 = protocol == PROTOCOLS[0];
     let dir = state.store.root.join(&ns).join(&name);
     let store = state.store.clone();

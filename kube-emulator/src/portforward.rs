@@ -56,23 +56,10 @@ pub async fn handle(
         Ok(p) => p,
         Err(e) => return status_response(StatusCode::BAD_REQUEST, "BadRequest", &e, None),
     };
-    let Ok(ws) = ws else {
-        return status_response(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "Upgrade request required",
-            None,
-        );
+    let (ws, _) = match ws::negotiate(ws, &headers, &PROTOCOLS, "port-forward") {
+        Ok(negotiated) => negotiated,
+        Err(e) => return e.into_response(),
     };
-    let Some(protocol) = ws::choose_protocol(&headers, &PROTOCOLS) else {
-        return status_response(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "no supported port-forward subprotocol offered",
-            None,
-        );
-    };
-    let ws = ws.protocols([protocol]).max_message_size(16 << 20);
     ws.on_upgrade(move |socket| run(socket, ports))
 }
 

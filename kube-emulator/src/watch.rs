@@ -3,7 +3,6 @@
 use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::http::{ListQuery, selected};
@@ -25,7 +24,9 @@ pub fn watch(store: Store, kind: Kind, ns: Option<String>, q: ListQuery) -> Resp
         initial.into_iter().filter(|o| selected(&q, o)).collect()
     };
     let timeout = std::time::Duration::from_secs(q.timeout.unwrap_or(1800).min(3600));
-    let stream = async_stream(move |tx| async move {
+    // A task feeds the response body through a bounded queue.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
         for object in initial {
             if tx.send(line("ADDED", &object)).await.is_err() {
                 return;
@@ -49,6 +50,7 @@ pub fn watch(store: Store, kind: Kind, ns: Option<String>, q: ListQuery) -> Resp
             }
         }
     });
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream))
@@ -59,21 +61,4 @@ fn line(action: &str, object: &Value) -> Result<Bytes, std::io::Error> {
     let mut text = json!({"type": action, "object": object}).to_string();
     text.push('\n');
     Ok(Bytes::from(text))
-}
-
-/// A stream fed by a task through a channel.
-fn async_stream<F, Fut>(f: F) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(f(tx));
-    tokio_stream_from(rx)
-}
-
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }

@@ -1,12 +1,15 @@
 //! WebSocket plumbing shared by exec and port-forward: channel frames, one writer task
 //! per socket, and reading client frames the way the API server does.
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use bytes::Bytes;
 use futures::SinkExt;
 use futures::stream::SplitSink;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+use crate::http::ApiError;
 
 /// The subprotocol the API server would pick: the first the client offered (in its
 /// order, across repeated headers) that the server supports. axum's own choice follows
@@ -22,6 +25,24 @@ pub fn choose_protocol(
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .find_map(|offered| supported.iter().copied().find(|s| *s == offered))
+}
+
+/// Completes the upgrade checks both streaming subresources share: a WebSocket upgrade
+/// was asked for, and the client offered a subprotocol we speak. Returns the upgrade
+/// set to that protocol, and the protocol. `kind` names the stream in the refusal.
+pub fn negotiate(
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    headers: &axum::http::HeaderMap,
+    supported: &[&'static str],
+    kind: &str,
+) -> Result<(WebSocketUpgrade, &'static str), ApiError> {
+    let ws = ws.map_err(|_| ApiError::bad_request("Upgrade request required"))?;
+    let protocol = choose_protocol(headers, supported)
+        .ok_or_else(|| ApiError::bad_request(format!("no supported {kind} subprotocol offered")))?;
+    Ok((
+        ws.protocols([protocol]).max_message_size(16 << 20),
+        protocol,
+    ))
 }
 
 /// `[channel, data…]` as one binary message.
