@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::kube::{KubeGateway, sandbox};
-use support::terminal::{Terminal, resize_reaches_the_shell};
+use support::terminal::check_interactive_session;
 use support::{random_file, run, run_with_input, sha256_file, stderr, stdout};
-use tokio::io::AsyncWriteExt;
 
 const NO_ACCESS: &str = "does not exist or you have no access to it";
 
@@ -165,29 +164,7 @@ fn pty_shell_in_a_pod() {
 
 async fn drive_pty_shell(gw: &KubeGateway) {
     let opts = support::Gateway::client_opts_for(&gw.alice.private);
-    let mut term = Terminal::open(&opts, gw.ssh_port, "alpha@127.0.0.1", 80, 24);
-    term.type_line("echo \"term=$TERM size=$(stty size) tty=$(tty | cut -c1-8)\"")
-        .await;
-    term.wait_for("term=xterm-256color size=24 80 tty=/dev/pts")
-        .await;
-    assert!(
-        resize_reaches_the_shell(&mut term, 120, 40).await,
-        "the window change never reached the shell"
-    );
-    term.type_line("sleep 30; echo \"slept-$((40+2))\"").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    term.master.write_all(&[0x03]).await.unwrap();
-    let shown = term.run("echo still-here", "alive").await;
-    assert!(
-        !shown.contains("slept-42"),
-        "^C did not interrupt: {shown:?}"
-    );
-    term.type_line("exit 7").await;
-    let status = tokio::time::timeout(Duration::from_secs(20), term.child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(7));
+    check_interactive_session(&opts, gw.ssh_port, "alpha@127.0.0.1").await;
 }
 
 #[test]

@@ -6,52 +6,12 @@ mod support;
 use std::time::Duration;
 
 use support::Gateway;
-use support::terminal::{Terminal, resize_reaches_the_shell};
-use tokio::io::AsyncWriteExt;
+use support::terminal::{Terminal, check_interactive_session};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn interactive_shell_honours_term_resize_ctrl_c_and_exit_code() {
     let gw = Gateway::start();
-    let mut term = Terminal::open(
-        &gw.client_opts(&gw.dev_key),
-        gw.ssh_port,
-        "demo@127.0.0.1",
-        80,
-        24,
-    );
-
-    term.type_line("echo \"term=$TERM size=$(stty size) tty=$(tty | cut -c1-8)\"")
-        .await;
-    term.wait_for("term=xterm-256color size=24 80 tty=/dev/pts")
-        .await;
-
-    // Resize the local terminal: ssh gets SIGWINCH and sends window-change.
-    assert!(
-        resize_reaches_the_shell(&mut term, 132, 43).await,
-        "the window change never reached the shell"
-    );
-
-    // Ctrl-C interrupts the foreground program, not the session.
-    // (If ^C were lost, the marker could not arrive before wait_for's 20 s limit.)
-    term.type_line("sleep 30; echo \"slept-$((40+2))\"").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    term.master.write_all(&[0x03]).await.unwrap();
-    let shown = term.run("echo still-here", "alive").await;
-    assert!(
-        !shown.contains("slept-42"),
-        "sleep was not interrupted: {shown:?}"
-    );
-    assert!(
-        shown.contains("^C"),
-        "the terminal should echo ^C: {shown:?}"
-    );
-
-    term.type_line("exit 7").await;
-    let status = tokio::time::timeout(Duration::from_secs(20), term.child.wait())
-        .await
-        .expect("ssh exits after `exit 7`")
-        .unwrap();
-    assert_eq!(status.code(), Some(7));
+    check_interactive_session(&gw.client_opts(&gw.dev_key), gw.ssh_port, "demo@127.0.0.1").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -119,3 +119,41 @@ pub async fn resize_reaches_the_shell(term: &mut Terminal, cols: u16, rows: u16)
     }
     false
 }
+
+/// What a person does in a terminal, checked end to end against `target`: TERM and the
+/// size arrive, a resize reaches the shell, ^C interrupts the foreground program (not
+/// the session) and is echoed, and `exit 7` becomes ssh's exit status.
+pub async fn check_interactive_session(opts: &[String], port: u16, target: &str) {
+    let mut term = Terminal::open(opts, port, target, 80, 24);
+    term.type_line("echo \"term=$TERM size=$(stty size) tty=$(tty | cut -c1-8)\"")
+        .await;
+    term.wait_for("term=xterm-256color size=24 80 tty=/dev/pts")
+        .await;
+
+    // Resize the local terminal: ssh gets SIGWINCH and sends window-change.
+    assert!(
+        resize_reaches_the_shell(&mut term, 132, 43).await,
+        "the window change never reached the shell"
+    );
+
+    // (If ^C were lost, the marker could not arrive before wait_for's 20 s limit.)
+    term.type_line("sleep 30; echo \"slept-$((40+2))\"").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    term.master.write_all(&[0x03]).await.unwrap();
+    let shown = term.run("echo still-here", "alive").await;
+    assert!(
+        !shown.contains("slept-42"),
+        "sleep was not interrupted: {shown:?}"
+    );
+    assert!(
+        shown.contains("^C"),
+        "the terminal should echo ^C: {shown:?}"
+    );
+
+    term.type_line("exit 7").await;
+    let status = tokio::time::timeout(Duration::from_secs(20), term.child.wait())
+        .await
+        .expect("ssh exits after `exit 7`")
+        .unwrap();
+    assert_eq!(status.code(), Some(7));
+}
