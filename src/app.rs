@@ -1,21 +1,31 @@
 //! Assembly: builds every stage from a `Config`, binds the listeners, and runs the SSH
 //! server and the API until a shutdown signal.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::backend::Backend;
 use crate::backend::kubernetes::KubernetesBackend;
 use crate::backend::local::LocalBackend;
 use crate::config::{BackendConfig, Config, ControlConfig};
+use crate::conn::Registry;
+use crate::conn::admission::Admission;
+use crate::conn::events::{Events, LogSubscriber};
 use crate::control::{ControlPlane, KubernetesControlPlane, StaticControlPlane};
 use crate::kubernetes;
 use crate::ssh::{self, Gateway, hostkeys};
 use crate::store::Store;
+
+/// How long a shutdown waits for connections to end after telling them to.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// A gateway whose listeners are bound but not yet serving.
 pub struct Bound {
@@ -107,21 +117,39 @@ impl Bound {
             public_host: config.ssh.public_host.clone(),
             public_port: config.ssh.public_port,
         });
+        let limits = config.admission.limits(config.ssh.max_connections)?;
+        let registry = Registry::new(Events::new(vec![Arc::new(LogSubscriber::default())]));
         let gateway = Arc::new(Gateway {
             settings: config.ssh.clone(),
             keys: Arc::new(store.clone()),
             control,
             backend,
+            registry: registry.clone(),
+            admission: Admission::new(limits),
         });
         ssh::log_listening(ssh_addr, &host_key);
         tracing::info!(addr = %api_addr, "API listening");
         let app = api::router(api_state, config.api.max_body_bytes);
-        let api = axum::serve(api_listener, app).with_graceful_shutdown(shutdown_signal());
+        let stop = CancellationToken::new();
+        let api = axum::serve(api_listener, app)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future();
+        let ssh = ssh::serve(ssh_listener, russh_config, gateway, stop.clone());
+        tokio::pin!(api, ssh);
         tokio::select! {
-            r = ssh::serve(ssh_listener, russh_config, gateway) => r.context("SSH listener failed")?,
-            r = api => r.context("API server failed")?,
-            _ = shutdown_signal() => tracing::info!("shutting down"),
+            r = &mut ssh => r.context("SSH listener failed")?,
+            r = &mut api => r.context("API server failed")?,
+            _ = shutdown_signal() => {}
         }
+        // Drain: stop accepting, tell every client why, end their channels, and wait
+        // (bounded) for every task to finish.
+        stop.cancel();
+        let open = registry.len();
+        tracing::info!(connections = open, "shutting down: draining connections");
+        if !registry.drain(DRAIN_GRACE).await {
+            tracing::warn!(tasks = registry.tasks(), "drain timed out; exiting anyway");
+        }
+        let _ = tokio::time::timeout(DRAIN_GRACE, api).await;
         store.close().await;
         Ok(())
     }

@@ -1,56 +1,52 @@
 //! Bridge stage: copies bytes between one SSH channel and one backend process or
-//! stream, with SSH flow control on the way out, EOF in both directions, exit status,
-//! signals and window changes, and a byte count for the log.
+//! stream, with SSH flow control both ways, EOF in both directions, exit status,
+//! signals and window changes, counted into the channel's `Counters`.
 //!
-//! Two rules from measuring russh (see notes/russh-tuning.md): the channel's read half
-//! is always being drained (an unread channel stalls the whole connection), and EOF,
-//! exit-status and close go out through the same write half after all output.
+//! Each bridge is one future with no tasks of its own: the channel task that runs it
+//! ends it by dropping it (client gone, connection revoked), which drops the
+//! program's stdin and control handle, and the backend then ends the program.
+//!
+//! Input is written to the program as it is read from the channel, with no queue in
+//! between: while the program does not read, this channel is not read either, and its
+//! SSH window stays closed (see vendor/russh) — it stalls only itself.
+//! EOF, exit-status and close go out through the same write half after all output
+//! (notes/russh-tuning.md).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use russh::server::{Handle, Msg};
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::backend::{Control, Duplex, Exit, Process, Signal, window_size_from_ssh};
+use crate::conn::Counters;
+use crate::conn::events::ChannelEnd;
 
 /// Read size for output: 64 KiB reads make full-size SSH packets (8 KiB ones cost 15-30 %).
 const READ_CHUNK: usize = 64 * 1024;
-/// Packets queued between the channel reader and a slow stdin, per channel. With
-/// 64 KiB packets this bounds a channel's parked input at 4 MiB.
-const INPUT_QUEUE: usize = 64;
 /// After a PTY program exits, how long to wait for background jobs that still hold
 /// the terminal before closing anyway.
 const PTY_LINGER: Duration = Duration::from_millis(500);
 
-/// Bytes moved on one channel, both ways.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub to_workload: AtomicU64,
-    pub from_workload: AtomicU64,
+/// How the client side of a channel ended its input.
+enum InputEnd {
+    /// EOF, then nothing more: the program runs on.
+    Eof,
+    /// The client closed the channel or went away: stop.
+    Closed,
 }
 
-impl Counters {
-    pub fn snapshot(&self) -> (u64, u64) {
-        (
-            self.to_workload.load(Ordering::Relaxed),
-            self.from_workload.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// Runs `process` behind the channel until it exits and its output is delivered.
+/// Runs `process` behind the channel until it exits and its output is delivered, or
+/// until the client closes the channel. Returns what the client was told.
 pub async fn run_process(
-    rx: ChannelReadHalf,
+    mut rx: ChannelReadHalf,
     tx: ChannelWriteHalf<Msg>,
     handle: Handle,
     process: Process,
-    counters: Arc<Counters>,
-) {
+    counters: &Counters,
+) -> ChannelEnd {
     let Process {
         stdin,
         stdout,
@@ -59,24 +55,32 @@ pub async fn run_process(
         mut exit,
         tty,
     } = process;
-    let (input_tx, input_rx) = mpsc::channel::<Bytes>(INPUT_QUEUE);
-    tokio::spawn(write_input(stdin, input_rx, counters.clone()));
-    // The reader keeps `control`: when it ends (client closed), the process is ended.
-    let reader = tokio::spawn(read_channel(rx, input_tx, Some(control)));
-
+    let input = async {
+        if let InputEnd::Eof = pump_input(&mut rx, stdin, Some(&control), counters).await {
+            // After EOF keep taking resizes and signals until the channel closes.
+            while let Some(msg) = rx.wait().await {
+                match msg {
+                    ChannelMsg::Close => break,
+                    other => forward_control(other, Some(&control)),
+                }
+            }
+        }
+    };
     let outputs = async {
-        let out = copy_out(stdout, &tx, None, &counters);
+        let out = copy_out(stdout, &tx, None, counters);
         match stderr {
             Some(err) => {
-                tokio::join!(out, copy_out(err, &tx, Some(1), &counters));
+                tokio::join!(out, copy_out(err, &tx, Some(1), counters));
             }
             None => out.await,
         }
     };
-    tokio::pin!(outputs);
+    tokio::pin!(input, outputs);
     let mut outputs_done = false;
     let status = loop {
         tokio::select! {
+            // The client closed the channel (or left): nothing can reach it any more.
+            _ = &mut input => return ChannelEnd::Closed,
             _ = &mut outputs, if !outputs_done => outputs_done = true,
             status = &mut exit => {
                 let status = status.unwrap_or(Exit::Code(255));
@@ -92,9 +96,10 @@ pub async fn run_process(
         }
     };
     let _ = tx.eof().await;
-    match status {
+    let end = match status {
         Exit::Code(code) => {
             let _ = tx.exit_status(code).await;
+            ChannelEnd::Exit(code)
         }
         Exit::Signal { name, core_dumped } => {
             let _ = handle
@@ -106,68 +111,65 @@ pub async fn run_process(
                     String::new(),
                 )
                 .await;
+            ChannelEnd::Signal(name)
         }
-    }
+    };
+    // No need to wait for the client's close: the channel's reader goes with `rx`.
     let _ = tx.close().await;
-    // Keep draining until the client's close arrives, so the connection never stalls.
-    let _ = reader.await;
+    end
 }
 
-/// Drains the channel: data to the input queue, EOF closes it, window changes and
-/// signals to `control`. Once the program stops reading, further input is dropped
-/// rather than left to block the connection.
-async fn read_channel(
-    mut rx: ChannelReadHalf,
-    input: mpsc::Sender<Bytes>,
-    control: Option<mpsc::Sender<Control>>,
-) {
-    let mut input = Some(input);
+/// Writes channel data to `stdin` as it arrives (so a program that does not read
+/// holds this channel's window closed), applies resizes and signals, and closes
+/// `stdin` at the client's EOF.
+async fn pump_input(
+    rx: &mut ChannelReadHalf,
+    mut stdin: impl AsyncWrite + Unpin,
+    control: Option<&mpsc::Sender<Control>>,
+    counters: &Counters,
+) -> InputEnd {
+    let mut open = true;
     while let Some(msg) = rx.wait().await {
         match msg {
             ChannelMsg::Data { data } => {
-                if let Some(q) = &input
-                    && q.send(data).await.is_err()
-                {
-                    input = None;
+                if open {
+                    counters.add_in(data.len());
+                    // A program that closed its stdin just stops getting input.
+                    open = stdin.write_all(&data).await.is_ok();
                 }
             }
-            ChannelMsg::Eof => input = None,
-            ChannelMsg::Close => break,
-            ChannelMsg::WindowChange {
-                col_width,
-                row_height,
-                pix_width,
-                pix_height,
-            } => {
-                if let Some(c) = &control {
-                    let size = window_size_from_ssh(col_width, row_height, pix_width, pix_height);
-                    let _ = c.try_send(Control::Resize(size));
+            ChannelMsg::Eof => {
+                if open {
+                    let _ = stdin.shutdown().await;
                 }
+                return InputEnd::Eof;
             }
-            ChannelMsg::Signal { signal } => {
-                if let (Some(c), Some(sig)) = (&control, from_sig(&signal)) {
-                    let _ = c.try_send(Control::Signal(sig));
-                }
-            }
-            _ => {}
+            ChannelMsg::Close => return InputEnd::Closed,
+            other => forward_control(other, control),
         }
     }
+    InputEnd::Closed
 }
 
-async fn write_input(
-    mut stdin: impl AsyncWrite + Unpin,
-    mut input: mpsc::Receiver<Bytes>,
-    counters: Arc<Counters>,
-) {
-    while let Some(chunk) = input.recv().await {
-        counters
-            .to_workload
-            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        if stdin.write_all(&chunk).await.is_err() {
-            return; // the program closed its stdin; the reader will notice the queue is gone
+fn forward_control(msg: ChannelMsg, control: Option<&mpsc::Sender<Control>>) {
+    let Some(control) = control else { return };
+    match msg {
+        ChannelMsg::WindowChange {
+            col_width,
+            row_height,
+            pix_width,
+            pix_height,
+        } => {
+            let size = window_size_from_ssh(col_width, row_height, pix_width, pix_height);
+            let _ = control.try_send(Control::Resize(size));
         }
+        ChannelMsg::Signal { signal } => {
+            if let Some(sig) = from_sig(&signal) {
+                let _ = control.try_send(Control::Signal(sig));
+            }
+        }
+        _ => {}
     }
-    let _ = stdin.shutdown().await;
 }
 
 /// Copies one output stream to the channel (`ext` = Some(1) for stderr). Sending waits
@@ -184,9 +186,7 @@ async fn copy_out(
         match from.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                counters
-                    .from_workload
-                    .fetch_add(n as u64, Ordering::Relaxed);
+                counters.add_out(n);
                 let chunk = buf.split().freeze();
                 let sent = match ext {
                     None => tx.data_bytes(chunk).await,
@@ -202,21 +202,32 @@ async fn copy_out(
 
 /// Bridges a forwarded connection (direct-tcpip) with half-close in both directions.
 pub async fn run_stream(
-    rx: ChannelReadHalf,
+    mut rx: ChannelReadHalf,
     tx: ChannelWriteHalf<Msg>,
     stream: Box<dyn Duplex>,
-    counters: Arc<Counters>,
+    counters: &Counters,
 ) {
     let (read_half, write_half) = tokio::io::split(stream);
-    let (input_tx, input_rx) = mpsc::channel::<Bytes>(INPUT_QUEUE);
-    let writer = tokio::spawn(write_input(write_half, input_rx, counters.clone()));
-    let reader = tokio::spawn(read_channel(rx, input_tx, None));
-    copy_out(read_half, &tx, None, &counters).await;
+    let up = pump_input(&mut rx, write_half, None, counters);
+    let down = copy_out(read_half, &tx, None, counters);
+    tokio::pin!(up, down);
+    let mut up_done = false;
+    loop {
+        tokio::select! {
+            end = &mut up, if !up_done => match end {
+                InputEnd::Closed => return,
+                // Half-close: the other side may still answer.
+                InputEnd::Eof => up_done = true,
+            },
+            _ = &mut down => break,
+        }
+    }
     let _ = tx.eof().await;
     // Close once the client has also finished sending (or has gone).
-    let _ = writer.await;
+    if !up_done {
+        up.await;
+    }
     let _ = tx.close().await;
-    let _ = reader.await;
 }
 
 fn from_sig(sig: &Sig) -> Option<Signal> {

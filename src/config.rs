@@ -35,6 +35,9 @@ pub struct Config {
     pub ssh: SshConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    /// Pre-authentication caps and penalties for the SSH listener.
+    #[serde(default)]
+    pub admission: AdmissionConfig,
     pub database: DatabaseConfig,
     #[serde(default)]
     pub backend: BackendConfig,
@@ -73,6 +76,73 @@ pub struct SshConfig {
     /// matches a prefix (`LC_*`).
     #[serde(default = "default_accept_env")]
     pub accept_env: Vec<String>,
+}
+
+/// In the spirit of OpenSSH's MaxStartups and PerSourcePenalties. A source is one
+/// IPv4 address or one IPv6 /64. Behind a load balancer that hides client addresses
+/// (no PROXY protocol), every client is one source: raise the per-source cap and put
+/// the balancer in `penalty_exempt`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    /// Connections that have not authenticated yet, in total.
+    pub max_unauthenticated: usize,
+    /// Unauthenticated connections from one source.
+    pub max_unauthenticated_per_source: usize,
+    /// Penalty a source accrues for a connection that offered keys and never got in.
+    pub penalty_auth_failure_secs: u64,
+    /// Penalty for a connection that never tried to authenticate.
+    pub penalty_no_auth_secs: u64,
+    /// New connections from a source are refused while its penalty exceeds this;
+    /// penalties drain at one second per second.
+    pub penalty_threshold_secs: u64,
+    /// Penalties never accrue past this.
+    pub penalty_max_secs: u64,
+    /// Addresses or CIDR ranges never penalized (`"10.0.0.0/8"`, `"2001:db8::/32"`).
+    pub penalty_exempt: Vec<String>,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            max_unauthenticated: 512,
+            max_unauthenticated_per_source: 32,
+            penalty_auth_failure_secs: 5,
+            penalty_no_auth_secs: 1,
+            penalty_threshold_secs: 15,
+            penalty_max_secs: 600,
+            penalty_exempt: Vec::new(),
+        }
+    }
+}
+
+impl AdmissionConfig {
+    /// The limits admission enforces; `max_connections` comes from `[ssh]`.
+    pub fn limits(
+        &self,
+        max_connections: usize,
+    ) -> Result<crate::conn::admission::AdmissionLimits, ConfigError> {
+        use crate::conn::admission::{AdmissionLimits, IpNet};
+        let penalty_exempt = self
+            .penalty_exempt
+            .iter()
+            .map(|n| IpNet::parse(n))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| ConfigError::Invalid {
+                field: "admission.penalty_exempt",
+                message,
+            })?;
+        Ok(AdmissionLimits {
+            max_connections,
+            max_unauthenticated: self.max_unauthenticated,
+            max_unauthenticated_per_source: self.max_unauthenticated_per_source,
+            penalty_auth_failure: Duration::from_secs(self.penalty_auth_failure_secs),
+            penalty_no_auth: Duration::from_secs(self.penalty_no_auth_secs),
+            penalty_threshold: Duration::from_secs(self.penalty_threshold_secs),
+            penalty_max: Duration::from_secs(self.penalty_max_secs),
+            penalty_exempt,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -336,6 +406,25 @@ impl Config {
         if self.ssh.max_connections == 0 {
             return invalid("ssh.max_connections", "must be at least 1");
         }
+        let a = &self.admission;
+        if a.max_unauthenticated == 0 {
+            return invalid("admission.max_unauthenticated", "must be at least 1");
+        }
+        if a.max_unauthenticated_per_source == 0
+            || a.max_unauthenticated_per_source > a.max_unauthenticated
+        {
+            return invalid(
+                "admission.max_unauthenticated_per_source",
+                "must be between 1 and admission.max_unauthenticated",
+            );
+        }
+        if a.penalty_max_secs > 86_400 || a.penalty_threshold_secs > a.penalty_max_secs {
+            return invalid(
+                "admission.penalty_threshold_secs",
+                "must not exceed admission.penalty_max_secs (at most 86400)",
+            );
+        }
+        a.limits(self.ssh.max_connections)?;
         if self.ssh.inactivity_timeout_secs == 0 {
             return invalid("ssh.inactivity_timeout_secs", "must be at least 1");
         }

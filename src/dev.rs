@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::config::{
-    ApiConfig, BackendConfig, Config, ControlConfig, DatabaseConfig, SshConfig, default_shell,
+    AdmissionConfig, ApiConfig, BackendConfig, Config, ControlConfig, DatabaseConfig, SshConfig,
+    default_shell,
 };
 use crate::keys::parse_public_key;
 use crate::store::{NewKey, Store, StoreError};
@@ -39,6 +40,7 @@ pub fn config(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -
             listen: api_listen,
             ..ApiConfig::default()
         },
+        admission: AdmissionConfig::default(),
         database: DatabaseConfig {
             url: sqlite_url(data_dir),
             max_connections: 5,

@@ -7,6 +7,7 @@ pub mod app;
 pub mod backend;
 pub mod bridge;
 pub mod config;
+pub mod conn;
 pub mod control;
 pub mod dev;
 pub mod keys;

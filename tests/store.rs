@@ -89,7 +89,7 @@ async fn suite(store: Store) {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (principal.user_id.as_str(), principal.key_id.as_str()),
+        (principal.user_id(), principal.key_id().unwrap_or_default()),
         (alice.id.as_str(), added.id.as_str())
     );
 

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 
 use super::{ApiError, ApiState};
-use crate::control::Principal;
+use crate::control::{Credential, Principal};
 use crate::store::{StoreError, User};
 
 /// The authenticated caller of an API request.
@@ -16,11 +16,7 @@ pub struct Caller(pub User);
 impl Caller {
     /// API callers act with the same identity rules as SSH users.
     pub fn principal(&self) -> Principal {
-        Principal {
-            user_id: self.0.id.clone(),
-            user_name: self.0.name.clone(),
-            key_id: String::new(),
-        }
+        Principal::new(self.0.id.clone(), self.0.name.clone(), Credential::ApiToken)
     }
 }
 

@@ -77,11 +77,12 @@ pub fn command(spec: &ExecSpec) -> Vec<String> {
 }
 
 fn pod_location(target: &Target) -> Result<(&str, &str, &str), BackendError> {
-    match &target.location {
+    match target.location() {
         Location::Pod {
             namespace,
             pod,
             container,
+            ..
         } => Ok((namespace, pod, container)),
         Location::Local { .. } => Err(BackendError::Internal(
             "the kubernetes backend needs a pod target".into(),

@@ -79,7 +79,7 @@ impl LocalBackend {
 }
 
 fn workdir(target: &Target) -> Result<&std::path::Path, BackendError> {
-    match &target.location {
+    match target.location() {
         Location::Local { workdir } => Ok(workdir),
         Location::Pod { .. } => Err(BackendError::Internal(
             "the local backend cannot run pods".into(),

@@ -6,6 +6,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::ListParams;
+use tracing::warn;
 
 use super::{ControlError, ControlPlane, Location, Principal, Target, TargetInfo};
 use crate::config::KubernetesConfig;
@@ -39,8 +40,8 @@ impl KubernetesControlPlane {
         }
     }
 
-    /// Every pod carrying the target's labels, sorted by name so a user's repeat
-    /// connections reach the same pod.
+    /// Every pod carrying the target's labels, sorted by namespace and name so a
+    /// user's repeat connections reach the same pod.
     async fn pods(&self, target: &TargetRef) -> Result<Vec<Pod>, ControlError> {
         let params = ListParams::default().labels(&self.selector(target));
         let apis: Vec<Api<Pod>> = if self.config.namespaces.is_empty() {
@@ -64,36 +65,63 @@ impl KubernetesControlPlane {
                 Err(e) => return Err(ControlError::Unavailable(format!("listing pods: {e}"))),
             }
         }
-        found.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        found.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
         Ok(found)
+    }
+
+    /// Who may use `pod` and which workload it belongs to, as read from the pod.
+    fn identity(&self, pod: &Pod) -> Identity {
+        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+        let mut members: Vec<String> = annotations
+            .get(&self.config.members_annotation)
+            .map(|m| {
+                m.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        members.sort();
+        members.dedup();
+        Identity {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            workload: workload(pod),
+            owner: annotations
+                .get(&self.config.owner_annotation)
+                .map(|o| o.trim().to_owned()),
+            members,
+        }
     }
 
     async fn allowed(
         &self,
         who: &Principal,
         target: &TargetRef,
-        pod: &Pod,
+        identity: &Identity,
     ) -> Result<bool, ControlError> {
-        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-        if let Some(owner) = annotations.get(&self.config.owner_annotation) {
-            let members = annotations
-                .get(&self.config.members_annotation)
-                .map(String::as_str)
-                .unwrap_or("");
-            return Ok(owner.trim() == who.user_name
-                || members.split(',').any(|m| m.trim() == who.user_name));
+        if let Some(owner) = &identity.owner {
+            return Ok(
+                owner == who.user_name() || identity.members.iter().any(|m| m == who.user_name())
+            );
         }
         let TargetRef::Sandbox(id) = target else {
             return Ok(false);
         };
         match self.store.sandbox(id).await {
-            Ok(sandbox) => Ok(sandbox.allows(&who.user_id)),
+            Ok(sandbox) => Ok(sandbox.allows(who.user_id())),
             Err(StoreError::NotFound) => Ok(false),
             Err(e) => Err(ControlError::Unavailable(e.to_string())),
         }
     }
 
-    /// The authorized pods for `target`, or the one refusal that hides which case it was.
+    /// The pods for `target` once `who` is known to be allowed on them, or the one
+    /// refusal that hides which case it was. Access is read from the pods themselves,
+    /// and every pod carrying the target's labels must agree on it: a decoy (a Pending
+    /// pod with another owner, the same id in another namespace or under another
+    /// controller) makes the target unusable rather than deciding who gets in.
     async fn authorized_pods(
         &self,
         who: &Principal,
@@ -103,7 +131,19 @@ impl KubernetesControlPlane {
         let Some(first) = pods.first() else {
             return Err(ControlError::NoAccess(target.name()));
         };
-        if !self.allowed(who, target, first).await? {
+        let identity = self.identity(first);
+        if let Some(other) = pods[1..].iter().find(|p| self.identity(p) != identity) {
+            warn!(
+                %target,
+                first = %pod_ref(first),
+                conflicting = %pod_ref(other),
+                first_identity = ?identity,
+                conflicting_identity = ?self.identity(other),
+                "pods carrying this target's labels disagree on owner, members or workload; refusing everyone until resolved"
+            );
+            return Err(ControlError::NoAccess(target.name()));
+        }
+        if !self.allowed(who, target, &identity).await? {
             return Err(ControlError::NoAccess(target.name()));
         }
         Ok(pods)
@@ -122,6 +162,47 @@ impl KubernetesControlPlane {
             None => names.first().map(|n| (*n).to_owned()),
         }
     }
+}
+
+/// Access-relevant facts of one pod. Two pods that may serve the same target must
+/// have equal identities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    namespace: String,
+    workload: Option<String>,
+    owner: Option<String>,
+    members: Vec<String>,
+}
+
+/// The controlling workload: `Kind/name` of the controller owner reference. A
+/// ReplicaSet stands for its Deployment (its name minus the pod-template hash), so a
+/// rolling update is one workload, not two.
+fn workload(pod: &Pod) -> Option<String> {
+    let owner = pod
+        .metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))?;
+    if owner.kind == "ReplicaSet"
+        && let Some(hash) = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("pod-template-hash"))
+        && let Some(deployment) = owner.name.strip_suffix(&format!("-{hash}"))
+    {
+        return Some(format!("Deployment/{deployment}"));
+    }
+    Some(format!("{}/{}", owner.kind, owner.name))
+}
+
+fn pod_ref(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 fn phase(pod: &Pod) -> &str {
@@ -158,19 +239,21 @@ impl ControlPlane for KubernetesControlPlane {
         };
         let name = pod.metadata.name.clone().unwrap_or_default();
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
         let container = self.container(pod).ok_or_else(|| {
             ControlError::NotReady(format!(
                 "{target} has no container named by its configuration"
             ))
         })?;
-        Ok(Target {
-            id: target.name(),
-            location: Location::Pod {
+        Ok(Target::new(
+            target.name(),
+            Location::Pod {
                 namespace,
                 pod: name,
+                uid,
                 container,
             },
-        })
+        ))
     }
 
     async fn describe(

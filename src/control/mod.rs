@@ -12,31 +12,89 @@ pub use static_plane::StaticControlPlane;
 
 use crate::route::TargetRef;
 
-/// Who is connecting: proven by auth, never built from client input.
+/// Who is connecting. Only authentication constructs one (a verified SSH key, or an
+/// API token), so nothing built from client input can stand in for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub user_id: String,
-    pub user_name: String,
-    /// The key that authenticated this connection (for audit and revocation).
-    pub key_id: String,
+    user_id: String,
+    user_name: String,
+    credential: Credential,
 }
 
-/// An authorized place to run channels. Only a control plane hands these out, so a
-/// backend can never be pointed at something the user may not reach.
+/// What proved the identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// An SSH public key: its id in the store and its SHA-256 fingerprint, so each
+    /// new channel can check the key is still registered.
+    Key { id: String, fingerprint: String },
+    /// A REST API bearer token.
+    ApiToken,
+}
+
+impl Principal {
+    pub(crate) fn new(user_id: String, user_name: String, credential: Credential) -> Self {
+        Self {
+            user_id,
+            user_name,
+            credential,
+        }
+    }
+
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    pub fn user_name(&self) -> &str {
+        &self.user_name
+    }
+
+    pub fn credential(&self) -> &Credential {
+        &self.credential
+    }
+
+    /// The SSH key that authenticated this principal, if one did.
+    pub fn key_id(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::Key { id, .. } => Some(id),
+            Credential::ApiToken => None,
+        }
+    }
+}
+
+/// An authorized place to run channels. Only a control plane's authorization check
+/// constructs one, for exactly the object it checked, so a backend can never be
+/// pointed at something the user may not reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    pub id: String,
-    pub location: Location,
+    id: String,
+    location: Location,
+}
+
+impl Target {
+    pub(in crate::control) fn new(id: String, location: Location) -> Self {
+        Self { id, location }
+    }
+
+    /// The target's name as the user typed it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     /// Local processes in this directory (the embedded default).
     Local { workdir: PathBuf },
-    /// A container of a running pod.
+    /// A container of a running pod. `uid` pins the exact pod object authorization
+    /// was decided on: a pod deleted and re-created under the same name is another.
     Pod {
         namespace: String,
         pod: String,
+        uid: String,
         container: String,
     },
 }

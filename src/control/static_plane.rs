@@ -30,7 +30,7 @@ impl StaticControlPlane {
             return Err(ControlError::NoAccess(target.name()));
         };
         match self.store.sandbox(id).await {
-            Ok(sandbox) if sandbox.allows(&who.user_id) => Ok(sandbox),
+            Ok(sandbox) if sandbox.allows(who.user_id()) => Ok(sandbox),
             Ok(_) | Err(StoreError::NotFound) => Err(ControlError::NoAccess(id.clone())),
             Err(e) => Err(ControlError::Unavailable(e.to_string())),
         }
@@ -53,10 +53,7 @@ impl ControlPlane for StaticControlPlane {
         tokio::fs::create_dir_all(&workdir).await.map_err(|e| {
             ControlError::Unavailable(format!("creating {}: {e}", workdir.display()))
         })?;
-        Ok(Target {
-            id: sandbox.id,
-            location: Location::Local { workdir },
-        })
+        Ok(Target::new(sandbox.id, Location::Local { workdir }))
     }
 
     async fn describe(

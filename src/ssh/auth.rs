@@ -4,7 +4,7 @@
 
 use russh::keys::{Algorithm, PublicKey};
 
-use crate::control::Principal;
+use crate::control::{Credential, Principal};
 use crate::keys::{check_policy, fingerprint};
 use crate::store::Store;
 
@@ -28,11 +28,14 @@ impl KeyStore for Store {
             .user_by_id(&key.user_id)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(Some(Principal {
-            user_id: user.id,
-            user_name: user.name,
-            key_id: key.id,
-        }))
+        Ok(Some(Principal::new(
+            user.id,
+            user.name,
+            Credential::Key {
+                id: key.id,
+                fingerprint: fingerprint.to_owned(),
+            },
+        )))
     }
 }
 
@@ -67,4 +70,16 @@ pub async fn authenticate(
         Ok(None) => Err(Refusal::UnknownKey),
         Err(e) => Err(Refusal::StoreFailed(e)),
     }
+}
+
+/// Whether the key behind `who` still identifies the same user: checked before every
+/// new channel, so deleting a key refuses the next channel of a connection it opened.
+pub async fn still_valid(keys: &dyn KeyStore, who: &Principal) -> Result<bool, String> {
+    let Credential::Key { id, fingerprint } = who.credential() else {
+        return Ok(false);
+    };
+    Ok(keys
+        .principal_for(fingerprint)
+        .await?
+        .is_some_and(|now| now.user_id() == who.user_id() && now.key_id() == Some(id)))
 }

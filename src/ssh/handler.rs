@@ -1,53 +1,64 @@
-//! The russh `Handler` for one connection: glue only. Each callback validates and
-//! replies; the work of a channel happens in its own task (`channel.rs`), so no
-//! callback ever waits on a workload.
+//! The russh `Handler` for one connection: glue only. Auth callbacks turn a proven key
+//! into a `Principal`; channel callbacks validate (through `request.rs`), reply, and
+//! hand the accepted work to a channel task registered with the connection's owner,
+//! so no callback ever waits on a workload.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
-use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
-use tracing::{Instrument, debug, info, warn};
+use russh::{Channel, ChannelId, MethodKind, MethodSet};
+use tokio::sync::oneshot;
+use tracing::{Instrument, debug, warn};
 
 use super::Gateway;
-use super::auth::{Refusal, authenticate, check_signature_algorithm};
-use super::channel::{ChannelCtx, TargetCell, serve_direct_tcpip, serve_session};
+use super::auth::{Refusal as AuthRefusal, authenticate, check_signature_algorithm};
+use super::channel::{ChannelCtx, serve_direct_tcpip, serve_session};
+use super::refusal::Refusal;
+use super::request::{self, SessionSetup};
+use crate::backend::{ExecSpec, Program};
+use crate::conn::ConnRef;
+use crate::conn::events::CloseReason;
 use crate::control::Principal;
-use crate::route;
+use crate::route::{self, RouteError, TargetRef};
 
-/// Open channels allowed per connection (VS Code uses a handful).
-const MAX_CHANNELS: usize = 64;
-/// Env requests honoured per channel.
-pub const MAX_ENV: usize = 64;
-const MAX_ENV_VALUE: usize = 4096;
+/// Channels open at once on one connection (VS Code uses a handful; closed channels
+/// free their place).
+const MAX_OPEN_CHANNELS: usize = 64;
 
 pub struct ConnectionHandler {
     gw: Arc<Gateway>,
-    peer: SocketAddr,
-    principal: Option<Principal>,
-    target: Option<Arc<TargetCell>>,
-    /// Set once auth succeeds; the login-grace timer reads it.
-    authenticated: Arc<AtomicBool>,
-    open_channels: Arc<AtomicUsize>,
+    conn: ConnRef,
+    login: Option<Login>,
     /// Keys offered so far. russh does not count offers it rejects, but OpenSSH's
     /// MaxAuthTries does, and so do we: otherwise a client could probe keys forever.
     offers: usize,
     /// The key whose offer was just accepted, and its owner.
     accepted_offer: Option<(russh::keys::PublicKey, Principal)>,
+    /// Session channels whose program has not started yet.
+    setups: HashMap<ChannelId, PendingSession>,
+}
+
+/// Who logged in, and what they asked for.
+struct Login {
+    principal: Principal,
+    route: Arc<Result<TargetRef, RouteError>>,
+}
+
+struct PendingSession {
+    setup: SessionSetup,
+    start: oneshot::Sender<ExecSpec>,
 }
 
 impl ConnectionHandler {
-    pub fn new(gw: Arc<Gateway>, peer: SocketAddr, authenticated: Arc<AtomicBool>) -> Self {
+    pub fn new(gw: Arc<Gateway>, conn: ConnRef) -> Self {
         Self {
             gw,
-            peer,
-            principal: None,
-            target: None,
-            authenticated,
-            open_channels: Arc::new(AtomicUsize::new(0)),
+            conn,
+            login: None,
             offers: 0,
             accepted_offer: None,
+            setups: HashMap::new(),
         }
     }
 
@@ -58,35 +69,45 @@ impl ConnectionHandler {
         }
     }
 
-    /// Context for a new channel, or None before auth (russh never gets here then).
-    fn channel_ctx(&self, session: &Session) -> Option<ChannelCtx> {
-        Some(ChannelCtx {
+    /// Registers a new channel with the connection's owner and builds its context.
+    fn channel_ctx(
+        &self,
+        channel: ChannelId,
+        kind: &'static str,
+        detail: String,
+        session: &Session,
+    ) -> Result<ChannelCtx, Refusal> {
+        // russh only offers channels after auth; without a login there is nothing to do.
+        let Some(login) = &self.login else {
+            return Err(Refusal::TooManyChannels);
+        };
+        let guard = self
+            .conn
+            .open_channel(channel.into(), kind, detail, MAX_OPEN_CHANNELS)
+            .map_err(|_| Refusal::TooManyChannels)?;
+        Ok(ChannelCtx {
             gw: self.gw.clone(),
-            principal: self.principal.clone()?,
-            target: self.target.clone()?,
+            principal: login.principal.clone(),
+            route: login.route.clone(),
             handle: session.handle(),
-            slots: ChannelSlot::take(&self.open_channels)?,
+            guard,
         })
     }
-}
 
-/// Counts an open channel; frees its slot when dropped.
-pub struct ChannelSlot(Arc<AtomicUsize>);
-
-impl ChannelSlot {
-    fn take(counter: &Arc<AtomicUsize>) -> Option<Self> {
-        let prev = counter.fetch_add(1, Ordering::AcqRel);
-        if prev >= MAX_CHANNELS {
-            counter.fetch_sub(1, Ordering::AcqRel);
-            return None;
+    /// Starts the program of a pending session channel; false if there is none.
+    fn start(&mut self, channel: ChannelId, program: Program) -> bool {
+        match self.setups.remove(&channel) {
+            Some(pending) => pending.start.send(pending.setup.start(program)).is_ok(),
+            None => false,
         }
-        Some(Self(counter.clone()))
     }
-}
 
-impl Drop for ChannelSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+    fn reply(session: &mut Session, channel: ChannelId, ok: bool) -> Result<(), russh::Error> {
+        if ok {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
     }
 }
 
@@ -103,8 +124,9 @@ impl russh::server::Handler for ConnectionHandler {
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         self.offers += 1;
+        self.conn.key_offered();
         if self.offers > self.gw.settings.max_auth_attempts {
-            info!(peer = %self.peer, user, "too many authentication attempts; disconnecting");
+            self.conn.set_reason(CloseReason::TooManyAuthAttempts);
             return Err(russh::Error::NoAuthMethod);
         }
         // Saying no before the client signs saves it a signature per unknown key.
@@ -114,7 +136,7 @@ impl russh::server::Handler for ConnectionHandler {
                 Ok(Auth::Accept)
             }
             Err(refusal) => {
-                debug!(peer = %self.peer, user, ?refusal, "key offer refused");
+                debug!(conn = self.conn.id(), user, ?refusal, "key offer refused");
                 Ok(Self::publickey_only())
             }
         }
@@ -137,24 +159,31 @@ impl russh::server::Handler for ConnectionHandler {
         };
         match looked_up {
             Ok(principal) => {
-                info!(peer = %self.peer, user, account = %principal.user_name, key = %principal.key_id, "authenticated");
-                self.target = Some(Arc::new(TargetCell::new(route::route(user))));
-                self.principal = Some(principal);
+                self.login = Some(Login {
+                    principal,
+                    route: Arc::new(route::route(user)),
+                });
                 Ok(Auth::Accept)
             }
-            Err(Refusal::StoreFailed(e)) => {
-                warn!(peer = %self.peer, error = %e, "key store unavailable during auth");
+            Err(AuthRefusal::StoreFailed(e)) => {
+                warn!(conn = self.conn.id(), error = %e, "key store unavailable during auth");
                 Ok(Self::publickey_only())
             }
             Err(refusal) => {
-                debug!(peer = %self.peer, user, ?refusal, "key refused");
+                debug!(conn = self.conn.id(), user, ?refusal, "key refused");
                 Ok(Self::publickey_only())
             }
         }
     }
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
-        self.authenticated.store(true, Ordering::Release);
+        if let Some(login) = &self.login {
+            let target = match login.route.as_ref() {
+                Ok(t) => t.name(),
+                Err(e) => e.0.clone(),
+            };
+            self.conn.authenticated(&login.principal, &target);
+        }
         Ok(())
     }
 
@@ -164,13 +193,28 @@ impl russh::server::Handler for ConnectionHandler {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(ctx) = self.channel_ctx(session) else {
-            reply.reject(ChannelOpenFailure::ResourceShortage).await;
-            return Ok(());
+        let id = channel.id();
+        let ctx = match self.channel_ctx(id, "session", String::new(), session) {
+            Ok(ctx) => ctx,
+            Err(refusal) => {
+                reply.reject(refusal.open_failure()).await;
+                return Ok(());
+            }
         };
+        let (start, started) = oneshot::channel();
+        self.setups.insert(
+            id,
+            PendingSession {
+                setup: SessionSetup::default(),
+                start,
+            },
+        );
         reply.accept().await;
-        let span = tracing::info_span!("channel", id = %channel.id(), kind = "session");
-        tokio::spawn(serve_session(channel, ctx).instrument(span));
+        let span =
+            tracing::info_span!("channel", conn = self.conn.id(), id = %id, kind = "session");
+        self.conn
+            .registry()
+            .spawn(serve_session(channel, started, ctx).instrument(span));
         Ok(())
     }
 
@@ -184,50 +228,56 @@ impl russh::server::Handler for ConnectionHandler {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let loopback = matches!(host_to_connect, "localhost" | "127.0.0.1" | "::1" | "[::1]");
-        let port = u16::try_from(port_to_connect).ok().filter(|p| *p != 0);
-        let (true, Some(port)) = (loopback, port) else {
-            info!(
-                host = host_to_connect,
-                port = port_to_connect,
-                "refused forward: not the sandbox's localhost"
-            );
-            reply
-                .reject(refusal(
-                    1,
-                    "ssh-gateway: only ports on the sandbox's own localhost can be forwarded",
-                ))
-                .await;
-            return Ok(());
+        let port = match request::forward_destination(host_to_connect, port_to_connect) {
+            Ok(port) => port,
+            Err(refusal) => {
+                debug!(
+                    conn = self.conn.id(),
+                    host = host_to_connect,
+                    port = port_to_connect,
+                    "forward refused"
+                );
+                reply.reject(refusal.open_failure()).await;
+                return Ok(());
+            }
         };
-        let Some(ctx) = self.channel_ctx(session) else {
-            reply
-                .reject(refusal(
-                    4,
-                    "ssh-gateway: too many channels open on this connection",
-                ))
-                .await;
-            return Ok(());
+        let detail = format!("localhost:{port}");
+        let ctx = match self.channel_ctx(channel.id(), "direct-tcpip", detail, session) {
+            Ok(ctx) => ctx,
+            Err(refusal) => {
+                reply.reject(refusal.open_failure()).await;
+                return Ok(());
+            }
         };
         // The reply goes with the task: it answers once the port is actually reached,
         // so a refused connection reads "connect failed" as it would from sshd.
-        let span = tracing::info_span!("channel", id = %channel.id(), kind = "direct-tcpip", port);
-        tokio::spawn(serve_direct_tcpip(channel, reply, port, ctx).instrument(span));
+        let span = tracing::info_span!("channel", conn = self.conn.id(), id = %channel.id(), kind = "direct-tcpip", port);
+        self.conn
+            .registry()
+            .spawn(serve_direct_tcpip(channel, reply, port, ctx).instrument(span));
         Ok(())
     }
 
     async fn pty_request(
         &mut self,
         channel: ChannelId,
-        _term: &str,
-        _col_width: u32,
-        _row_height: u32,
-        _pix_width: u32,
-        _pix_height: u32,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_success(channel)
+        let ok = match self.setups.get_mut(&channel) {
+            Some(p) => {
+                p.setup
+                    .pty(term, col_width, row_height, pix_width, pix_height);
+                true
+            }
+            None => false,
+        };
+        Self::reply(session, channel, ok)
     }
 
     async fn env_request(
@@ -237,11 +287,28 @@ impl russh::server::Handler for ConnectionHandler {
         variable_value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.gw.env_allowed(variable_name, variable_value) {
-            session.channel_success(channel)
-        } else {
-            session.channel_failure(channel)
+        let settings = &self.gw.settings;
+        let ok = self
+            .setups
+            .get_mut(&channel)
+            .is_some_and(|p| p.setup.env(settings, variable_name, variable_value));
+        Self::reply(session, channel, ok)
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        pix_width: u32,
+        pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Once the program runs, the bridge applies resizes from the channel itself.
+        if let Some(p) = self.setups.get_mut(&channel) {
+            p.setup.resize(col_width, row_height, pix_width, pix_height);
         }
+        Ok(())
     }
 
     async fn shell_request(
@@ -249,16 +316,28 @@ impl russh::server::Handler for ConnectionHandler {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_success(channel)
+        let ok = self.start(channel, Program::Shell);
+        Self::reply(session, channel, ok)
     }
 
     async fn exec_request(
         &mut self,
         channel: ChannelId,
-        _data: &[u8],
+        data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_success(channel)
+        let ok = match request::command(data) {
+            Ok(program) => self.start(channel, program),
+            Err(refusal) => {
+                debug!(
+                    conn = self.conn.id(),
+                    "exec refused: {}",
+                    refusal.user_message()
+                );
+                false
+            }
+        };
+        Self::reply(session, channel, ok)
     }
 
     async fn subsystem_request(
@@ -267,26 +346,29 @@ impl russh::server::Handler for ConnectionHandler {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if name == "sftp" {
-            session.channel_success(channel)
-        } else {
-            session.channel_failure(channel)
-        }
+        let ok = match request::subsystem(name) {
+            Ok(program) => self.start(channel, program),
+            Err(refusal) => {
+                debug!(
+                    conn = self.conn.id(),
+                    "subsystem refused: {}",
+                    refusal.user_message()
+                );
+                false
+            }
+        };
+        Self::reply(session, channel, ok)
     }
-}
 
-/// A channel-open refusal with a reason the client prints (RFC 4254 §5.1 codes:
-/// 1 administratively prohibited, 2 connect failed, 4 resource shortage).
-pub fn refusal(code: u32, reason: &str) -> ChannelOpenFailure {
-    ChannelOpenFailure::Other {
-        code,
-        reason: reason.to_owned(),
-    }
-}
-
-impl Gateway {
-    /// Whether a client-sent variable may reach the workload.
-    pub fn env_allowed(&self, name: &str, value: &str) -> bool {
-        value.len() <= MAX_ENV_VALUE && self.settings.env_allowed(name)
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Dropping a pending setup ends its channel task; a running one is told to stop
+        // even if it is blocked feeding a program that does not read.
+        self.setups.remove(&channel);
+        self.conn.channel_closed_by_client(channel.into());
+        Ok(())
     }
 }

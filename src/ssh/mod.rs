@@ -1,29 +1,39 @@
 //! SSH transport stage: the listener, russh settings (algorithms, limits, timeouts) and
-//! one task per connection. Hands authenticated channels to `channel.rs`.
+//! one task per connection. Every accepted socket passes admission, is registered
+//! with the connection registry, and lives in a task the registry tracks; channels go
+//! to `channel.rs`.
 
 pub mod auth;
 mod channel;
 mod handler;
 pub mod hostkeys;
-mod socket;
+mod refusal;
+mod request;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
-use russh::{MethodKind, MethodSet, Preferred, SshId, cipher, compression, kex, mac};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use russh::{Disconnect, MethodKind, MethodSet, Preferred, SshId, cipher, compression, kex, mac};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::backend::Backend;
 use crate::config::SshConfig;
+use crate::conn::admission::{Admission, ConnPermit};
+use crate::conn::events::{CloseReason, Event};
+use crate::conn::stream::ConnStream;
+use crate::conn::{Conn, Registry};
 use crate::control::ControlPlane;
 use auth::KeyStore;
 use handler::ConnectionHandler;
+
+/// After asking a client to go (revocation, drain), how long it has before its socket
+/// is shut.
+const GOODBYE_GRACE: Duration = Duration::from_secs(2);
 
 /// Everything a connection needs, shared by all of them.
 pub struct Gateway {
@@ -31,6 +41,8 @@ pub struct Gateway {
     pub keys: Arc<dyn KeyStore>,
     pub control: Arc<dyn ControlPlane>,
     pub backend: Arc<dyn Backend>,
+    pub registry: Arc<Registry>,
+    pub admission: Arc<Admission>,
 }
 
 /// Modern algorithms only: no SHA-1 (`ssh-rsa` signatures, hmac-sha1, group1/14-sha1),
@@ -115,86 +127,138 @@ pub fn russh_config(settings: &SshConfig, host_key: PrivateKey) -> russh::server
     }
 }
 
-/// Accepts connections until the listener fails; each runs in its own task.
+/// Accepts connections until `stop` is cancelled. Each admitted one runs in a task the
+/// registry tracks; refused ones are closed at once, so accepting never stalls.
 pub async fn serve(
     listener: TcpListener,
     config: Arc<russh::server::Config>,
     gw: Arc<Gateway>,
+    stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(gw.settings.max_connections));
+    let mut accept_errors = RateLimit::default();
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: admission keeps us below the descriptor
+                    // limit, so this is rare; yield briefly instead of spinning.
+                    if accept_errors.allow() {
+                        warn!(error = %e, "accept failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return Ok(()),
+        };
+        let (conn_permit, preauth) = match gw.admission.admit(peer.ip()) {
+            Ok(permits) => permits,
+            Err(reason) => {
+                gw.registry.events().emit(Event::Rejected { peer, reason });
+                continue; // dropping the socket closes it
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            warn!(%peer, "connection limit reached; dropping connection");
-            continue;
-        };
-        let span = tracing::info_span!("conn", %peer);
-        let (config, gw) = (config.clone(), gw.clone());
-        tokio::spawn(
-            async move {
-                handle_connection(stream, peer, config, gw).await;
-                drop(permit);
-            }
-            .instrument(span),
+        let conn = gw.registry.register(peer, None, preauth);
+        let span = tracing::info_span!("conn", id = conn.id(), %peer);
+        gw.registry.spawn(
+            handle_connection(stream, conn, conn_permit, config.clone(), gw.clone())
+                .instrument(span),
         );
     }
 }
 
 async fn handle_connection(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
+    tcp: TcpStream,
+    conn: Conn,
+    _permit: ConnPermit,
     config: Arc<russh::server::Config>,
     gw: Arc<Gateway>,
 ) {
-    let grace = gw.settings.login_grace();
-    let authenticated = Arc::new(AtomicBool::new(false));
-    let handler = ConnectionHandler::new(gw, peer, authenticated.clone());
-    // russh runs the session in its own task, which dropping our future does not end;
-    // shutting the socket down does, whatever state the session is in.
-    let killer = match socket::Killer::new(&stream) {
-        Ok(killer) => killer,
-        Err(e) => {
-            warn!(error = %e, "cannot duplicate socket");
-            return;
+    // The login deadline is absolute, from accept: nothing the client sends moves it.
+    let deadline = conn.meta().accepted_at + gw.settings.login_grace();
+    let kill = CancellationToken::new();
+    // Whatever way this task ends, the socket is shut.
+    let _shut = kill.clone().drop_guard();
+    let stream = ConnStream::new(tcp, kill.clone());
+    let handler = ConnectionHandler::new(gw.clone(), conn.handle());
+    let session = tokio::select! {
+        started = russh::server::run_stream(config, stream, handler) => match started {
+            Ok(session) => Some(session),
+            Err(e) => {
+                debug!(error = %e, "handshake failed");
+                conn.set_reason(CloseReason::ProtocolError);
+                None
+            }
+        },
+        _ = tokio::time::sleep_until(deadline) => {
+            conn.set_reason(CloseReason::LoginTimeout);
+            None
         }
+        _ = conn.cancelled() => None,
     };
-    let stream = socket::TunedStream::new(stream);
-    let started = russh::server::run_stream(config, stream, handler);
-    let session = match tokio::time::timeout(grace, started).await {
-        Ok(Ok(session)) => session,
-        Ok(Err(e)) => {
-            debug!(error = %e, "handshake failed");
-            return;
+    if let Some(session) = session {
+        tokio::pin!(session);
+        let login_timer = tokio::time::sleep_until(deadline);
+        let goodbye = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(login_timer, goodbye);
+        let (mut login_checked, mut leaving) = (false, false);
+        loop {
+            tokio::select! {
+                ended = &mut session => {
+                    if let Err(e) = ended {
+                        debug!(error = %e, "session ended");
+                    }
+                    break;
+                }
+                _ = &mut login_timer, if !login_checked => {
+                    login_checked = true;
+                    if !conn.is_authenticated() {
+                        info!(grace_secs = gw.settings.login_grace_secs, "login grace time expired; disconnecting");
+                        conn.cancel(CloseReason::LoginTimeout);
+                    }
+                }
+                _ = conn.cancelled(), if !leaving => {
+                    leaving = true;
+                    if conn.is_authenticated() {
+                        // Say why before the socket goes: OpenSSH prints this.
+                        let reason = conn.reason().unwrap_or(CloseReason::Revoked);
+                        let text = format!("ssh-gateway: {}", reason.as_str());
+                        let handle = session.handle();
+                        gw.registry.spawn(async move {
+                            let _ = handle.disconnect(Disconnect::ByApplication, text, "en".into()).await;
+                        });
+                        goodbye.as_mut().reset(tokio::time::Instant::now() + GOODBYE_GRACE);
+                    } else {
+                        kill.cancel();
+                    }
+                }
+                _ = &mut goodbye, if leaving => kill.cancel(),
+            }
         }
-        Err(_) => return killer.kill(),
-    };
-    tokio::pin!(session);
-    tokio::select! {
-        result = &mut session => return log_end(result),
-        _ = tokio::time::sleep(grace) => {}
     }
-    if !authenticated.load(Ordering::Acquire) {
-        info!(
-            grace_secs = grace.as_secs(),
-            "login grace time expired; disconnecting"
-        );
-        killer.kill();
+    if !conn.is_authenticated() && conn.reason() != Some(CloseReason::Shutdown) {
+        gw.admission
+            .penalize(conn.meta().peer.ip(), conn.keys_were_offered());
     }
-    log_end(session.await);
 }
 
-fn log_end(result: Result<(), russh::Error>) {
-    match result {
-        Ok(()) => debug!("connection closed"),
-        Err(e) => debug!(error = %e, "connection ended"),
+/// At most one log line a second for a noisy condition.
+#[derive(Default)]
+struct RateLimit {
+    last: Option<tokio::time::Instant>,
+}
+
+impl RateLimit {
+    fn allow(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        match self.last {
+            Some(last) if now.duration_since(last) < Duration::from_secs(1) => false,
+            _ => {
+                self.last = Some(now);
+                true
+            }
+        }
     }
 }
 

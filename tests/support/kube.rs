@@ -52,6 +52,25 @@ impl EmulatorThread {
         self.emulator().store.create(Kind::Pod, ns, pod).unwrap();
     }
 
+    /// A pod from a full manifest (`metadata`, `spec`); the phase comes from the
+    /// `kube-emulator/phase` annotation (default Running).
+    pub fn create_pod(&self, ns: &str, manifest: Value) {
+        let _guard = self.runtime.enter();
+        self.emulator()
+            .store
+            .create(Kind::Pod, ns, manifest)
+            .unwrap();
+    }
+
+    /// Changes a stored pod, as `kubectl edit` would.
+    pub fn update_pod(&self, ns: &str, name: &str, change: impl FnOnce(&mut Value)) {
+        let _guard = self.runtime.enter();
+        self.emulator()
+            .store
+            .update(Kind::Pod, ns, name, change)
+            .unwrap();
+    }
+
     pub fn delete_pod(&self, ns: &str, name: &str) {
         let _guard = self.runtime.enter();
         self.emulator().store.delete(Kind::Pod, ns, name).unwrap();

@@ -4,6 +4,7 @@
 
 pub mod forward;
 pub mod kube;
+pub mod mux;
 pub mod postgres;
 pub mod terminal;
 

@@ -1,7 +1,12 @@
-//! The accepted TCP socket, tuned for interactive latency: TCP_NODELAY, and
-//! TCP_QUICKACK re-armed after every read (Linux clears it), which removes the
-//! client's Nagle wait for our delayed ACK (~40 ms per round trip on loopback).
+//! The accepted TCP socket as the SSH session sees it. Two jobs:
+//! - latency: TCP_NODELAY, and TCP_QUICKACK re-armed after every read (Linux clears
+//!   it), which removes the client's Nagle wait for our delayed ACK (~40 ms per round
+//!   trip on loopback);
+//! - a kill switch on the same file descriptor: once `kill` is cancelled, reads see EOF
+//!   and writes fail, so the session ends whatever state it is in. (russh runs the
+//!   session in its own task, which dropping our future does not end.)
 
+use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
@@ -9,34 +14,41 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// A duplicate of the connection's socket, to end it from outside the session.
-pub struct Killer(socket2::Socket);
-
-impl Killer {
-    pub fn new(stream: &TcpStream) -> io::Result<Self> {
-        use std::os::fd::AsFd;
-        Ok(Self(socket2::Socket::from(
-            stream.as_fd().try_clone_to_owned()?,
-        )))
-    }
-
-    /// Shuts the socket down both ways: the session's next read sees EOF.
-    pub fn kill(&self) {
-        let _ = self.0.shutdown(std::net::Shutdown::Both);
-    }
-}
-
-pub struct TunedStream {
+pub struct ConnStream {
     inner: TcpStream,
+    killed: Pin<Box<WaitForCancellationFutureOwned>>,
+    dead: bool,
 }
 
-impl TunedStream {
-    pub fn new(inner: TcpStream) -> Self {
+impl ConnStream {
+    pub fn new(inner: TcpStream, kill: CancellationToken) -> Self {
         let _ = inner.set_nodelay(true);
         quickack(&inner);
-        Self { inner }
+        Self {
+            inner,
+            killed: Box::pin(kill.cancelled_owned()),
+            dead: false,
+        }
     }
+
+    /// Whether the kill switch has fired; registers the waker so a later kill wakes
+    /// a pending read or write.
+    fn poll_killed(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.dead && self.killed.as_mut().poll(cx).is_ready() {
+            self.dead = true;
+            let _ = socket2::SockRef::from(&self.inner).shutdown(std::net::Shutdown::Both);
+        }
+        self.dead
+    }
+}
+
+fn killed_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection ended by the gateway",
+    )
 }
 
 fn quickack(stream: &TcpStream) {
@@ -53,12 +65,15 @@ fn quickack(stream: &TcpStream) {
     }
 }
 
-impl AsyncRead for TunedStream {
+impl AsyncRead for ConnStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.poll_killed(cx) {
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -68,12 +83,15 @@ impl AsyncRead for TunedStream {
     }
 }
 
-impl AsyncWrite for TunedStream {
+impl AsyncWrite for ConnStream {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.poll_killed(cx) {
+            return Poll::Ready(Err(killed_error()));
+        }
         Pin::new(&mut self.inner).poll_write(cx, data)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -87,6 +105,9 @@ impl AsyncWrite for TunedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.poll_killed(cx) {
+            return Poll::Ready(Err(killed_error()));
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {

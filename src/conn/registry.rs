@@ -1,0 +1,453 @@
+//! The one owner of every live connection and channel: who it is, what it reaches,
+//! what it has moved, and how to end it. Drain, revocation, idle timeouts, limits and
+//! metrics act through here; every task a connection spawns is tracked here.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::task::TaskTracker;
+
+use super::admission::PreAuthPermit;
+use super::events::{ChannelEnd, CloseReason, Event, Events};
+use super::{ConnId, ConnMeta, Counters};
+use crate::control::Principal;
+
+pub struct Registry {
+    conns: Mutex<HashMap<ConnId, Entry>>,
+    next_id: AtomicU64,
+    tracker: TaskTracker,
+    /// Parent of every connection's token: cancelling it ends them all.
+    shutdown: CancellationToken,
+    events: Events,
+}
+
+struct Entry {
+    meta: ConnMeta,
+    principal: Option<Principal>,
+    target: Option<String>,
+    channels: HashMap<u32, ChannelEntry>,
+    cancel: CancellationToken,
+    /// Set by the first `cancel`/`close`, so the Closed event says why.
+    reason: Option<CloseReason>,
+    /// Held until authentication: it is what the pre-auth caps count.
+    preauth: Option<PreAuthPermit>,
+    /// Whether the client offered any key (a failed login, not just a silent socket).
+    keys_offered: bool,
+}
+
+struct ChannelEntry {
+    kind: &'static str,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+}
+
+/// A live connection as revocation, drain and metrics see it.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub id: ConnId,
+    pub peer: SocketAddr,
+    pub user_id: Option<String>,
+    pub user_name: Option<String>,
+    pub key_id: Option<String>,
+    pub target: Option<String>,
+    /// The kinds of the open channels (`session`, `direct-tcpip`).
+    pub channels: Vec<&'static str>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Too many channels open at once on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelLimit;
+
+impl Registry {
+    pub fn new(events: Events) -> Arc<Self> {
+        Arc::new(Self {
+            conns: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            events,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<ConnId, Entry>> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Registers an accepted connection. The returned `Conn` is its owner: dropping
+    /// it unregisters the connection and cancels everything still running for it.
+    pub fn register(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        route_hint: Option<String>,
+        preauth: PreAuthPermit,
+    ) -> Conn {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let meta = ConnMeta {
+            id,
+            peer,
+            route_hint,
+            accepted_at: Instant::now(),
+        };
+        let cancel = self.shutdown.child_token();
+        self.lock().insert(
+            id,
+            Entry {
+                meta: meta.clone(),
+                principal: None,
+                target: None,
+                channels: HashMap::new(),
+                cancel: cancel.clone(),
+                reason: None,
+                preauth: Some(preauth),
+                keys_offered: false,
+            },
+        );
+        self.events.emit(Event::Accepted { conn: id, peer });
+        Conn {
+            handle: ConnRef {
+                registry: self.clone(),
+                id,
+                cancel,
+            },
+            meta,
+        }
+    }
+
+    /// Runs `task` as part of the gateway: drain waits for it.
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tracker.spawn(task)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn tasks(&self) -> usize {
+        self.tracker.len()
+    }
+
+    pub fn list(&self) -> Vec<ConnInfo> {
+        self.lock()
+            .values()
+            .map(|e| {
+                let (bytes_in, bytes_out) = e
+                    .channels
+                    .values()
+                    .map(|c| c.counters.snapshot())
+                    .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
+                ConnInfo {
+                    id: e.meta.id,
+                    peer: e.meta.peer,
+                    user_id: e.principal.as_ref().map(|p| p.user_id().to_owned()),
+                    user_name: e.principal.as_ref().map(|p| p.user_name().to_owned()),
+                    key_id: e
+                        .principal
+                        .as_ref()
+                        .and_then(|p| p.key_id().map(str::to_owned)),
+                    target: e.target.clone(),
+                    channels: e.channels.values().map(|c| c.kind).collect(),
+                    bytes_in,
+                    bytes_out,
+                }
+            })
+            .collect()
+    }
+
+    /// Ends every connection `pick` selects; returns how many.
+    pub fn cancel_where(&self, reason: CloseReason, pick: impl Fn(&ConnInfo) -> bool) -> usize {
+        let picked: Vec<ConnId> = self
+            .list()
+            .into_iter()
+            .filter(|c| pick(c))
+            .map(|c| c.id)
+            .collect();
+        let mut conns = self.lock();
+        for id in &picked {
+            if let Some(e) = conns.get_mut(id) {
+                e.reason.get_or_insert(reason);
+                e.cancel.cancel();
+            }
+        }
+        picked.len()
+    }
+
+    /// Ends every connection (telling each client why) and waits up to `grace` for
+    /// all their tasks to finish. Returns whether everything finished in time.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        {
+            let mut conns = self.lock();
+            for e in conns.values_mut() {
+                e.reason.get_or_insert(CloseReason::Shutdown);
+            }
+        }
+        self.shutdown.cancel();
+        self.tracker.close();
+        tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+
+    fn remove(&self, id: ConnId) {
+        let Some(entry) = self.lock().remove(&id) else {
+            return;
+        };
+        entry.cancel.cancel();
+        self.events.emit(Event::Closed {
+            conn: id,
+            peer: entry.meta.peer,
+            reason: entry.reason.unwrap_or(CloseReason::ClientGone),
+            lifetime: entry.meta.accepted_at.elapsed(),
+            user: entry.principal.map(|p| p.user_name().to_owned()),
+        });
+    }
+}
+
+/// The owner of one connection, held by its connection task.
+pub struct Conn {
+    handle: ConnRef,
+    meta: ConnMeta,
+}
+
+impl Conn {
+    pub fn meta(&self) -> &ConnMeta {
+        &self.meta
+    }
+
+    pub fn handle(&self) -> ConnRef {
+        self.handle.clone()
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = ConnRef;
+    fn deref(&self) -> &ConnRef {
+        &self.handle
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.handle.registry.remove(self.handle.id);
+    }
+}
+
+/// A reference to a live connection, for its handler and channel tasks. Outliving the
+/// connection is harmless: every operation on a gone connection is a no-op.
+#[derive(Clone)]
+pub struct ConnRef {
+    registry: Arc<Registry>,
+    id: ConnId,
+    cancel: CancellationToken,
+}
+
+impl ConnRef {
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Resolves when the connection is being ended (revoked, drained, timed out,
+    /// or gone).
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Asks for the connection to end; the first reason given is the one reported.
+    pub fn cancel(&self, reason: CloseReason) {
+        if let Some(e) = self.registry.lock().get_mut(&self.id) {
+            e.reason.get_or_insert(reason);
+        }
+        self.cancel.cancel();
+    }
+
+    /// Records why the connection is ending without cancelling it (it is ending
+    /// anyway, e.g. the handler refused it).
+    pub fn set_reason(&self, reason: CloseReason) {
+        if let Some(e) = self.registry.lock().get_mut(&self.id) {
+            e.reason.get_or_insert(reason);
+        }
+    }
+
+    pub fn key_offered(&self) {
+        if let Some(e) = self.registry.lock().get_mut(&self.id) {
+            e.keys_offered = true;
+        }
+    }
+
+    pub fn keys_were_offered(&self) -> bool {
+        self.registry
+            .lock()
+            .get(&self.id)
+            .is_some_and(|e| e.keys_offered)
+    }
+
+    /// The reason recorded so far, if any.
+    pub fn reason(&self) -> Option<CloseReason> {
+        self.registry.lock().get(&self.id).and_then(|e| e.reason)
+    }
+
+    /// Records who authenticated and what they asked for, and frees the pre-auth slot.
+    pub fn authenticated(&self, principal: &Principal, target: &str) {
+        let permit = {
+            let mut conns = self.registry.lock();
+            let Some(e) = conns.get_mut(&self.id) else {
+                return;
+            };
+            e.principal = Some(principal.clone());
+            e.target = Some(target.to_owned());
+            e.preauth.take()
+        };
+        drop(permit);
+        self.registry.events.emit(Event::Authenticated {
+            conn: self.id,
+            user: principal.user_name().to_owned(),
+            key_id: principal.key_id().unwrap_or_default().to_owned(),
+            target: target.to_owned(),
+        });
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        self.registry
+            .lock()
+            .get(&self.id)
+            .is_some_and(|e| e.principal.is_some())
+    }
+
+    /// Registers a channel, unless `max_open` are already open on this connection.
+    /// Closed channels free their place at once, so a connection can open channels
+    /// for ever (ControlMaster, VS Code).
+    pub fn open_channel(
+        &self,
+        channel: u32,
+        kind: &'static str,
+        detail: String,
+        max_open: usize,
+    ) -> Result<ChannelGuard, ChannelLimit> {
+        let counters = Arc::new(Counters::default());
+        let cancel = self.cancel.child_token();
+        {
+            let mut conns = self.registry.lock();
+            let Some(e) = conns.get_mut(&self.id) else {
+                return Err(ChannelLimit);
+            };
+            if e.channels.len() >= max_open {
+                return Err(ChannelLimit);
+            }
+            e.channels.insert(
+                channel,
+                ChannelEntry {
+                    kind,
+                    counters: counters.clone(),
+                    cancel: cancel.clone(),
+                },
+            );
+        }
+        self.registry.events.emit(Event::ChannelOpened {
+            conn: self.id,
+            channel,
+            kind,
+            detail,
+        });
+        Ok(ChannelGuard {
+            conn: self.clone(),
+            channel,
+            kind,
+            counters,
+            cancel,
+            end: ChannelEnd::Closed,
+        })
+    }
+
+    /// The client closed `channel`: whatever still runs for it stops.
+    pub fn channel_closed_by_client(&self, channel: u32) {
+        if let Some(c) = self
+            .registry
+            .lock()
+            .get(&self.id)
+            .and_then(|e| e.channels.get(&channel))
+        {
+            c.cancel.cancel();
+        }
+    }
+
+    pub fn open_channels(&self) -> usize {
+        self.registry
+            .lock()
+            .get(&self.id)
+            .map_or(0, |e| e.channels.len())
+    }
+}
+
+/// One open channel. Dropping it unregisters the channel and reports its totals.
+pub struct ChannelGuard {
+    conn: ConnRef,
+    channel: u32,
+    kind: &'static str,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+    end: ChannelEnd,
+}
+
+impl ChannelGuard {
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// Resolves when the channel must stop: closed by the client, or its connection
+    /// is ending.
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    pub fn conn(&self) -> &ConnRef {
+        &self.conn
+    }
+
+    pub fn set_end(&mut self, end: ChannelEnd) {
+        self.end = end;
+    }
+}
+
+impl Drop for ChannelGuard {
+    fn drop(&mut self) {
+        if let Some(e) = self.conn.registry.lock().get_mut(&self.conn.id) {
+            e.channels.remove(&self.channel);
+        }
+        let (bytes_in, bytes_out) = self.counters.snapshot();
+        self.conn.registry.events.emit(Event::ChannelClosed {
+            conn: self.conn.id,
+            channel: self.channel,
+            kind: self.kind,
+            bytes_in,
+            bytes_out,
+            end: std::mem::replace(&mut self.end, ChannelEnd::Closed),
+        });
+    }
+}

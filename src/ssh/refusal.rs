@@ -1,0 +1,116 @@
+//! Why a channel could not start, as typed errors from each stage, and the one place
+//! that decides what the user reads about each (and what only the log sees). Unknown
+//! and forbidden targets read the same, whichever stage noticed.
+
+use russh::ChannelOpenFailure;
+use tracing::{info, warn};
+
+use crate::backend::BackendError;
+use crate::control::ControlError;
+use crate::route::RouteError;
+
+#[derive(Debug)]
+pub enum Refusal {
+    /// The key that opened this connection is no longer registered to its user.
+    KeyRevoked,
+    /// The key store could not be asked (database down).
+    KeyStoreUnavailable(String),
+    Route(RouteError),
+    Control(ControlError),
+    Backend(BackendError),
+    /// A forward whose port inside the target could not be reached.
+    Forward {
+        port: u16,
+        error: BackendError,
+    },
+    /// Too many channels open at once on this connection.
+    TooManyChannels,
+    /// A forward to somewhere other than the sandbox's own loopback.
+    ForwardDestination,
+    /// A subsystem other than sftp.
+    UnknownSubsystem(String),
+    /// An exec request longer than the gateway accepts.
+    CommandTooLong,
+}
+
+impl Refusal {
+    /// What the user reads, without the `ssh-gateway: ` prefix.
+    pub fn user_message(&self) -> String {
+        match self {
+            Refusal::KeyRevoked => {
+                "the key this connection logged in with is no longer registered; reconnect with a registered key".to_owned()
+            }
+            Refusal::KeyStoreUnavailable(_) => {
+                "the gateway cannot check your key right now; try again in a moment".to_owned()
+            }
+            Refusal::Route(e) => e.to_string(),
+            Refusal::Control(e) => e.to_string(),
+            Refusal::Backend(e) => backend_message(e),
+            Refusal::Forward { port, error } => {
+                format!("port {port} in the sandbox: {}", backend_message(error))
+            }
+            Refusal::TooManyChannels => "too many channels open on this connection".to_owned(),
+            Refusal::ForwardDestination => {
+                "only ports on the sandbox's own localhost can be forwarded".to_owned()
+            }
+            Refusal::UnknownSubsystem(name) => {
+                format!("subsystem {name:?} is not available (only sftp is)")
+            }
+            Refusal::CommandTooLong => "the command line is too long".to_owned(),
+        }
+    }
+
+    /// The RFC 4254 §5.1 reason code for a refused channel open.
+    fn open_code(&self) -> u32 {
+        match self {
+            Refusal::Backend(_) | Refusal::Forward { .. } => 2, // connect failed
+            Refusal::TooManyChannels => 4,                      // resource shortage
+            _ => 1,                                             // administratively prohibited
+        }
+    }
+
+    /// A channel-open failure carrying the message, which OpenSSH prints.
+    pub fn open_failure(&self) -> ChannelOpenFailure {
+        ChannelOpenFailure::Other {
+            code: self.open_code(),
+            reason: format!("ssh-gateway: {}", self.user_message()),
+        }
+    }
+
+    /// Logs the refusal with what the user does not see.
+    pub fn log(&self, user: &str) {
+        match self {
+            Refusal::KeyStoreUnavailable(detail)
+            | Refusal::Control(ControlError::Unavailable(detail))
+            | Refusal::Backend(BackendError::Internal(detail))
+            | Refusal::Forward {
+                error: BackendError::Internal(detail),
+                ..
+            } => {
+                warn!(account = %user, error = %detail, "channel refused: {}", self.user_message())
+            }
+            _ => info!(account = %user, "channel refused: {}", self.user_message()),
+        }
+    }
+}
+
+impl From<ControlError> for Refusal {
+    fn from(e: ControlError) -> Self {
+        Refusal::Control(e)
+    }
+}
+
+impl From<BackendError> for Refusal {
+    fn from(e: BackendError) -> Self {
+        Refusal::Backend(e)
+    }
+}
+
+fn backend_message(e: &BackendError) -> String {
+    match e {
+        BackendError::User(m) | BackendError::Gone(m) => m.clone(),
+        BackendError::Internal(_) => {
+            "the sandbox could not start this session; try again, and contact support if it persists".to_owned()
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Kubernetes authorization is decided on the exact pod a channel runs in, and an
+//! attacker who can create pods with a victim's sandbox label (a decoy) gets nothing:
+//! not the victim's pod, and not the power to decide who gets in. Access is re-read
+//! for every channel, so a connection cannot keep using a pod it lost access to.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::kube::{KubeGateway, sandbox};
+use support::mux::Master;
+use support::{run, stderr, stdout};
+
+const NO_ACCESS: &str = "does not exist or you have no access to it";
+
+fn manifest(name: &str, labels: Value, annotations: Value, extra: Value) -> Value {
+    let mut pod = json!({
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": {"containers": [{"name": "main", "image": "debian:12"}]},
+    });
+    if let (Some(meta), Some(extra)) = (pod["metadata"].as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            meta.insert(k.clone(), v.clone());
+        }
+    }
+    pod
+}
+
+/// alice's sandbox `shared`, running, with a secret in its working directory.
+fn victim(gw: &KubeGateway) {
+    let (labels, annotations) = sandbox("shared", "alice");
+    gw.emu.pod("default", "sandbox-shared", labels, annotations);
+    std::fs::write(
+        gw.emu.pod_dir("default", "sandbox-shared").join("secret"),
+        "alice's secret\n",
+    )
+    .unwrap();
+}
+
+fn cat_secret(gw: &KubeGateway, key: &support::KeyPair) -> std::process::Output {
+    let mut cmd = gw.ssh(key);
+    cmd.args(["shared@127.0.0.1", "cat secret"]);
+    run(cmd)
+}
+
+fn assert_refused(out: &std::process::Output, who: &str) {
+    assert_ne!(out.status.code(), Some(0), "{who} got in: {}", stdout(out));
+    assert!(
+        !stdout(out).contains("secret"),
+        "{who} read the secret: {}",
+        stdout(out)
+    );
+    assert!(stderr(out).contains(NO_ACCESS), "{who}: {}", stderr(out));
+}
+
+#[test]
+fn a_pending_decoy_pod_neither_lets_the_attacker_in_nor_decides_for_the_owner() {
+    let gw = KubeGateway::start(&["default", "team-b"], None);
+    victim(&gw);
+    // Bob can create pods in the namespace: a Pending pod carrying alice's sandbox
+    // label, named to sort first, annotated with himself as owner.
+    let (labels, _) = sandbox("shared", "bob");
+    gw.emu.create_pod(
+        "default",
+        manifest(
+            "a-decoy",
+            labels,
+            json!({"ssh-gateway.io/owner": "bob", "kube-emulator/phase": "Pending"}),
+            json!({}),
+        ),
+    );
+    assert_refused(&cat_secret(&gw, &gw.bob), "bob");
+    // While the conflict stands nobody is let in, and the log names both pods.
+    assert_refused(&cat_secret(&gw, &gw.alice), "alice");
+    let log = gw.log();
+    assert!(
+        log.contains("disagree on owner") && log.contains("default/a-decoy"),
+        "{log}"
+    );
+    // Once the decoy is gone, the owner is back in.
+    gw.emu.delete_pod("default", "a-decoy");
+    let out = cat_secret(&gw, &gw.alice);
+    assert_eq!(stdout(&out), "alice's secret\n", "{}", stderr(&out));
+}
+
+#[test]
+fn a_decoy_in_another_watched_namespace_is_a_conflict() {
+    let gw = KubeGateway::start(&["default", "team-b"], None);
+    victim(&gw);
+    let (labels, _) = sandbox("shared", "bob");
+    gw.emu.create_pod(
+        "team-b",
+        manifest(
+            "a-decoy",
+            labels,
+            json!({"ssh-gateway.io/owner": "bob", "kube-emulator/phase": "Pending"}),
+            json!({}),
+        ),
+    );
+    assert_refused(&cat_secret(&gw, &gw.bob), "bob");
+    assert_refused(&cat_secret(&gw, &gw.alice), "alice");
+    assert!(gw.log().contains("team-b/a-decoy"), "{}", gw.log());
+
+    // The same annotations in a second namespace are still two workloads.
+    gw.emu.delete_pod("team-b", "a-decoy");
+    let (labels, annotations) = sandbox("shared", "alice");
+    gw.emu.pod("team-b", "sandbox-shared", labels, annotations);
+    assert_refused(&cat_secret(&gw, &gw.alice), "alice (two namespaces)");
+}
+
+fn owned_by(kind: &str, name: &str) -> Value {
+    json!({"ownerReferences": [{
+        "apiVersion": "apps/v1", "kind": kind, "name": name,
+        "uid": format!("uid-{name}"), "controller": true,
+    }]})
+}
+
+#[test]
+fn pods_of_different_controllers_conflict_but_one_deployment_rolling_over_does_not() {
+    let gw = KubeGateway::start(&["default"], None);
+    let (labels, annotations) = sandbox("shared", "alice");
+    gw.emu.create_pod(
+        "default",
+        manifest(
+            "sandbox-shared-0",
+            labels.clone(),
+            annotations.clone(),
+            owned_by("StatefulSet", "sandbox-shared"),
+        ),
+    );
+    std::fs::write(
+        gw.emu.pod_dir("default", "sandbox-shared-0").join("secret"),
+        "alice's secret\n",
+    )
+    .unwrap();
+    gw.emu.create_pod(
+        "default",
+        manifest(
+            "other-0",
+            labels.clone(),
+            annotations.clone(),
+            owned_by("StatefulSet", "other"),
+        ),
+    );
+    assert_refused(&cat_secret(&gw, &gw.alice), "alice (two controllers)");
+    gw.emu.delete_pod("default", "other-0");
+    gw.emu.delete_pod("default", "sandbox-shared-0");
+
+    // A Deployment mid-rollout: two ReplicaSets, one workload.
+    for (pod, hash) in [("web-7d4b9-abcde", "7d4b9"), ("web-5f6c8-fghij", "5f6c8")] {
+        let mut labels = labels.clone();
+        labels["pod-template-hash"] = json!(hash);
+        gw.emu.create_pod(
+            "default",
+            manifest(
+                pod,
+                labels,
+                annotations.clone(),
+                owned_by("ReplicaSet", &format!("web-{hash}")),
+            ),
+        );
+    }
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args(["shared@127.0.0.1", "echo in"]);
+    let out = run(cmd);
+    assert_eq!(stdout(&out), "in\n", "{}\n{}", stderr(&out), gw.log());
+}
+
+#[test]
+fn each_new_channel_rereads_access_from_the_current_pod() {
+    let gw = KubeGateway::start(&["default"], None);
+    victim(&gw);
+    let dir = tempfile::tempdir().unwrap();
+    let master = Master::open(gw.ssh_port, &gw.alice.private, dir.path(), "shared");
+    let out = master.run("cat secret");
+    assert_eq!(stdout(&out), "alice's secret\n", "{}", stderr(&out));
+
+    // The pod is handed to bob: alice's open connection may not start anything more.
+    gw.emu.update_pod("default", "sandbox-shared", |p| {
+        p["metadata"]["annotations"]["ssh-gateway.io/owner"] = json!("bob");
+    });
+    let out = master.run("cat secret");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains(NO_ACCESS), "{}", stderr(&out));
+
+    // Back to alice, then deleted and re-created under the same name for bob: the
+    // name now means another object, and alice's connection does not follow it.
+    gw.emu.update_pod("default", "sandbox-shared", |p| {
+        p["metadata"]["annotations"]["ssh-gateway.io/owner"] = json!("alice");
+    });
+    assert_eq!(stdout(&master.run("echo again")), "again\n");
+    gw.emu.delete_pod("default", "sandbox-shared");
+    let (labels, annotations) = sandbox("shared", "bob");
+    gw.emu.pod("default", "sandbox-shared", labels, annotations);
+    let out = master.run("cat secret");
+    assert_ne!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stderr(&out).contains(NO_ACCESS), "{}", stderr(&out));
+}
