@@ -117,7 +117,20 @@ impl Bound {
             public_host: config.ssh.public_host.clone(),
             public_port: config.ssh.public_port,
         });
+        let fd_limit = raise_fd_limit();
         let limits = config.admission.limits(config.ssh.max_connections)?;
+        // Each SSH connection holds one descriptor, plus one or three per channel
+        // (a Kubernetes stream, or a local process's pipes); leave room for those and
+        // for the API, the database pool and the cluster client.
+        if let Some(limit) = fd_limit
+            && (config.ssh.max_connections as u64) * 2 + 256 > limit
+        {
+            tracing::warn!(
+                max_connections = config.ssh.max_connections,
+                fd_limit = limit,
+                "ssh.max_connections is high for this process's file descriptor limit; connections past it will be refused at accept"
+            );
+        }
         let registry = Registry::new(Events::new(vec![Arc::new(LogSubscriber::default())]));
         let gateway = Arc::new(Gateway {
             settings: config.ssh.clone(),
@@ -168,4 +181,18 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit, as a server that holds one socket
+/// per connection should, and reports what it got.
+fn raise_fd_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    tracing::info!(fd_limit = limit, was = soft, "file descriptor limit");
+    Some(limit)
 }

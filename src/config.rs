@@ -105,8 +105,8 @@ pub struct AdmissionConfig {
 impl Default for AdmissionConfig {
     fn default() -> Self {
         Self {
-            max_unauthenticated: 512,
-            max_unauthenticated_per_source: 32,
+            max_unauthenticated: 1024,
+            max_unauthenticated_per_source: 128,
             penalty_auth_failure_secs: 5,
             penalty_no_auth_secs: 1,
             penalty_threshold_secs: 15,

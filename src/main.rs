@@ -105,6 +105,10 @@ enum SandboxCommand {
         #[arg(long)]
         workdir: Option<PathBuf>,
     },
+    /// Let USER use the sandbox.
+    AddMember { id: String, user: String },
+    /// Stop USER from opening new channels to the sandbox.
+    RemoveMember { id: String, user: String },
 }
 
 fn init_logging() {
@@ -237,6 +241,29 @@ async fn admin(store: &Store, command: AdminCommand) -> anyhow::Result<()> {
                 store.add_member(&id, &user.id).await?;
             }
             eprintln!("created sandbox {id} owned by {}", owner.name);
+        }
+        AdminCommand::Sandbox {
+            command: SandboxCommand::AddMember { id, user },
+        } => {
+            let member = store
+                .user_by_name(&user)
+                .await
+                .with_context(|| format!("user {user:?}"))?;
+            store.add_member(&id, &member.id).await?;
+            eprintln!("{user} is now a member of sandbox {id}");
+        }
+        AdminCommand::Sandbox {
+            command: SandboxCommand::RemoveMember { id, user },
+        } => {
+            let member = store
+                .user_by_name(&user)
+                .await
+                .with_context(|| format!("user {user:?}"))?;
+            store
+                .remove_member(&id, &member.id)
+                .await
+                .with_context(|| format!("{user:?} is not a member of sandbox {id:?}"))?;
+            eprintln!("{user} is no longer a member of sandbox {id}");
         }
     }
     Ok(())

@@ -379,3 +379,47 @@ fn a_long_lived_connection_follows_its_sandbox_to_a_new_pod() {
     let _ = master.wait();
     assert_eq!(stdout(&out), "sandbox-alpha-2\n", "{}", stderr(&out));
 }
+
+fn processes_matching(pattern: &str) -> usize {
+    let out = Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn abandoned_sessions_end_their_pod_processes_and_streams() {
+    let gw = with_alpha();
+    let n = std::process::id() % 1000;
+    // Only the pod's processes carry this argument (the clients say `${N}`).
+    let marker = format!("sleep 88{n}.5");
+    let clients: Vec<_> = (0..100)
+        .map(|_| {
+            let mut cmd = gw.ssh(&gw.alice);
+            cmd.args(["alpha@127.0.0.1", &format!("N=88; sleep ${{N}}{n}.5")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while processes_matching(&marker) < 100 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(processes_matching(&marker), 100, "{}", gw.log());
+    for mut c in clients {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while processes_matching(&marker) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        processes_matching(&marker),
+        0,
+        "pod processes outlived their clients"
+    );
+}

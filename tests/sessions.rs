@@ -93,3 +93,38 @@ fn a_stalled_channel_does_not_block_its_neighbours() {
     let _ = master.wait();
     assert_eq!(stdout(&out), "neighbour ok\n", "{}", stderr(&out));
 }
+
+#[test]
+fn a_vanished_client_of_a_program_that_reads_nothing_and_ignores_hangups_leaves_nothing() {
+    let gw = Gateway::start();
+    let n = std::process::id() % 1000;
+    let marker = format!("sleep 87{n}.5");
+    // The program never reads its stdin, which the client keeps filling, and it shrugs
+    // off SIGHUP: only the gateway's SIGKILL ends it.
+    let mut client = gw.ssh(&gw.dev_key);
+    client
+        .args([
+            "demo@127.0.0.1",
+            &format!("trap '' HUP; N=87; sleep ${{N}}{n}.5"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = client.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::spawn(move || {
+        let block = vec![b'x'; 64 * 1024];
+        while std::io::Write::write_all(&mut stdin, &block).is_ok() {}
+    });
+    assert!(
+        wait_until(Duration::from_secs(20), || running(&marker)),
+        "remote command never started"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(
+        wait_until(Duration::from_secs(30), || !running(&marker)),
+        "the sandbox process outlived its client"
+    );
+}

@@ -154,7 +154,11 @@ impl Backend for KubernetesBackend {
         }
         let (control_tx, mut control_rx) = mpsc::channel::<Control>(16);
         let resize = stream.resize.clone();
+        // The bridge drops `control` when the client is gone: close the stream then,
+        // so the remote process ends too (the exec API has no kill).
+        let abandon = stream.abandon.clone().drop_guard();
         tokio::spawn(async move {
+            let _abandon = abandon;
             while let Some(control) = control_rx.recv().await {
                 match control {
                     Control::Resize(size) => {

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::PollSender;
+use tokio_util::sync::{CancellationToken, PollSender};
 
 use crate::backend::WindowSize;
 
@@ -66,7 +66,15 @@ pub struct ExecStream {
     pub stderr: Option<ChunkReader>,
     pub resize: mpsc::Sender<WindowSize>,
     pub ended: oneshot::Receiver<Ended>,
+    /// Cancel (or drop the guard made from it) when nobody wants the stream any more:
+    /// the WebSocket is closed, which makes the API server end the remote process,
+    /// and both of the stream's tasks finish.
+    pub abandon: CancellationToken,
 }
+
+/// After a Close is sent, how long to wait for the server's Close before dropping the
+/// connection anyway.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Opens the exec stream. Errors are the API server's (404 pod, 400 not running, …).
 pub async fn start(client: &kube::Client, req: ExecRequest<'_>) -> Result<ExecStream, kube::Error> {
@@ -85,7 +93,9 @@ pub async fn start(client: &kube::Client, req: ExecRequest<'_>) -> Result<ExecSt
     let v5 = connection.supports_stream_close();
     let (mut sink, mut source) = connection.into_stream().split();
 
+    let abandon = CancellationToken::new();
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
+    let abandoned = abandon.clone();
     tokio::spawn(async move {
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.reset();
@@ -96,10 +106,16 @@ pub async fn start(client: &kube::Client, req: ExecRequest<'_>) -> Result<ExecSt
                     None => break,
                 },
                 _ = ping.tick() => Message::Ping(Bytes::new()),
+                _ = abandoned.cancelled() => break,
             };
             if sink.send(msg).await.is_err() {
-                break;
+                return;
             }
+        }
+        // Nobody writes any more (or nobody wants the stream): say so, so the server
+        // ends the process instead of leaving it running behind a half-dead socket.
+        if abandoned.is_cancelled() {
+            let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
         }
     });
 
@@ -126,9 +142,21 @@ pub async fn start(client: &kube::Client, req: ExecRequest<'_>) -> Result<ExecSt
         (Some(tx), Some(rx))
     };
     let (ended_tx, ended_rx) = oneshot::channel();
+    let abandoned = abandon.clone();
     tokio::spawn(async move {
         let mut outcome = Outcome::Lost;
-        while let Some(msg) = source.next().await {
+        loop {
+            let msg = tokio::select! {
+                msg = source.next() => match msg {
+                    Some(msg) => msg,
+                    None => break,
+                },
+                // Give the server a moment to answer our Close, then let go.
+                _ = async {
+                    abandoned.cancelled().await;
+                    tokio::time::sleep(CLOSE_WAIT).await;
+                } => break,
+            };
             let Ok(Message::Binary(data)) = msg else {
                 if matches!(msg, Ok(Message::Close(_)) | Err(_)) {
                     break;
@@ -172,6 +200,7 @@ pub async fn start(client: &kube::Client, req: ExecRequest<'_>) -> Result<ExecSt
         stderr: stderr_rx.map(ChunkReader::new),
         resize: resize_tx,
         ended: ended_rx,
+        abandon,
     })
 }
 

@@ -7,13 +7,50 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Resource;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 const DATA: u8 = 0;
 const ERROR: u8 = 1;
 /// Bytes in flight inside the gateway per forwarded connection, each way.
 const PIPE: usize = 256 * 1024;
+
+/// A forwarded connection. Dropping it closes the WebSocket (the protocol has no
+/// half-close, so a read EOF alone cannot tell "done sending" from "gone").
+pub struct ForwardStream {
+    inner: DuplexStream,
+    _close: DropGuard,
+}
+
+impl AsyncRead for ForwardStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ForwardStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// Opens a forward to `port` inside the pod; returns a stream whose other end is the
 /// pod's socket.
@@ -22,7 +59,7 @@ pub async fn open(
     namespace: &str,
     pod: &str,
     port: u16,
-) -> Result<DuplexStream, kube::Error> {
+) -> Result<ForwardStream, kube::Error> {
     let request = kube::core::Request::new(Pod::url_path(&(), Some(namespace)))
         .portforward(pod, &[port])
         .map_err(kube::Error::BuildRequest)?;
@@ -31,6 +68,8 @@ pub async fn open(
     let (ours, theirs) = tokio::io::duplex(PIPE);
     let (mut from_ssh, mut to_ssh) = tokio::io::split(theirs);
     let pod = pod.to_owned();
+    let closed = CancellationToken::new();
+    let abandoned = closed.clone();
     tokio::spawn(async move {
         let upstream = async {
             let mut buf = vec![0u8; 64 * 1024];
@@ -82,7 +121,12 @@ pub async fn open(
         tokio::select! {
             _ = upstream => {}
             _ = downstream => {}
+            _ = abandoned.cancelled() => {}
         }
+        // Dropping both halves here closes the socket to the API server.
     });
-    Ok(ours)
+    Ok(ForwardStream {
+        inner: ours,
+        _close: closed.drop_guard(),
+    })
 }

@@ -55,6 +55,20 @@ impl Store {
         Ok(())
     }
 
+    /// Takes `user_id` off the sandbox's members; NotFound if they were not one.
+    pub async fn remove_member(&self, sandbox_id: &str, user_id: &str) -> Result<()> {
+        let done =
+            sqlx::query("DELETE FROM sandbox_members WHERE sandbox_id = $1 AND user_id = $2")
+                .bind(sandbox_id)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     pub async fn sandbox(&self, id: &str) -> Result<Sandbox> {
         let row: Option<(String, String, Option<String>, i64)> =
             sqlx::query_as("SELECT id, owner_id, workdir, created_at FROM sandboxes WHERE id = $1")
