@@ -11,10 +11,21 @@ use crate::config::{
     ApiConfig, BackendConfig, Config, ControlConfig, DatabaseConfig, SshConfig, default_shell,
 };
 use crate::keys::{Escaped, check_key_name, escape, parse_public_key};
-use crate::store::{NewKey, Store, StoreError};
+use crate::store::{NewKey, Store, StoreError, ensure_private_dir};
 
 pub const DEV_USER: &str = "dev";
 pub const DEMO_SANDBOX: &str = "demo";
+
+/// Creates the data directory (and its host-keys directory) readable by the owner
+/// only, and tightens them if they already exist more open: the directory holds the
+/// database with every user's tokens and keys, and the host private key.
+pub fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    ensure_private_dir(data_dir)?;
+    ensure_private_dir(&data_dir.join(HOST_KEY_DIR))?;
+    Ok(())
+}
+
+const HOST_KEY_DIR: &str = "host-keys";
 
 pub fn sqlite_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("gateway.db").display())
@@ -25,7 +36,7 @@ pub fn config(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -
     Config {
         ssh: SshConfig {
             listen: ssh_listen,
-            host_key_dir: data_dir.join("host-keys"),
+            host_key_dir: data_dir.join(HOST_KEY_DIR),
             public_host: ssh_listen.ip().to_string(),
             // 0: filled in with the bound port, so `--ssh-listen 127.0.0.1:0` works.
             public_port: 0,
