@@ -115,8 +115,8 @@ impl Bound {
         });
         ssh::log_listening(ssh_addr, &host_key);
         tracing::info!(addr = %api_addr, "API listening");
-        let app = api::router(api_state, config.api.max_body_bytes);
-        let api = axum::serve(api_listener, app).with_graceful_shutdown(shutdown_signal());
+        let app = api::router(api_state, &config.api);
+        let api = api::serve(api_listener, app, &config.api, shutdown_signal());
         tokio::select! {
             r = ssh::serve(ssh_listener, russh_config, gateway) => r.context("SSH listener failed")?,
             r = api => r.context("API server failed")?,
