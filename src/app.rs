@@ -1,7 +1,6 @@
 //! Assembly: builds every stage from a `Config`, binds the listeners, and runs the SSH
 //! server and the API until a shutdown signal.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,11 +141,14 @@ impl Bound {
         });
         ssh::log_listening(ssh_addr, &host_key);
         tracing::info!(addr = %api_addr, "API listening");
-        let app = api::router(api_state, config.api.max_body_bytes);
+        let app = api::router(api_state, &config.api);
         let stop = CancellationToken::new();
-        let api = axum::serve(api_listener, app)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future();
+        let api = api::serve(
+            api_listener,
+            app,
+            &config.api,
+            stop.clone().cancelled_owned(),
+        );
         let ssh = ssh::serve(ssh_listener, russh_config, gateway, stop.clone());
         tokio::pin!(api, ssh);
         tokio::select! {

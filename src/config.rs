@@ -153,6 +153,21 @@ pub struct ApiConfig {
     /// Largest request body accepted; larger ones get 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Concurrent API connections; more are answered 503 and closed at once, so the
+    /// API can never take the file descriptors SSH connections need.
+    #[serde(default = "default_api_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (and an idle keep-alive
+    /// connection to start its next request) before it is disconnected.
+    #[serde(default = "default_api_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// Seconds from a request's headers to its response, body upload included; slower
+    /// requests get 408 and the connection is closed.
+    #[serde(default = "default_api_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// Largest request line plus headers; larger ones get 431.
+    #[serde(default = "default_api_max_header_bytes")]
+    pub max_header_bytes: usize,
 }
 
 #[derive(Clone, Deserialize)]
@@ -273,7 +288,20 @@ impl Default for ApiConfig {
         Self {
             listen: default_api_listen(),
             max_body_bytes: default_max_body(),
+            max_connections: default_api_max_connections(),
+            header_timeout_secs: default_api_header_timeout(),
+            request_timeout_secs: default_api_request_timeout(),
+            max_header_bytes: default_api_max_header_bytes(),
         }
+    }
+}
+
+impl ApiConfig {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
     }
 }
 
@@ -319,6 +347,18 @@ fn default_accept_env() -> Vec<String> {
 }
 fn default_max_body() -> usize {
     64 * 1024
+}
+fn default_api_max_connections() -> usize {
+    256
+}
+fn default_api_header_timeout() -> u64 {
+    10
+}
+fn default_api_request_timeout() -> u64 {
+    30
+}
+fn default_api_max_header_bytes() -> usize {
+    16 * 1024
 }
 fn default_pool_size() -> u32 {
     10
@@ -430,6 +470,18 @@ impl Config {
         }
         if self.api.max_body_bytes < 1024 || self.api.max_body_bytes > 16 << 20 {
             return invalid("api.max_body_bytes", "must be between 1024 and 16777216");
+        }
+        if self.api.max_connections == 0 || self.api.max_connections > 65536 {
+            return invalid("api.max_connections", "must be between 1 and 65536");
+        }
+        if self.api.header_timeout_secs == 0 || self.api.header_timeout_secs > 300 {
+            return invalid("api.header_timeout_secs", "must be between 1 and 300");
+        }
+        if self.api.request_timeout_secs == 0 || self.api.request_timeout_secs > 3600 {
+            return invalid("api.request_timeout_secs", "must be between 1 and 3600");
+        }
+        if self.api.max_header_bytes < 1024 || self.api.max_header_bytes > 1 << 20 {
+            return invalid("api.max_header_bytes", "must be between 1024 and 1048576");
         }
         let url = &self.database.url;
         if !(url.starts_with("sqlite:")
@@ -581,6 +633,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn api_limits_have_defaults_and_name_their_field() {
+        let c = Config::from_toml(MINIMAL, "t", no_env()).unwrap();
+        assert_eq!(c.api.max_connections, 256);
+        assert_eq!(c.api.header_timeout_secs, 10);
+        assert_eq!(c.api.request_timeout_secs, 30);
+        assert_eq!(c.api.max_header_bytes, 16 * 1024);
+        for (field, value) in [
+            ("max_connections", "0"),
+            ("header_timeout_secs", "0"),
+            ("request_timeout_secs", "0"),
+            ("max_header_bytes", "100"),
+        ] {
+            let env = vec![(
+                format!("SSH_GATEWAY__API__{}", field.to_uppercase()),
+                value.to_string(),
+            )];
+            let err = Config::from_toml(MINIMAL, "t", env.into_iter())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("api.{field}")), "{err}");
+        }
     }
 
     #[test]

@@ -11,11 +11,22 @@ use crate::config::{
     AdmissionConfig, ApiConfig, BackendConfig, Config, ControlConfig, DatabaseConfig, SshConfig,
     default_shell,
 };
-use crate::keys::parse_public_key;
-use crate::store::{NewKey, Store, StoreError};
+use crate::keys::{Escaped, check_key_name, escape, parse_public_key};
+use crate::store::{NewKey, Store, StoreError, ensure_private_dir};
 
 pub const DEV_USER: &str = "dev";
 pub const DEMO_SANDBOX: &str = "demo";
+
+/// Creates the data directory (and its host-keys directory) readable by the owner
+/// only, and tightens them if they already exist more open: the directory holds the
+/// database with every user's tokens and keys, and the host private key.
+pub fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    ensure_private_dir(data_dir)?;
+    ensure_private_dir(&data_dir.join(HOST_KEY_DIR))?;
+    Ok(())
+}
+
+const HOST_KEY_DIR: &str = "host-keys";
 
 pub fn sqlite_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("gateway.db").display())
@@ -26,7 +37,7 @@ pub fn config(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -
     Config {
         ssh: SshConfig {
             listen: ssh_listen,
-            host_key_dir: data_dir.join("host-keys"),
+            host_key_dir: data_dir.join(HOST_KEY_DIR),
             public_host: ssh_listen.ip().to_string(),
             // 0: filled in with the bound port, so `--ssh-listen 127.0.0.1:0` works.
             public_port: 0,
@@ -58,6 +69,7 @@ pub fn config(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -
 /// What seeding did, for the start-up message.
 pub struct Seeded {
     pub token: String,
+    /// Paths of the registered key files, already escaped for printing.
     pub keys_registered: Vec<String>,
     pub workdir: PathBuf,
 }
@@ -80,6 +92,8 @@ pub async fn seed(
     let mut keys_registered = Vec::new();
     if let Some(dir) = ssh_dir {
         for path in public_key_files(dir) {
+            // File names are whatever is in ~/.ssh: printed escaped, like any name.
+            let shown = escape(&path.display().to_string());
             let Ok(text) = std::fs::read_to_string(&path) else {
                 continue;
             };
@@ -89,30 +103,38 @@ pub async fn seed(
             let parsed = match parse_public_key(line) {
                 Ok(parsed) => parsed,
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "skipping public key");
+                    tracing::warn!(path = %shown, error = %e, "skipping public key");
                     continue;
                 }
             };
-            let name = path
+            let file_name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            // The API would refuse this name; so does dev, rather than store it.
+            let name = match check_key_name(&file_name) {
+                Ok(name) => name,
+                Err(e) => {
+                    tracing::warn!(path = %shown, error = %e, "skipping public key");
+                    continue;
+                }
+            };
             let new = NewKey {
                 user_id: &user.id,
-                name: &name,
+                name,
                 key: &parsed,
             };
             match store.add_key(new).await {
                 Ok(_) => {}
                 Err(StoreError::Conflict(message)) if message.contains("your account") => {}
                 Err(StoreError::Conflict(message)) => {
-                    tracing::warn!(path = %path.display(), "{message}");
+                    tracing::warn!(path = %shown, "{}", Escaped(&message));
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             }
-            tracing::info!(path = %path.display(), fingerprint = %parsed.fingerprint, "registered public key for user dev");
-            keys_registered.push(path.display().to_string());
+            tracing::info!(path = %shown, fingerprint = %parsed.fingerprint, "registered public key for user dev");
+            keys_registered.push(shown);
         }
     }
     store.delete_tokens_named(&user.id, "dev").await?;
@@ -165,6 +187,6 @@ pub fn banner(ssh: SocketAddr, api: SocketAddr, seeded: &Seeded) -> String {
          \x20 curl -H \"Authorization: Bearer {token}\" http://{api}/users/me/ssh-keys\n\
          Sandbox demo works in {workdir}\n",
         token = seeded.token,
-        workdir = seeded.workdir.display(),
+        workdir = Escaped(&seeded.workdir.display().to_string()),
     )
 }

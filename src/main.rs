@@ -159,8 +159,7 @@ async fn run_dev(
     ssh_listen: SocketAddr,
     api_listen: SocketAddr,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
+    dev::prepare_data_dir(data_dir)?;
     // Absolute, because sandboxes use it as their working directory and HOME.
     let data_dir = data_dir.canonicalize()?;
     let bound = app::bind(dev::config(&data_dir, ssh_listen, api_listen)).await?;
@@ -186,7 +185,7 @@ async fn open_store(db: &DbArgs) -> anyhow::Result<Store> {
             let dir = dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("ssh-gateway-data"));
-            std::fs::create_dir_all(&dir)?;
+            dev::prepare_data_dir(&dir)?;
             (dev::sqlite_url(&dir), 2)
         }
     };

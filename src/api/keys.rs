@@ -11,10 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::{ApiError, ApiState};
-use crate::keys::parse_public_key;
+use crate::keys::{Escaped, check_key_name, parse_public_key};
 use crate::store::{NewKey, SshKey, StoreError};
-
-const MAX_NAME: usize = 128;
 
 pub fn router() -> Router<Arc<ApiState>> {
     Router::new()
@@ -80,12 +78,7 @@ async fn create(
     body: Result<Json<CreateKey>, JsonRejection>,
 ) -> Result<(StatusCode, Json<KeyView>), ApiError> {
     let Json(body) = body?;
-    let name = body.name.trim();
-    if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(format!(
-            "name must be 1-{MAX_NAME} printable characters"
-        )));
-    }
+    let name = check_key_name(&body.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let parsed =
         parse_public_key(&body.public_key).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let new = NewKey {
@@ -95,7 +88,7 @@ async fn create(
     };
     match state.store.add_key(new).await {
         Ok(key) => {
-            tracing::info!(user = %caller.0.name, key = %key.id, fingerprint = %key.fingerprint_sha256, "SSH key added");
+            tracing::info!(user = %caller.0.name, key = %key.id, name = %Escaped(&key.name), fingerprint = %key.fingerprint_sha256, "SSH key added");
             Ok((StatusCode::CREATED, Json(key.into())))
         }
         Err(StoreError::Conflict(message)) => Err(ApiError::new(StatusCode::CONFLICT, message)),

@@ -6,15 +6,22 @@ mod auth;
 mod error;
 mod keys;
 mod sandboxes;
+mod serve;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 pub use error::ApiError;
+pub use serve::serve;
 
+use crate::config::ApiConfig;
 use crate::control::ControlPlane;
 use crate::store::Store;
 
@@ -27,13 +34,43 @@ pub struct ApiState {
     pub public_port: u16,
 }
 
-pub fn router(state: Arc<ApiState>, max_body_bytes: usize) -> Router {
+pub fn router(state: Arc<ApiState>, limits: &ApiConfig) -> Router {
     Router::new()
         .merge(keys::router())
         .merge(sandboxes::router())
         .route("/healthz", get(health))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout(),
+            request_deadline,
+        ))
         .with_state(state)
+}
+
+/// Bounds a request from its headers to its response. The header timeout alone
+/// cannot stop a client that sends `Content-Length: 60000` and then one byte every
+/// few seconds: each read makes progress, so only a deadline on the whole ends it.
+async fn request_deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request took longer than {} s (api.request_timeout_secs); send the whole body at once",
+                    limit.as_secs()
+                ),
+            )
+            .into_response();
+            // The rest of the body may still be on its way: the connection cannot be
+            // reused, so say it is closing.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
 }
 
 async fn health(

@@ -2,6 +2,7 @@
 //! default) or PostgreSQL (region deployment). All SQL lives under this module; the
 //! same queries run on both through sqlx's `Any` driver (`$N` placeholders work in both).
 
+mod files;
 mod keys;
 mod sandboxes;
 mod tokens;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
+pub use files::{FileModeError, ensure_private_dir};
 pub use keys::{NewKey, SshKey};
 pub use sandboxes::Sandbox;
 pub use tokens::{Token, hash_token};
@@ -28,6 +30,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database file permissions: {0}")]
+    FileMode(#[from] FileModeError),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -54,7 +58,7 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Connects (creating a SQLite file if needed). Does not migrate.
+    /// Connects (creating a SQLite file, mode 0600, if needed). Does not migrate.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         install_default_drivers();
         let flavor = if url.starts_with("sqlite:") {
@@ -69,6 +73,9 @@ impl Store {
             } else {
                 "?mode=rwc"
             });
+        }
+        if flavor == Flavor::Sqlite {
+            files::prepare_sqlite(&url)?;
         }
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
