@@ -200,9 +200,12 @@ async fn names_and_comments_with_control_or_bidi_characters_are_refused() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
 
-/// A key store that vouches for every fingerprint: only the policy stands between a
-/// bad key and a login, and the store must not even be asked.
+/// A key store that vouches for every fingerprint (answering with the victim's real
+/// key's owner): only the policy stands between a bad key and a login, and the store
+/// must not even be asked.
 struct TrustsEveryone {
+    store: Store,
+    victims_key: String,
     asked: AtomicUsize,
 }
 
@@ -210,11 +213,7 @@ struct TrustsEveryone {
 impl KeyStore for TrustsEveryone {
     async fn principal_for(&self, _fingerprint: &str) -> Result<Option<Principal>, String> {
         self.asked.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(Principal {
-            user_id: "usr_victim".into(),
-            user_name: "victim".into(),
-            key_id: "key_old".into(),
-        }))
+        self.store.principal_for(&self.victims_key).await
     }
 }
 
@@ -225,7 +224,23 @@ async fn a_small_order_key_already_in_the_store_cannot_log_in() {
         PublicKey::from_openssh(&line("sk-ssh-ed25519@openssh.com", &[&IDENTITY, b"ssh:"]))
             .unwrap();
 
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/old.db", dir.path().display());
+    let store = Store::open(&url, 1).await.unwrap();
+    let user = store.create_user("victim").await.unwrap();
+    let real = keygen(dir.path(), "real", &["-t", "ed25519"]).public_line;
+    let parsed = ssh_gateway::keys::parse_public_key(&real).unwrap();
+    store
+        .add_key(NewKey {
+            user_id: &user.id,
+            name: "real",
+            key: &parsed,
+        })
+        .await
+        .unwrap();
     let trusting = TrustsEveryone {
+        store: store.clone(),
+        victims_key: parsed.fingerprint.clone(),
         asked: AtomicUsize::new(0),
     };
     for (key, algorithm) in [
@@ -245,17 +260,12 @@ async fn a_small_order_key_already_in_the_store_cannot_log_in() {
     );
 
     // The same store lets a real key in, so the refusal above is the policy's.
-    let dir = tempfile::tempdir().unwrap();
-    let real = keygen(dir.path(), "real", &["-t", "ed25519"]).public_line;
     let real = PublicKey::from_openssh(&real).unwrap();
     let principal = authenticate(&trusting, &real, &Algorithm::Ed25519).await;
-    assert_eq!(principal.unwrap().user_name, "victim");
+    assert_eq!(principal.unwrap().user_name(), "victim");
 
     // A database written before the policy existed: the row is there, straight from
     // an insert that never saw the API, and still opens nothing.
-    let url = format!("sqlite://{}/old.db", dir.path().display());
-    let store = Store::open(&url, 1).await.unwrap();
-    let user = store.create_user("victim").await.unwrap();
     let old_row = ParsedKey {
         normalized: line("ssh-ed25519", &[&IDENTITY]),
         key_type: "ssh-ed25519".into(),
