@@ -3,8 +3,10 @@
 //! signals and window changes, and a byte count for the log.
 //!
 //! Two rules from measuring russh (see notes/russh-tuning.md): the channel's read half
-//! is always being drained (an unread channel stalls the whole connection), and EOF,
-//! exit-status and close go out through the same write half after all output.
+//! is drained until the client closes (with the vendored russh patch a reader that
+//! falls behind closes only its own channel's window, but a read half left unread
+//! holds that window shut), and EOF, exit-status and close go out through the same
+//! write half after all output.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,4 +1,6 @@
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -140,11 +142,78 @@ impl WindowSizeRef {
     }
 }
 
+/// What a channel's reader has taken from its queue, shared with the server session
+/// loop, which re-opens the peer's window as data is consumed rather than as it
+/// arrives (ssh-gateway patch, see PATCHES.md).
+#[derive(Debug)]
+pub(crate) struct ReadProgress {
+    /// `Data` and `ExtendedData` bytes the reader has taken.
+    taken: AtomicU64,
+    /// The reader wakes the session loop once `taken` reaches this (`u64::MAX`: the
+    /// loop is not waiting for this reader).
+    wake_at: AtomicU64,
+    /// The read half was dropped: nothing will take what is queued.
+    gone: AtomicBool,
+    wake: Arc<Notify>,
+}
+
+impl ReadProgress {
+    pub(crate) fn new(wake: Arc<Notify>) -> Arc<Self> {
+        Arc::new(Self {
+            taken: AtomicU64::new(0),
+            wake_at: AtomicU64::new(u64::MAX),
+            gone: AtomicBool::new(false),
+            wake,
+        })
+    }
+
+    /// Data bytes taken so far.
+    pub(crate) fn taken(&self) -> u64 {
+        self.taken.load(Ordering::SeqCst)
+    }
+
+    /// Asks the reader to wake the session loop once it has taken `at` bytes in all
+    /// (0: at its next take of anything). Call before looking at `taken` or trying the
+    /// queue, so that a take this misses sees the request: the fences here and in
+    /// `took` order each side's write before its read.
+    pub(crate) fn wake_when_taken(&self, at: u64) {
+        self.wake_at.store(at, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    pub(crate) fn reader_gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
+    }
+
+    fn took(&self, msg: &ChannelMsg) {
+        let len = match msg {
+            ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => data.len(),
+            _ => 0,
+        };
+        let taken = self.taken.fetch_add(len as u64, Ordering::SeqCst) + len as u64;
+        fence(Ordering::SeqCst);
+        if taken >= self.wake_at.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+}
+
 /// A handle to the reading part of a session channel.
 ///
 /// Allows you to read from a channel without borrowing the session
 pub struct ChannelReadHalf {
     pub(crate) receiver: Receiver<ChannelMsg>,
+    /// Server channels only: tells the session loop what this reader has taken.
+    pub(crate) progress: Option<Arc<ReadProgress>>,
+}
+
+impl Drop for ChannelReadHalf {
+    fn drop(&mut self) {
+        if let Some(progress) = &self.progress {
+            progress.gone.store(true, Ordering::SeqCst);
+            progress.wake.notify_one();
+        }
+    }
 }
 
 impl std::fmt::Debug for ChannelReadHalf {
@@ -156,7 +225,21 @@ impl std::fmt::Debug for ChannelReadHalf {
 impl ChannelReadHalf {
     /// Awaits an incoming [`ChannelMsg`], this method returns [`None`] if the channel has been closed.
     pub async fn wait(&mut self) -> Option<ChannelMsg> {
-        self.receiver.recv().await
+        let msg = self.receiver.recv().await;
+        self.took(msg.as_ref());
+        msg
+    }
+
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<ChannelMsg>> {
+        let msg = ready!(self.receiver.poll_recv(cx));
+        self.took(msg.as_ref());
+        Poll::Ready(msg)
+    }
+
+    fn took(&self, msg: Option<&ChannelMsg>) {
+        if let (Some(msg), Some(progress)) = (msg, &self.progress) {
+            progress.took(msg);
+        }
     }
 
     /// Make a reader for the [`Channel`] to receive [`ChannelMsg::Data`]
@@ -468,9 +551,49 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
         window_size: u32,
         channel_buffer_size: usize,
     ) -> (Self, ChannelRef) {
+        Self::new_with_progress(
+            id,
+            sender,
+            max_packet_size,
+            window_size,
+            channel_buffer_size,
+            None,
+        )
+    }
+
+    /// A channel whose reader reports what it takes to the server session loop.
+    pub(crate) fn new_tracked(
+        id: ChannelId,
+        sender: Sender<S>,
+        max_packet_size: u32,
+        window_size: u32,
+        channel_buffer_size: usize,
+        wake: Arc<Notify>,
+    ) -> (Self, ChannelRef) {
+        Self::new_with_progress(
+            id,
+            sender,
+            max_packet_size,
+            window_size,
+            channel_buffer_size,
+            Some(ReadProgress::new(wake)),
+        )
+    }
+
+    fn new_with_progress(
+        id: ChannelId,
+        sender: Sender<S>,
+        max_packet_size: u32,
+        window_size: u32,
+        channel_buffer_size: usize,
+        progress: Option<Arc<ReadProgress>>,
+    ) -> (Self, ChannelRef) {
         let (tx, rx) = tokio::sync::mpsc::channel(channel_buffer_size);
         let window_size = WindowSizeRef::new(window_size);
-        let read_half = ChannelReadHalf { receiver: rx };
+        let read_half = ChannelReadHalf {
+            receiver: rx,
+            progress: progress.clone(),
+        };
         let write_half = ChannelWriteHalf {
             id,
             sender,
@@ -486,6 +609,7 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
             ChannelRef {
                 sender: tx,
                 window_size,
+                progress,
             },
         )
     }

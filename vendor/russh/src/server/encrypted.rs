@@ -754,9 +754,10 @@ mod tests {
                 session.common.config.maximum_packet_size,
             );
         let (sender, _receiver) = tokio::sync::mpsc::channel(1);
-        session
-            .channels
-            .insert(channel, crate::channels::ChannelRef::new(sender));
+        session.channels.insert(
+            channel,
+            ServerChannel::new(crate::channels::ChannelRef::new(sender)),
+        );
         channel
     }
 
@@ -833,6 +834,7 @@ mod tests {
             priority_sender,
             sender,
             channel_buffer_size: config.channel_buffer_size,
+            read_wake: Arc::new(tokio::sync::Notify::new()),
         };
 
         Session {
@@ -1453,11 +1455,15 @@ impl Session {
                 }
                 // Forward the close to the channel before removing it, so that
                 // consumers waiting on `Channel::wait()` receive an explicit
-                // `ChannelMsg::Close` instead of just seeing `None`.
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    chan.send(ChannelMsg::Close).await.unwrap_or(())
+                // `ChannelMsg::Close` instead of just seeing `None`. Behind a
+                // backlog, the channel is removed once the backlog is delivered.
+                self.deliver(channel_num, ChannelMsg::Close)?;
+                match self.channels.get_mut(&channel_num) {
+                    Some(chan) if chan.is_backlogged() => chan.mark_closing(),
+                    _ => {
+                        self.channels.remove(&channel_num);
+                    }
                 }
-                self.channels.remove(&channel_num);
                 debug!("handler.channel_close {channel_num:?}");
                 handler.channel_close(channel_num, self).await
             }
@@ -1467,9 +1473,7 @@ impl Session {
                 if !self.common.is_established_channel(channel_num) {
                     return Ok(());
                 }
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    chan.send(ChannelMsg::Eof).await.unwrap_or(())
-                }
+                self.deliver(channel_num, ChannelMsg::Eof)?;
                 debug!("handler.channel_eof {channel_num:?}");
                 handler.channel_eof(channel_num, self).await
             }
@@ -1487,34 +1491,25 @@ impl Session {
                 trace!("handler.data {ext:?} {channel_num:?}");
                 let data = map_err!(Bytes::decode(r))?;
                 map_err!(ensure_end(r))?;
-                let target = self.target_window_size;
 
-                #[allow(clippy::collapsible_if)]
-                if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
-                        let window = handler.adjust_window(channel_num, self.target_window_size);
-                        if window > 0 {
-                            self.target_window_size = window
-                        }
-                    }
+                // Debit the window now, re-open it as the reader takes the data
+                // (`service_channel`), never wait for the reader here.
+                if !self.debit_window(channel_num, data.len())? {
+                    return Ok(());
                 }
+                let msg = match ext {
+                    Some(ext) => ChannelMsg::ExtendedData {
+                        ext,
+                        data: data.clone(),
+                    },
+                    None => ChannelMsg::Data { data: data.clone() },
+                };
+                self.deliver(channel_num, msg)?;
+                self.service_channel(channel_num, handler)?;
                 self.flush()?;
                 if let Some(ext) = ext {
-                    if let Some(chan) = self.channels.get(&channel_num) {
-                        chan.send(ChannelMsg::ExtendedData {
-                            ext,
-                            data: data.clone(),
-                        })
-                        .await
-                        .unwrap_or(())
-                    }
                     handler.extended_data(channel_num, ext, &data, self).await
                 } else {
-                    if let Some(chan) = self.channels.get(&channel_num) {
-                        chan.send(ChannelMsg::Data { data: data.clone() })
-                            .await
-                            .unwrap_or(())
-                    }
                     handler.data(channel_num, &data, self).await
                 }
             }
@@ -1545,11 +1540,11 @@ impl Session {
                     )? as u32;
                 }
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    chan.window_size().grow(amount).await;
-                    // Use try_send to avoid blocking the session loop when channel buffer is full.
-                    // WindowAdjusted is informational - the critical side effect (updating
-                    // WindowSizeRef and notifying ChannelTx) already happens in grow().
-                    let _ = chan.try_send(ChannelMsg::WindowAdjusted { new_size });
+                    chan.chan().window_size().grow(amount).await;
+                    // Never wait: WindowAdjusted is informational - the critical side
+                    // effect (updating WindowSizeRef and notifying ChannelTx) already
+                    // happens in grow().
+                    chan.window_adjusted(new_size);
                 }
                 debug!("handler.window_adjusted {channel_num:?}");
                 handler.window_adjusted(channel_num, new_size, self).await
@@ -1572,15 +1567,15 @@ impl Session {
                     return Err(Error::Inconsistent.into());
                 };
 
-                if let Some(channel) = self.channels.get(&local_id) {
-                    channel
-                        .send(ChannelMsg::Open {
+                if self.channels.contains_key(&local_id) {
+                    self.deliver(
+                        local_id,
+                        ChannelMsg::Open {
                             id: local_id,
                             max_packet_size: msg.maximum_packet_size,
                             window_size: msg.initial_window_size,
-                        })
-                        .await
-                        .unwrap_or(());
+                        },
+                    )?;
                 } else {
                     error!("no channel for id {local_id:?}");
                 }
@@ -1658,24 +1653,23 @@ impl Session {
                         }
                         map_err!(ensure_end(r))?;
 
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            // Only the first `i` entries were decoded from the
-                            // request; the rest of `modes` is padding and must
-                            // not be passed on as if the client had sent it.
-                            #[allow(clippy::indexing_slicing)] // `i <= modes.len()` checked above
-                            let terminal_modes = modes[..i].to_vec();
-                            let _ = chan
-                                .send(ChannelMsg::RequestPty {
-                                    want_reply: true,
-                                    term: term.clone(),
-                                    col_width,
-                                    row_height,
-                                    pix_width,
-                                    pix_height,
-                                    terminal_modes,
-                                })
-                                .await;
-                        }
+                        // Only the first `i` entries were decoded from the
+                        // request; the rest of `modes` is padding and must
+                        // not be passed on as if the client had sent it.
+                        #[allow(clippy::indexing_slicing)] // `i <= modes.len()` checked above
+                        let terminal_modes = modes[..i].to_vec();
+                        self.deliver(
+                            channel_num,
+                            ChannelMsg::RequestPty {
+                                want_reply: true,
+                                term: term.clone(),
+                                col_width,
+                                row_height,
+                                pix_width,
+                                pix_height,
+                                terminal_modes,
+                            },
+                        )?;
 
                         debug!("handler.pty_request {channel_num:?}");
                         #[allow(clippy::indexing_slicing)] // `modes` length checked
@@ -1699,17 +1693,16 @@ impl Session {
                         let x11_screen_number = map_err!(u32::decode(r))?;
                         map_err!(ensure_end(r))?;
 
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan
-                                .send(ChannelMsg::RequestX11 {
-                                    want_reply: true,
-                                    single_connection,
-                                    x11_authentication_cookie: x11_auth_cookie.clone(),
-                                    x11_authentication_protocol: x11_auth_protocol.clone(),
-                                    x11_screen_number,
-                                })
-                                .await;
-                        }
+                        self.deliver(
+                            channel_num,
+                            ChannelMsg::RequestX11 {
+                                want_reply: true,
+                                single_connection,
+                                x11_authentication_cookie: x11_auth_cookie.clone(),
+                                x11_authentication_protocol: x11_auth_protocol.clone(),
+                                x11_screen_number,
+                            },
+                        )?;
                         debug!("handler.x11_request {channel_num:?}");
                         handler
                             .x11_request(
@@ -1727,15 +1720,14 @@ impl Session {
                         let env_value = map_err!(String::decode(r))?;
                         map_err!(ensure_end(r))?;
 
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan
-                                .send(ChannelMsg::SetEnv {
-                                    want_reply: true,
-                                    variable_name: env_variable.clone(),
-                                    variable_value: env_value.clone(),
-                                })
-                                .await;
-                        }
+                        self.deliver(
+                            channel_num,
+                            ChannelMsg::SetEnv {
+                                want_reply: true,
+                                variable_name: env_variable.clone(),
+                                variable_value: env_value.clone(),
+                            },
+                        )?;
 
                         debug!("handler.env_request {channel_num:?}");
                         handler
@@ -1744,21 +1736,13 @@ impl Session {
                     }
                     "shell" => {
                         map_err!(ensure_end(r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan
-                                .send(ChannelMsg::RequestShell { want_reply: true })
-                                .await;
-                        }
+                        self.deliver(channel_num, ChannelMsg::RequestShell { want_reply: true })?;
                         debug!("handler.shell_request {channel_num:?}");
                         handler.shell_request(channel_num, self).await
                     }
                     "auth-agent-req@openssh.com" => {
                         map_err!(ensure_end(r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan
-                                .send(ChannelMsg::AgentForward { want_reply: true })
-                                .await;
-                        }
+                        self.deliver(channel_num, ChannelMsg::AgentForward { want_reply: true })?;
                         debug!("handler.agent_request {channel_num:?}");
 
                         let response = handler.agent_request(channel_num, self).await?;
@@ -1772,14 +1756,13 @@ impl Session {
                     "exec" => {
                         let req = map_err!(Bytes::decode(r))?;
                         map_err!(ensure_end(r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan
-                                .send(ChannelMsg::Exec {
-                                    want_reply: true,
-                                    command: req.to_vec(),
-                                })
-                                .await;
-                        }
+                        self.deliver(
+                            channel_num,
+                            ChannelMsg::Exec {
+                                want_reply: true,
+                                command: req.to_vec(),
+                            },
+                        )?;
                         debug!("handler.exec_request {channel_num:?}");
                         handler.exec_request(channel_num, &req, self).await
                     }
@@ -1787,14 +1770,13 @@ impl Session {
                         let name = map_err!(String::decode(r))?;
                         map_err!(ensure_end(r))?;
 
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan
-                                .send(ChannelMsg::RequestSubsystem {
-                                    want_reply: true,
-                                    name: name.clone(),
-                                })
-                                .await;
-                        }
+                        self.deliver(
+                            channel_num,
+                            ChannelMsg::RequestSubsystem {
+                                want_reply: true,
+                                name: name.clone(),
+                            },
+                        )?;
                         debug!("handler.subsystem_request {channel_num:?}");
                         handler.subsystem_request(channel_num, &name, self).await
                     }
@@ -1805,16 +1787,15 @@ impl Session {
                         let pix_height = map_err!(u32::decode(r))?;
                         map_err!(ensure_end(r))?;
 
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan
-                                .send(ChannelMsg::WindowChange {
-                                    col_width,
-                                    row_height,
-                                    pix_width,
-                                    pix_height,
-                                })
-                                .await;
-                        }
+                        self.deliver(
+                            channel_num,
+                            ChannelMsg::WindowChange {
+                                col_width,
+                                row_height,
+                                pix_width,
+                                pix_height,
+                            },
+                        )?;
 
                         debug!("handler.window_change {channel_num:?}");
                         handler
@@ -1831,13 +1812,12 @@ impl Session {
                     "signal" => {
                         let signal = Sig::from_name(&map_err!(String::decode(r))?);
                         map_err!(ensure_end(r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            chan.send(ChannelMsg::Signal {
+                        self.deliver(
+                            channel_num,
+                            ChannelMsg::Signal {
                                 signal: signal.clone(),
-                            })
-                            .await
-                            .unwrap_or(())
-                        }
+                            },
+                        )?;
                         debug!("handler.signal {channel_num:?} {signal:?}");
                         handler.signal(channel_num, signal, self).await
                     }
@@ -1941,11 +1921,13 @@ impl Session {
                     enc.channels.remove(&channel_num);
                 }
 
-                if let Some(channel_sender) = self.channels.remove(&channel_num) {
-                    channel_sender
-                        .send(ChannelMsg::OpenFailure(reason))
-                        .await
-                        .map_err(|_| crate::Error::SendError)?;
+                if let Some(channel) = self.channels.remove(&channel_num) {
+                    // Nothing else can be queued before the channel is confirmed.
+                    if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
+                        channel.chan().try_send(ChannelMsg::OpenFailure(reason))
+                    {
+                        return Err(crate::Error::SendError.into());
+                    }
                 }
 
                 Ok(())
@@ -2053,12 +2035,13 @@ impl Session {
             pending_close: false,
         };
 
-        let (channel, channel_ref) = Channel::new(
+        let (channel, channel_ref) = Channel::new_tracked(
             sender_channel,
             self.sender.sender.clone(),
             channel_params.recipient_maximum_packet_size,
             channel_params.recipient_window_size,
             self.common.config.channel_buffer_size,
+            self.sender.read_wake.clone(),
         );
 
         let pending = PendingChannelOpen {

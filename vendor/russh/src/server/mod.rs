@@ -37,7 +37,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use client::GexParams;
-use futures::future::Future;
+use futures::future::{AbortHandle, Abortable, Aborted, Future};
 use log::{debug, error, info, warn};
 use msg::{is_kex_msg, validate_client_msg_strict_kex};
 use russh_util::runtime::JoinHandle;
@@ -60,6 +60,8 @@ mod kex;
 mod session;
 pub use self::session::*;
 mod encrypted;
+mod inbound;
+pub(crate) use self::inbound::ServerChannel;
 
 /// Configuration of a server.
 pub struct Config {
@@ -1065,13 +1067,23 @@ async fn start_reading<R: AsyncRead + Unpin>(
 /// Implements [Future] and can be awaited to wait for the session to finish.
 pub struct RunningSession<H: Handler> {
     handle: Handle,
-    join: JoinHandle<Result<(), H::Error>>,
+    join: JoinHandle<Result<Result<(), H::Error>, Aborted>>,
+    abort: AbortHandle,
 }
 
 impl<H: Handler> RunningSession<H> {
     /// Returns a new handle for the session.
     pub fn handle(&self) -> Handle {
         self.handle.clone()
+    }
+
+    /// Ends the session now, whatever it is waiting on (a peer that does not read, a
+    /// handler callback): the session task drops the connection, so the peer sees
+    /// the TCP connection close (no SSH DISCONNECT is sent), and every channel's
+    /// reader sees its channel end. Awaiting this session then yields
+    /// `Err(Error::Disconnect)`, unless it had already ended. (ssh-gateway patch.)
+    pub fn abort(&self) {
+        self.abort.abort();
     }
 }
 
@@ -1080,9 +1092,10 @@ impl<H: Handler> Future for RunningSession<H> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<Self::Output> {
         match Future::poll(Pin::new(&mut self.join), cx) {
             Poll::Ready(r) => Poll::Ready(match r {
-                Ok(Ok(x)) => Ok(x),
+                Ok(Ok(Ok(x))) => Ok(x),
                 Err(e) => Err(crate::Error::from(e).into()),
-                Ok(Err(e)) => Err(e),
+                Ok(Ok(Err(e))) => Err(e),
+                Ok(Err(Aborted)) => Err(crate::Error::Disconnect.into()),
             }),
             Poll::Pending => Poll::Pending,
         }
@@ -1112,6 +1125,7 @@ where
         priority_sender,
         sender,
         channel_buffer_size: config.channel_buffer_size,
+        read_wake: Arc::new(tokio::sync::Notify::new()),
     };
 
     let common = read_ssh_id(config, &mut stream).await?;
@@ -1130,9 +1144,15 @@ where
 
     session.begin_rekey()?;
 
-    let join = russh_util::runtime::spawn(session.run(stream, handler));
+    let (abort, registration) = AbortHandle::new_pair();
+    let join =
+        russh_util::runtime::spawn(Abortable::new(session.run(stream, handler), registration));
 
-    Ok(RunningSession { handle, join })
+    Ok(RunningSession {
+        handle,
+        join,
+        abort,
+    })
 }
 
 async fn read_ssh_id<R: AsyncRead + Unpin>(

@@ -8,10 +8,12 @@ use kex::ServerKex;
 use log::debug;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::{Receiver, Sender, UnboundedReceiver, UnboundedSender, channel};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use super::*;
-use crate::channels::{Channel, ChannelMsg, ChannelReadHalf, ChannelRef, ChannelWriteHalf};
+use crate::channels::{
+    Channel, ChannelMsg, ChannelReadHalf, ChannelRef, ChannelWriteHalf, ReadProgress,
+};
 use crate::helpers::NameList;
 use crate::kex::{EXTENSION_SUPPORT_AS_CLIENT, KexCause, SessionKexState};
 use crate::{ChannelOpenFailure, map_err, msg};
@@ -26,7 +28,7 @@ pub struct Session {
     pub(crate) target_window_size: u32,
     pub(crate) pending_reads: Vec<Vec<u8>>,
     pub(crate) pending_len: u32,
-    pub(crate) channels: HashMap<ChannelId, ChannelRef>,
+    pub(crate) channels: HashMap<ChannelId, ServerChannel>,
     pub(crate) open_global_requests: VecDeque<GlobalRequestResponse>,
     pub(crate) kex: SessionKexState<ServerKex>,
 }
@@ -113,6 +115,8 @@ pub struct Handle {
     pub(crate) priority_sender: UnboundedSender<Msg>,
     pub(crate) sender: Sender<Msg>,
     pub(crate) channel_buffer_size: usize,
+    /// Channel readers wake the session loop through this when it waits for them.
+    pub(crate) read_wake: Arc<Notify>,
 }
 
 impl Handle {
@@ -247,15 +251,16 @@ impl Handle {
     /// [PROTOCOL.agent](https://datatracker.ietf.org/doc/html/draft-miller-ssh-agent).
     pub async fn channel_open_agent(&self) -> Result<Channel<Msg>, Error> {
         let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let channel_ref = ChannelRef::tracked(sender, self.read_wake.clone());
         let window_size_ref = channel_ref.window_size().clone();
+        let progress = channel_ref.progress().cloned();
 
         self.sender
             .send(Msg::ChannelOpenAgent { channel_ref })
             .await
             .map_err(|_| Error::SendError)?;
 
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, progress)
             .await
     }
 
@@ -266,15 +271,16 @@ impl Handle {
     /// `confirmed` field of the corresponding `Channel`.
     pub async fn channel_open_session(&self) -> Result<Channel<Msg>, Error> {
         let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let channel_ref = ChannelRef::tracked(sender, self.read_wake.clone());
         let window_size_ref = channel_ref.window_size().clone();
+        let progress = channel_ref.progress().cloned();
 
         self.sender
             .send(Msg::ChannelOpenSession { channel_ref })
             .await
             .map_err(|_| Error::SendError)?;
 
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, progress)
             .await
     }
 
@@ -291,8 +297,9 @@ impl Handle {
         originator_port: u32,
     ) -> Result<Channel<Msg>, Error> {
         let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let channel_ref = ChannelRef::tracked(sender, self.read_wake.clone());
         let window_size_ref = channel_ref.window_size().clone();
+        let progress = channel_ref.progress().cloned();
 
         self.sender
             .send(Msg::ChannelOpenDirectTcpIp {
@@ -304,7 +311,7 @@ impl Handle {
             })
             .await
             .map_err(|_| Error::SendError)?;
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, progress)
             .await
     }
 
@@ -314,8 +321,9 @@ impl Handle {
         socket_path: A,
     ) -> Result<Channel<Msg>, Error> {
         let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let channel_ref = ChannelRef::tracked(sender, self.read_wake.clone());
         let window_size_ref = channel_ref.window_size().clone();
+        let progress = channel_ref.progress().cloned();
 
         self.sender
             .send(Msg::ChannelOpenDirectStreamLocal {
@@ -324,7 +332,7 @@ impl Handle {
             })
             .await
             .map_err(|_| Error::SendError)?;
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, progress)
             .await
     }
 
@@ -336,8 +344,9 @@ impl Handle {
         originator_port: u32,
     ) -> Result<Channel<Msg>, Error> {
         let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let channel_ref = ChannelRef::tracked(sender, self.read_wake.clone());
         let window_size_ref = channel_ref.window_size().clone();
+        let progress = channel_ref.progress().cloned();
 
         self.sender
             .send(Msg::ChannelOpenForwardedTcpIp {
@@ -349,7 +358,7 @@ impl Handle {
             })
             .await
             .map_err(|_| Error::SendError)?;
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, progress)
             .await
     }
 
@@ -358,8 +367,9 @@ impl Handle {
         server_socket_path: A,
     ) -> Result<Channel<Msg>, Error> {
         let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let channel_ref = ChannelRef::tracked(sender, self.read_wake.clone());
         let window_size_ref = channel_ref.window_size().clone();
+        let progress = channel_ref.progress().cloned();
 
         self.sender
             .send(Msg::ChannelOpenForwardedStreamLocal {
@@ -368,7 +378,7 @@ impl Handle {
             })
             .await
             .map_err(|_| Error::SendError)?;
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, progress)
             .await
     }
 
@@ -378,8 +388,9 @@ impl Handle {
         originator_port: u32,
     ) -> Result<Channel<Msg>, Error> {
         let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let channel_ref = ChannelRef::tracked(sender, self.read_wake.clone());
         let window_size_ref = channel_ref.window_size().clone();
+        let progress = channel_ref.progress().cloned();
 
         self.sender
             .send(Msg::ChannelOpenX11 {
@@ -389,7 +400,7 @@ impl Handle {
             })
             .await
             .map_err(|_| Error::SendError)?;
-        self.wait_channel_confirmation(receiver, window_size_ref)
+        self.wait_channel_confirmation(receiver, window_size_ref, progress)
             .await
     }
 
@@ -397,6 +408,7 @@ impl Handle {
         &self,
         mut receiver: Receiver<ChannelMsg>,
         window_size_ref: WindowSizeRef,
+        progress: Option<Arc<ReadProgress>>,
     ) -> Result<Channel<Msg>, Error> {
         loop {
             match receiver.recv().await {
@@ -414,7 +426,7 @@ impl Handle {
                             max_packet_size,
                             window_size: window_size_ref,
                         },
-                        read_half: ChannelReadHalf { receiver },
+                        read_half: ChannelReadHalf { receiver, progress },
                     });
                 }
                 Some(ChannelMsg::OpenFailure(reason)) => {
@@ -537,11 +549,11 @@ impl Session {
             }
             Msg::ChannelOpenAgent { channel_ref } => {
                 let id = self.channel_open_agent()?;
-                self.channels.insert(id, channel_ref);
+                self.channels.insert(id, ServerChannel::new(channel_ref));
             }
             Msg::ChannelOpenSession { channel_ref } => {
                 let id = self.channel_open_session()?;
-                self.channels.insert(id, channel_ref);
+                self.channels.insert(id, ServerChannel::new(channel_ref));
             }
             Msg::ChannelOpenDirectTcpIp {
                 host_to_connect,
@@ -556,14 +568,14 @@ impl Session {
                     &originator_address,
                     originator_port,
                 )?;
-                self.channels.insert(id, channel_ref);
+                self.channels.insert(id, ServerChannel::new(channel_ref));
             }
             Msg::ChannelOpenDirectStreamLocal {
                 socket_path,
                 channel_ref,
             } => {
                 let id = self.channel_open_direct_streamlocal(&socket_path)?;
-                self.channels.insert(id, channel_ref);
+                self.channels.insert(id, ServerChannel::new(channel_ref));
             }
             Msg::ChannelOpenForwardedTcpIp {
                 connected_address,
@@ -578,14 +590,14 @@ impl Session {
                     &originator_address,
                     originator_port,
                 )?;
-                self.channels.insert(id, channel_ref);
+                self.channels.insert(id, ServerChannel::new(channel_ref));
             }
             Msg::ChannelOpenForwardedStreamLocal {
                 server_socket_path,
                 channel_ref,
             } => {
                 let id = self.channel_open_forwarded_streamlocal(&server_socket_path)?;
-                self.channels.insert(id, channel_ref);
+                self.channels.insert(id, ServerChannel::new(channel_ref));
             }
             Msg::ChannelOpenX11 {
                 originator_address,
@@ -593,7 +605,7 @@ impl Session {
                 channel_ref,
             } => {
                 let id = self.channel_open_x11(&originator_address, originator_port)?;
-                self.channels.insert(id, channel_ref);
+                self.channels.insert(id, ServerChannel::new(channel_ref));
             }
             Msg::TcpIpForward {
                 address,
@@ -660,6 +672,9 @@ impl Session {
         let reading = start_reading(stream_read, buffer, opening_cipher);
         pin!(reading);
         let mut is_reading = None;
+
+        // Channel readers that caught up (or went away) wake the loop through this.
+        let read_wake = self.sender.read_wake.clone();
 
         #[allow(clippy::panic)] // false positive in macro
         while !self.common.disconnected {
@@ -779,6 +794,11 @@ impl Session {
                 () = &mut inactivity_timer => {
                     debug!("timeout");
                     return Err(crate::Error::InactivityTimeout.into());
+                }
+                // Moving backlogs only touches local queues, and a WINDOW_ADJUST goes
+                // to `enc.write`, which `flush` holds back during a kex: safe then too.
+                () = read_wake.notified() => {
+                    self.service_waiting_channels(&mut handler)?;
                 }
                 msg = self.priority_receiver.recv(), if !self.kex.active() => {
                     match msg {
@@ -1110,8 +1130,10 @@ impl Session {
                     });
                     enc.channels
                         .insert(pending.sender_channel, pending.channel_params);
-                    self.channels
-                        .insert(pending.sender_channel, pending.channel_ref);
+                    self.channels.insert(
+                        pending.sender_channel,
+                        ServerChannel::new(pending.channel_ref),
+                    );
                 }
                 Err(reason) => {
                     push_packet!(enc.write, {
@@ -1625,6 +1647,7 @@ mod tests {
             priority_sender,
             sender,
             channel_buffer_size: config.channel_buffer_size,
+            read_wake: Arc::new(tokio::sync::Notify::new()),
         };
 
         Session {
