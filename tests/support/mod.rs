@@ -5,6 +5,7 @@
 pub mod forward;
 pub mod kube;
 pub mod postgres;
+pub mod process;
 pub mod terminal;
 
 use std::io::{BufRead, BufReader};
