@@ -6,6 +6,7 @@ pub mod forward;
 pub mod kube;
 pub mod mux;
 pub mod postgres;
+pub mod process;
 pub mod terminal;
 
 use std::io::{BufRead, BufReader};
@@ -113,11 +114,6 @@ impl Gateway {
             dev_key: dev.private,
             child,
         }
-    }
-
-    /// The `ssh-gateway dev` process.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Waits up to `limit` for the gateway to exit by itself.
