@@ -231,9 +231,15 @@ async fn handle_connection(
                         goodbye.as_mut().reset(tokio::time::Instant::now() + GOODBYE_GRACE);
                     } else {
                         kill.cancel();
+                        session.abort();
                     }
                 }
-                _ = &mut goodbye, if leaving => kill.cancel(),
+                // Time's up: shut the socket, and end the session task even if it is
+                // waiting on something other than the socket.
+                _ = &mut goodbye, if leaving => {
+                    kill.cancel();
+                    session.abort();
+                }
             }
         }
     }
