@@ -11,8 +11,8 @@
 //! an in-process russh client opens N TCP connections with at most LOAD_CONCURRENCY
 //! in flight, completes key exchange and ed25519 public-key authentication on each,
 //! and (LOAD_CHANNEL=1, the default) opens one session channel on each that asks for
-//! nothing, as an idle `ssh -N` or a ControlMaster's first session would. Then all
-//! are held idle, measured, and closed at once.
+//! nothing yet (LOAD_CHANNEL=0 holds bare connections, like `ssh -N`). Then all are
+//! held idle, measured, and closed at once.
 //!
 //! Figures come from the gateway's /proc/<pid>: VmRSS, the number of open
 //! descriptors, and utime+stime for "per core" (connections per CPU second the
@@ -148,7 +148,11 @@ impl Gateway {
 /// The parent of `pid`, from /proc/<pid>/stat.
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..].split_whitespace().nth(1)?.parse().ok()
+    stat[stat.rfind(')')? + 2..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// The gateway process under `root`: `root` itself, or (when a wrapper such as
@@ -251,10 +255,16 @@ fn start_gateway(dir: &Path, max: usize) -> Gateway {
         .stderr(log)
         .spawn()
         .unwrap();
+    // Owned at once, so that a panic below still ends it.
+    let mut gateway = Gateway {
+        pid: child.id(),
+        child,
+        port,
+    };
     for _ in 0..400 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            let pid = find_gateway(child.id()).expect("the gateway process");
-            return Gateway { child, port, pid };
+            gateway.pid = find_gateway(gateway.child.id()).expect("the gateway process");
+            return gateway;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -442,7 +452,10 @@ fn main() {
         eprintln!("warning: N={max} needs more descriptors than RLIMIT_NOFILE allows ({fd_limit})");
     }
 
-    let dir = tempfile::Builder::new().prefix("sgw-load").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("sgw-load")
+        .tempdir()
+        .unwrap();
     let dir = dir.path();
     let key_path = dir.join("id_ed25519");
     let status = Command::new("ssh-keygen")
@@ -477,9 +490,10 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let store = ssh_gateway::store::Store::open(&format!("sqlite://{}/load.db", dir.display()), 1)
-            .await
-            .unwrap();
+        let store =
+            ssh_gateway::store::Store::open(&format!("sqlite://{}/load.db", dir.display()), 1)
+                .await
+                .unwrap();
         let user = store.user_by_name(USER).await.unwrap();
         let parsed = ssh_gateway::keys::parse_public_key(public_line.trim()).unwrap();
         store
