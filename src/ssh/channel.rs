@@ -91,8 +91,10 @@ pub async fn serve_session(
         },
         _ = ctx.guard.cancelled() => return,
     };
+    // Boxed: until the client asks for a program this task only waits, and an idle
+    // channel should not carry the running session's state (~1.6 KiB) meanwhile.
     let end = tokio::select! {
-        end = run_session(&ctx, rx, tx, spec) => end,
+        end = Box::pin(run_session(&ctx, rx, tx, spec)) => end,
         // Client closed the channel, or the connection is ending: dropping the
         // bridge ends the program.
         _ = ctx.guard.cancelled() => ChannelEnd::Closed,
