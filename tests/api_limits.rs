@@ -65,6 +65,22 @@ fn serve(api_extra: &str) -> Gw {
 }
 
 impl Gw {
+    /// A keep-alive connection that has been answered 200 once, so it holds a slot.
+    fn connect_served(&self) -> TcpStream {
+        for _ in 0..100 {
+            let mut conn = self.connect();
+            let _ = conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n");
+            let mut buf = [0u8; 1024];
+            if let Ok(n) = conn.read(&mut buf)
+                && buf[..n].starts_with(b"HTTP/1.1 200")
+            {
+                return conn;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no connection was served");
+    }
+
     fn connect(&self) -> TcpStream {
         let conn = TcpStream::connect(("127.0.0.1", self.api_port)).unwrap();
         conn.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -143,7 +159,9 @@ fn over_the_connection_cap_new_clients_are_turned_away_and_ssh_is_untouched() {
     // Idle connections may stay for the length of the test: the header timeout
     // (which also bounds idle keep-alive connections) is set well past it.
     let gw = serve("max_connections = 8\nheader_timeout_secs = 300");
-    let mut idle: Vec<TcpStream> = (0..8).map(|_| gw.connect()).collect();
+    // Each of the 8 proves it holds a slot by being served once and kept alive (the
+    // harness's own readiness probe may still hold a slot for a moment at start).
+    let mut idle: Vec<TcpStream> = (0..8).map(|_| gw.connect_served()).collect();
 
     // The ninth is answered (503) or closed, at once rather than left waiting.
     let mut ninth = gw.connect();
