@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::process::wait_until;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -93,17 +95,6 @@ fn signal(pid: u32, name: &str) -> bool {
         .arg(pid.to_string())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 /// Runs `cmd` to completion, or kills it and fails after `limit`.

@@ -33,3 +33,24 @@ pub fn fd_offset(pid: u32, fd: u32) -> Option<u64> {
         .find_map(|line| line.strip_prefix("pos:"))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// Whether a process whose command line matches `pattern` is running (`pgrep -f`).
+pub fn running(pattern: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-f", pattern])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Polls `cond` every 100 ms for up to `limit`; whether it became true.
+pub fn wait_until(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
