@@ -19,6 +19,7 @@ use crate::conn::Registry;
 use crate::conn::admission::Admission;
 use crate::conn::events::{Events, LogSubscriber};
 use crate::control::{ControlPlane, KubernetesControlPlane, StaticControlPlane};
+use crate::helper::Placer;
 use crate::kubernetes;
 use crate::ssh::{self, Gateway, hostkeys};
 use crate::store::Store;
@@ -140,6 +141,8 @@ impl Bound {
             backend,
             registry: registry.clone(),
             admission: Admission::new(limits),
+            sftp_server: config.sftp.server,
+            placer: Arc::new(Placer::new(config.sftp.helper_dir.as_deref())),
         });
         ssh::log_listening(ssh_addr, &host_key);
         tracing::info!(addr = %api_addr, "API listening");

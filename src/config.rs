@@ -38,6 +38,9 @@ pub struct Config {
     /// Pre-authentication caps and penalties for the SSH listener.
     #[serde(default)]
     pub admission: AdmissionConfig,
+    /// Which SFTP server sessions get, and where the in-workload helper may go.
+    #[serde(default)]
+    pub sftp: SftpConfig,
     pub database: DatabaseConfig,
     #[serde(default)]
     pub backend: BackendConfig,
@@ -143,6 +146,29 @@ impl AdmissionConfig {
             penalty_exempt,
         })
     }
+}
+
+/// The SFTP subsystem, and the remote side of legacy scp, in workloads that may lack
+/// OpenSSH: the gateway carries its own helper (crates/helper) and places it there.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftpConfig {
+    /// `auto`: the image's own sftp-server when it has one (behaviour is exactly
+    /// OpenSSH's), the helper otherwise. `workload`: only the image's own. `helper`:
+    /// always the helper.
+    pub server: SftpServer,
+    /// An absolute directory to place the helper in when `$HOME/.cache` will not do,
+    /// tried before `/tmp` and `/dev/shm`.
+    pub helper_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SftpServer {
+    #[default]
+    Auto,
+    Workload,
+    Helper,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -445,6 +471,14 @@ impl Config {
         }
         if self.ssh.max_connections == 0 {
             return invalid("ssh.max_connections", "must be at least 1");
+        }
+        if let Some(dir) = &self.sftp.helper_dir
+            && (!dir.starts_with('/') || dir.chars().any(char::is_control))
+        {
+            return invalid(
+                "sftp.helper_dir",
+                "must be an absolute path without control characters",
+            );
         }
         let a = &self.admission;
         if a.max_unauthenticated == 0 {

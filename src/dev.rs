@@ -52,6 +52,7 @@ pub fn config(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -
             ..ApiConfig::default()
         },
         admission: AdmissionConfig::default(),
+        sftp: Default::default(),
         database: DatabaseConfig {
             url: sqlite_url(data_dir),
             max_connections: 5,

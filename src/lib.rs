@@ -10,6 +10,7 @@ pub mod config;
 pub mod conn;
 pub mod control;
 pub mod dev;
+pub mod helper;
 pub mod keys;
 pub mod kubernetes;
 pub mod route;

@@ -245,6 +245,13 @@ impl ControlPlane for KubernetesControlPlane {
                 "{target} has no container named by its configuration"
             ))
         })?;
+        let container_id = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == container))
+            .and_then(|c| c.container_id.clone())
+            .unwrap_or_default();
         Ok(Target::new(
             target.name(),
             Location::Pod {
@@ -252,6 +259,7 @@ impl ControlPlane for KubernetesControlPlane {
                 pod: name,
                 uid,
                 container,
+                container_id,
             },
         ))
     }

@@ -85,7 +85,7 @@ impl Target {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Location {
     /// Local processes in this directory (the embedded default).
     Local { workdir: PathBuf },
@@ -96,6 +96,10 @@ pub enum Location {
         pod: String,
         uid: String,
         container: String,
+        /// The running instance of that container (its runtime id; empty if the
+        /// status does not say): a restart gives a fresh filesystem, and with it a
+        /// new instance for whatever the gateway remembers about the old one.
+        container_id: String,
     },
 }
 

@@ -21,6 +21,7 @@ use crate::bridge;
 use crate::conn::ChannelGuard;
 use crate::conn::events::ChannelEnd;
 use crate::control::{Principal, Target};
+use crate::helper;
 use crate::route::{RouteError, TargetRef};
 
 /// Exit status for "the gateway could not run this" (255 is taken by ssh itself).
@@ -115,12 +116,18 @@ async fn run_session(
             let spec = spec.clone();
             async move {
                 info!(account = %ctx.principal.user_name(), target = %target.id(), program = ?spec.program, tty = spec.pty.is_some(), "starting");
-                gw.backend.exec(&target, spec).await
+                // The same target, just authorized, decides how to serve the program
+                // (the in-workload helper for scp/sftp where the image lacks them).
+                let resolved =
+                    helper::resolve(&gw.placer, gw.sftp_server, gw.backend.as_ref(), &target, spec)
+                        .await?;
+                let process = gw.backend.exec(&target, resolved.spec).await?;
+                Ok((process, resolved.via_helper))
             }
         })
         .await;
-    let process = match started {
-        Ok((_, process)) => process,
+    let (target, process, via_helper) = match started {
+        Ok((target, (process, via_helper))) => (target, process, via_helper),
         Err(refusal) => {
             ctx.refused(&refusal);
             let message = format!("ssh-gateway: {}{newline}", refusal.user_message());
@@ -129,7 +136,11 @@ async fn run_session(
         }
     };
     let counters = ctx.guard.counters();
-    bridge::run_process(rx, tx, ctx.handle.clone(), process, &counters).await
+    let end = bridge::run_process(rx, tx, ctx.handle.clone(), process, &counters).await;
+    if via_helper && end == ChannelEnd::Exit(helper::programs::HELPER_MISSING) {
+        gw.placer.forget(target.location());
+    }
+    end
 }
 
 /// A direct-tcpip channel. Answers the open only once the port is reached, so

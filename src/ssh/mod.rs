@@ -22,12 +22,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::backend::Backend;
-use crate::config::SshConfig;
+use crate::config::{SftpServer, SshConfig};
 use crate::conn::admission::{Admission, ConnPermit};
 use crate::conn::events::{CloseReason, Event};
 use crate::conn::stream::ConnStream;
 use crate::conn::{Conn, Registry};
 use crate::control::ControlPlane;
+use crate::helper::Placer;
 use auth::KeyStore;
 use handler::ConnectionHandler;
 
@@ -43,6 +44,10 @@ pub struct Gateway {
     pub backend: Arc<dyn Backend>,
     pub registry: Arc<Registry>,
     pub admission: Arc<Admission>,
+    /// Which SFTP server sessions get (`[sftp] server`).
+    pub sftp_server: SftpServer,
+    /// What each workload has for file transfers, and the helper copies placed there.
+    pub placer: Arc<Placer>,
 }
 
 /// Modern algorithms only: no SHA-1 (`ssh-rsa` signatures, hmac-sha1, group1/14-sha1),

@@ -8,4 +8,5 @@
 /// The command-line protocol version; bumped when a subcommand changes incompatibly.
 pub const PROTOCOL: u32 = 1;
 
-pub const USAGE: &str = "usage: ssh-gateway-helper version | sftp-server | scp <scp remote arguments>";
+pub const USAGE: &str =
+    "usage: ssh-gateway-helper version | sftp-server | scp <scp remote arguments>";
