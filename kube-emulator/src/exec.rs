@@ -23,6 +23,7 @@ use axum::response::IntoResponse;
 
 use crate::http::{ApiError, Shared, status_response};
 use crate::objects::{Kind, Store};
+use crate::rootfs::Rootfs;
 use crate::ws::{self, Payload, binary_payload, close_frame, frame};
 
 pub const STDIN: u8 = 0;
@@ -108,9 +109,11 @@ pub async fn handle(
         Ok(pod) => pod,
         Err(e) => return e.into_response(),
     };
-    if let Err(e) = pick_container(&pod, q.container.as_deref()) {
-        return e.into_response();
-    }
+    let container = match pick_container(&pod, q.container.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let rootfs = Rootfs::of(&pod, &container);
     if q.command.is_empty() {
         return status_response(
             StatusCode::BAD_REQUEST,
@@ -135,7 +138,7 @@ pub async fn handle(
     let dir = state.store.root.join(&ns).join(&name);
     let store = state.store.clone();
     ws.on_upgrade(move |socket| async move {
-        run(socket, q, v5, dir, store, ns, name).await;
+        run(socket, q, v5, Place { dir, rootfs }, store, ns, name).await;
     })
 }
 
@@ -168,18 +171,36 @@ struct Started {
     pty: Option<sgw_pty::PtyMaster>,
 }
 
-fn spawn(q: &ExecQuery, dir: &std::path::Path, pod: &str) -> std::io::Result<Started> {
+/// Where a pod's processes run: its directory, and the image root if it has one.
+struct Place {
+    dir: std::path::PathBuf,
+    rootfs: Option<Rootfs>,
+}
+
+fn spawn(q: &ExecQuery, place: &Place, pod: &str) -> std::io::Result<Started> {
     let mut cmd = tokio::process::Command::new(&q.command[0]);
     cmd.args(&q.command[1..])
-        .current_dir(dir)
+        .current_dir(&place.dir)
         .env_clear()
         .env(
             "PATH",
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         )
-        .env("HOME", dir)
         .env("HOSTNAME", pod)
         .kill_on_drop(true);
+    match &place.rootfs {
+        Some(rootfs) => {
+            let setup = rootfs.prepare(&place.dir)?;
+            cmd.env("HOME", rootfs.home());
+            // SAFETY: `enter` only makes system calls on memory prepared before fork.
+            unsafe {
+                cmd.pre_exec(move || setup.enter());
+            }
+        }
+        None => {
+            cmd.env("HOME", &place.dir);
+        }
+    }
     if q.tty {
         let pair = sgw_pty::open(WindowSize {
             cols: 80,
@@ -243,7 +264,7 @@ async fn run(
     socket: WebSocket,
     q: ExecQuery,
     v5: bool,
-    dir: std::path::PathBuf,
+    place: Place,
     store: Store,
     ns: String,
     name: String,
@@ -260,7 +281,7 @@ async fn run(
     };
     let _ = out_tx.send(Message::Binary(Bytes::from(vec![first]))).await;
 
-    let mut started = match spawn(&q, &dir, &name) {
+    let mut started = match spawn(&q, &place, &name) {
         Ok(s) => s,
         Err(e) => {
             let message = format!("exec: {:?}: {e}", q.command[0]);

@@ -9,6 +9,7 @@ mod exec;
 mod http;
 mod objects;
 mod portforward;
+mod rootfs;
 mod selector;
 mod table;
 mod watch;

@@ -102,6 +102,11 @@ pub struct KubeGateway {
 impl KubeGateway {
     /// `kubeconfig` overrides the emulator's (to point the gateway somewhere else).
     pub fn start(namespaces: &[&str], kubeconfig: Option<&Path>) -> Self {
+        Self::start_with(namespaces, kubeconfig, "")
+    }
+
+    /// With more configuration (whole TOML sections, such as `[sftp]`).
+    pub fn start_with(namespaces: &[&str], kubeconfig: Option<&Path>, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let emu =
             EmulatorThread::start(&dir.path().join("cluster"), &dir.path().join("kubeconfig"));
@@ -116,7 +121,7 @@ impl KubeGateway {
                 "[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\nhost_key_dir = \"{d}/keys\"\npublic_host = \"gw\"\n\
                  [api]\nlisten = \"127.0.0.1:{api_port}\"\n[database]\nurl = \"sqlite://{d}/gw.db\"\n\
                  [backend]\nkind = \"kubernetes\"\n[control]\nkind = \"kubernetes\"\n\
-                 [kubernetes]\nkubeconfig = \"{kc}\"\nnamespaces = {ns:?}\nrequest_timeout_secs = 3\n",
+                 [kubernetes]\nkubeconfig = \"{kc}\"\nnamespaces = {ns:?}\nrequest_timeout_secs = 3\n{extra}\n",
                 d = dir.path().display(),
                 kc = kubeconfig.display(),
                 ns = namespaces,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod forward;
+pub mod images;
 pub mod kube;
 pub mod mux;
 pub mod postgres;
