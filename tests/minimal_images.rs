@@ -442,3 +442,85 @@ fn five_simultaneous_first_connections_share_one_placement() {
     assert_eq!(copies_under(&home_of(&gw, "mini")).len(), 1);
     assert_eq!(gw.log().matches("helper placed").count(), 1, "{}", gw.log());
 }
+
+/// Two independent SFTP client implementations, as scripts and IDE plugins use them.
+#[test]
+fn paramiko_and_asyncssh_sftp_clients() {
+    let gw = KubeGateway::start(&["default"], None);
+    minimal_pod(&gw, "mini", &images::busybox(), json!({}), json!({}));
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("src.bin");
+    random_file(&src, 5 * 1024 * 1024 + 3);
+    let paramiko = r#"
+import sys, paramiko
+port, key, src, dst = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+c = paramiko.SSHClient()
+c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+c.connect("127.0.0.1", port=port, username="mini", key_filename=key, look_for_keys=False, allow_agent=False)
+s = c.open_sftp()
+s.put(src, "p.bin")
+s.mkdir("pdir")
+s.rename("p.bin", "pdir/p.bin")
+print(sorted(s.listdir("pdir")), s.stat("pdir/p.bin").st_size)
+s.get("pdir/p.bin", dst)
+s.chmod("pdir/p.bin", 0o600)
+print(oct(s.stat("pdir/p.bin").st_mode & 0o777), s.normalize("."))
+c.close()
+"#;
+    let asyncssh = r#"
+import sys, asyncio, asyncssh
+port, key, src, dst = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+async def main():
+    async with asyncssh.connect("127.0.0.1", port=port, username="mini", client_keys=[key], known_hosts=None) as conn:
+        async with conn.start_sftp_client() as s:
+            await s.put(src, "a.bin")
+            await s.makedirs("adir/deep")
+            await s.rename("a.bin", "adir/deep/a.bin")
+            print(sorted(await s.listdir("adir/deep")), (await s.stat("adir/deep/a.bin")).size)
+            await s.get("adir/deep/a.bin", dst)
+            await s.symlink("adir/deep/a.bin", "alink")
+            print(await s.readlink("alink"), await s.realpath("."))
+asyncio.run(main())
+"#;
+    let size = (5 * 1024 * 1024 + 3).to_string();
+    for (name, script, listed) in [
+        ("paramiko", paramiko, "['p.bin']"),
+        ("asyncssh", asyncssh, "['a.bin']"),
+    ] {
+        let dst = local.path().join(format!("{name}.bin"));
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.args(["-W", "ignore", "-c", script])
+            .arg(gw.ssh_port.to_string())
+            .arg(&gw.alice.private)
+            .arg(&src)
+            .arg(&dst);
+        let out = run(cmd);
+        assert!(
+            out.status.success(),
+            "{name}: {}\n{}",
+            stderr(&out),
+            gw.log()
+        );
+        let printed = stdout(&out);
+        assert!(
+            printed.contains(&format!("{listed} {size}")),
+            "{name}: {printed}"
+        );
+        assert_eq!(sha256_file(&dst), sha256_file(&src), "{name}");
+        if name == "paramiko" {
+            assert!(printed.contains("0o600 /home/user"), "{printed}");
+        } else {
+            assert!(printed.contains("adir/deep/a.bin /home/user"), "{printed}");
+        }
+    }
+}
+
+#[test]
+fn server_workload_never_places_the_helper() {
+    let gw = KubeGateway::start_with(&["default"], None, "[sftp]\nserver = \"workload\"\n");
+    minimal_pod(&gw, "mini", &images::busybox(), json!({}), json!({}));
+    let out = sftp_batch(&gw, "mini", "ls\n");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("this sandbox has no sftp-server"), "{}", stderr(&out));
+    assert!(copies_under(&home_of(&gw, "mini")).is_empty());
+}

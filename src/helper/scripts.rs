@@ -83,8 +83,9 @@ pub fn probe(hash_dir: &str, version_line: &str, places: &Places) -> String {
          for p in {sftp_paths}; do\n\
          \x20 if [ -f \"$p\" ] && [ -x \"$p\" ]; then echo \"sftp-server=$p\"; break; fi\n\
          done\n\
-         if command -v scp >/dev/null 2>&1; then echo scp=yes; fi\n\
-         if command -v rsync >/dev/null 2>&1; then echo rsync=yes; fi\n\
+         for t in scp rsync; do\n\
+         \x20 p=$(command -v $t 2>/dev/null) && [ -f \"$p\" ] && [ -x \"$p\" ] && echo \"$t=yes\"\n\
+         done\n\
          for d in {places}; do\n\
          \x20 f=\"$d/$h/helper\"\n\
          \x20 if private \"$d\" && private \"$d/$h\" && [ -f \"$f\" ] && [ ! -L \"$f\" ] && [ -O \"$f\" ] \\\n\

@@ -58,12 +58,39 @@ pub fn keygen(dir: &Path, name: &str, args: &[&str]) -> KeyPair {
 
 impl Gateway {
     pub fn start() -> Self {
+        Self::start_in(Command::new(BIN))
+    }
+
+    /// `dev` on a machine without OpenSSH's sftp-server, scp or rsync: they are hidden
+    /// in a private mount namespace (an empty directory over /usr/lib/openssh, a
+    /// non-executable file over the binaries). Needs root, as CI has.
+    pub fn start_without_openssh() -> Self {
+        let hide = tempfile::tempdir().expect("tempdir");
+        let (empty, plain) = (hide.path().join("empty"), hide.path().join("plain"));
+        std::fs::create_dir(&empty).unwrap();
+        std::fs::write(&plain, "").unwrap();
+        let mut script = format!("mount --bind {} /usr/lib/openssh", empty.display());
+        for bin in ["/usr/bin/scp", "/usr/bin/rsync", "/usr/bin/sftp-server"] {
+            if Path::new(bin).exists() {
+                script.push_str(&format!(" && mount --bind {} {bin}", plain.display()));
+            }
+        }
+        script.push_str(" && exec \"$0\" \"$@\"");
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c", &script, BIN]);
+        let gw = Self::start_in(cmd);
+        // The mounts hold their sources; the directory may go.
+        drop(hide);
+        gw
+    }
+
+    fn start_in(mut command: Command) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let home = dir.path().join("home");
         std::fs::create_dir_all(home.join(".ssh")).unwrap();
         let dev = keygen(&home.join(".ssh"), "id_ed25519", &["-t", "ed25519"]);
         let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
-        let mut child = Command::new(BIN)
+        let mut child = command
             .args([
                 "dev",
                 "--ssh-listen",
