@@ -1,0 +1,329 @@
+//! What the benchmarks share: the servers under comparison (the gateway on its local
+//! and Kubernetes backends, OpenSSH sshd), an OpenSSH client with fixed options, and
+//! timing helpers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const GATEWAY: &str = env!("CARGO_BIN_EXE_ssh-gateway");
+
+pub struct Server {
+    pub name: &'static str,
+    pub port: u16,
+    pub user: String,
+    pub child: Child,
+    /// Keeps the emulator (and its runtime) alive for the Kubernetes row.
+    _cluster: Option<Cluster>,
+}
+
+pub struct Cluster {
+    emulator: Option<kube_emulator::Emulator>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Drop for Cluster {
+    pub fn drop(&mut self) {
+        let _guard = self.runtime.enter();
+        drop(self.emulator.take());
+    }
+}
+
+impl Drop for Server {
+    pub fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+pub fn start_sshd(dir: &Path, pubkey: &str) -> Option<Server> {
+    let sshd = Path::new("/usr/sbin/sshd");
+    if !sshd.exists() {
+        eprintln!(
+            "/usr/sbin/sshd not found (apt-get install openssh-server): skipping the reference"
+        );
+        return None;
+    }
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(dir.join("sshd_host_key"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(dir.join("authorized_keys"), pubkey).unwrap();
+    let port = free_port();
+    let config = dir.join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/sshd_host_key\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nLogLevel ERROR\n\
+             Subsystem sftp /usr/lib/openssh/sftp-server\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(sshd)
+        .arg("-D")
+        .arg("-f")
+        .arg(&config)
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    let user = nix_user();
+    Some(Server {
+        name: "OpenSSH sshd",
+        port,
+        user,
+        child,
+        _cluster: None,
+    })
+}
+
+pub fn nix_user() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+pub fn start_gateway(dir: &Path) -> Server {
+    let mut child = Command::new(GATEWAY)
+        .args([
+            "dev",
+            "--ssh-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.join("gw-data"))
+        .env("HOME", dir.join("home"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut port = 0;
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref().map_while(Result::ok) {
+        if let Some(addr) = line.strip_prefix("SSH on ") {
+            port = addr.rsplit(':').next().unwrap().parse().unwrap();
+            break;
+        }
+    }
+    // Keep reading so the gateway never writes into a closed pipe.
+    std::thread::spawn(move || for _ in lines {});
+    assert!(port != 0, "gateway did not start");
+    Server {
+        name: "ssh-gateway (local)",
+        port,
+        user: "demo".into(),
+        child,
+        _cluster: None,
+    }
+}
+
+/// The gateway on its Kubernetes backend and control plane, against an in-process
+/// kube-emulator holding one pod for sandbox `bench`.
+pub fn start_kube_gateway(dir: &Path, pubkey: &str) -> Server {
+    start_kube_gateway_with(dir, pubkey, "ssh-gateway (Kubernetes)", "kgw", "")
+}
+
+/// As above; `tag` names its files (several may share `dir`), `extra` adds TOML.
+pub fn start_kube_gateway_with(
+    dir: &Path,
+    pubkey: &str,
+    name: &'static str,
+    tag: &str,
+    extra: &str,
+) -> Server {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let emulator = runtime
+        .block_on(kube_emulator::Emulator::start(kube_emulator::Options {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            root: dir.join(format!("{tag}-cluster")),
+            token: None,
+            start_delay: Duration::ZERO,
+        }))
+        .unwrap();
+    emulator
+        .write_kubeconfig(&dir.join(format!("{tag}-kubeconfig")))
+        .unwrap();
+    {
+        let _guard = runtime.enter();
+        let pod = serde_json::json!({
+            "metadata": {"name": "bench-0", "labels": {"ssh-gateway.io/sandbox": "bench"},
+                         "annotations": {"ssh-gateway.io/owner": "bench"}},
+            "spec": {"containers": [{"name": "main", "image": "debian:12"}]},
+        });
+        emulator
+            .store
+            .create(kube_emulator::Kind::Pod, "default", pod)
+            .unwrap();
+    }
+    let (ssh_port, api_port) = (free_port(), free_port());
+    let config = dir.join(format!("{tag}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\nhost_key_dir = \"{d}/{tag}-keys\"\npublic_host = \"gw\"\n\
+             [api]\nlisten = \"127.0.0.1:{api_port}\"\n[database]\nurl = \"sqlite://{d}/{tag}.db\"\n\
+             [backend]\nkind = \"kubernetes\"\n[control]\nkind = \"kubernetes\"\n\
+             [kubernetes]\nkubeconfig = \"{d}/{tag}-kubeconfig\"\n{extra}\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let admin = |args: &[&str]| {
+        let out = Command::new(GATEWAY)
+            .arg("admin")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    admin(&["user", "add", "bench"]);
+    runtime.block_on(async {
+        let store =
+            ssh_gateway::store::Store::open(&format!("sqlite://{}/{tag}.db", dir.display()), 1)
+                .await
+                .unwrap();
+        let user = store.user_by_name("bench").await.unwrap();
+        let key = ssh_gateway::keys::parse_public_key(pubkey).unwrap();
+        store
+            .add_key(ssh_gateway::store::NewKey {
+                user_id: &user.id,
+                name: "bench",
+                key: &key,
+            })
+            .await
+            .unwrap();
+    });
+    let child = Command::new(GATEWAY)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(ssh_port);
+    Server {
+        name,
+        port: ssh_port,
+        user: "bench".into(),
+        child,
+        _cluster: Some(Cluster {
+            emulator: Some(emulator),
+            runtime,
+        }),
+    }
+}
+
+pub fn wait_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("port {port} never opened");
+}
+
+pub struct Client {
+    pub key: PathBuf,
+}
+
+impl Client {
+    pub fn opts(&self, cipher: &str) -> Vec<String> {
+        [
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            &format!("Ciphers={cipher}"),
+            "-i",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([self.key.display().to_string()])
+        .collect()
+    }
+
+    pub fn ssh(&self, server: &Server, cipher: &str, command: &str) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(self.opts(cipher))
+            .args(["-p", &server.port.to_string()])
+            .arg(format!("{}@127.0.0.1", server.user))
+            .arg(command);
+        cmd
+    }
+
+    pub fn scp(&self, server: &Server, cipher: &str, from: &str, to: &str) -> Command {
+        let mut cmd = Command::new("scp");
+        cmd.args(self.opts(cipher))
+            .args(["-P", &server.port.to_string(), from, to]);
+        cmd
+    }
+}
+
+pub fn timed(mut cmd: Command, stdin: Option<&Path>) -> Duration {
+    cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+    if let Some(path) = stdin {
+        cmd.stdin(std::fs::File::open(path).unwrap());
+    } else {
+        cmd.stdin(Stdio::null());
+    }
+    let started = Instant::now();
+    let status = cmd.status().unwrap();
+    let took = started.elapsed();
+    assert!(status.success(), "{cmd:?} failed");
+    took
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
