@@ -404,14 +404,15 @@ impl Sink<'_> {
         }
         self.wire.response()?;
         // As OpenSSH: times are applied (and used up) only if the data was written.
-        if !wrerr && let Some((atime, mtime)) = times.take() {
-            if let Err(e) = sys::utimes(np, atime, mtime) {
-                let e = sys::strerror(sys::errno(&e));
-                note(
-                    [np, b": set times: ", e.as_bytes()].concat(),
-                    &mut self.wire.errs,
-                );
-            }
+        if !wrerr
+            && let Some((atime, mtime)) = times.take()
+            && let Err(e) = sys::utimes(np, atime, mtime)
+        {
+            let e = sys::strerror(sys::errno(&e));
+            note(
+                [np, b": set times: ", e.as_bytes()].concat(),
+                &mut self.wire.errs,
+            );
         }
         match noted {
             None => self.wire.ack(),

@@ -327,7 +327,7 @@ pub const EXTENSIONS: &[(&str, &str)] = &[
 ];
 
 fn id_list(bytes: &[u8]) -> Result<Vec<u32>, ParseError> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(ParseError::Truncated { what: "id list" });
     }
     Ok(bytes
