@@ -4,9 +4,38 @@
 //! Its command line is a small versioned set of subcommands (see [`USAGE`]); the gateway
 //! and the helper it embeds always come from the same build, but a placed copy can
 //! outlive a gateway upgrade, so the gateway places copies by content hash.
+//!
+//! - `sftp-server`: SFTP v3 on stdin/stdout, as OpenSSH's sftp-server ([`sftp`]).
+//! - `scp`: the remote side of the legacy rcp-style scp protocol ([`scp`]).
+
+pub mod scp;
+pub mod sftp;
+pub mod sys;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
 
 /// The command-line protocol version; bumped when a subcommand changes incompatibly.
 pub const PROTOCOL: u32 = 1;
 
-pub const USAGE: &str =
-    "usage: ssh-gateway-helper version | sftp-server | scp <scp remote arguments>";
+pub const USAGE: &str = "usage: ssh-gateway-helper version | sftp-server [-d start_dir] [-u umask] | scp <scp remote arguments>";
+
+/// Runs the helper with its arguments (after the program name).
+pub fn run(args: &[OsString]) -> ExitCode {
+    match args.first().and_then(|a| a.to_str()) {
+        Some("version") => {
+            println!(
+                "ssh-gateway-helper {} {}",
+                PROTOCOL,
+                env!("CARGO_PKG_VERSION")
+            );
+            ExitCode::SUCCESS
+        }
+        Some("sftp-server") => sftp::main(&args[1..]),
+        Some("scp") => scp::main(&args[1..]),
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
