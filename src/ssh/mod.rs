@@ -110,9 +110,15 @@ fn algorithms() -> Preferred {
 /// russh settings; the figures behind them are in notes/russh-tuning.md.
 pub fn russh_config(settings: &SshConfig, host_key: PrivateKey) -> russh::server::Config {
     russh::server::Config {
+        // The comment tells SFTP clients that infer server quirks from the banner
+        // (asyncssh, for one) that SFTP here behaves as OpenSSH's does, reversed
+        // SYMLINK arguments included: whether the image's own sftp-server or the
+        // helper serves it. OpenSSH's own compat patterns match the software version
+        // from its start, so the comment does not make clients treat us as OpenSSH.
         server_id: SshId::Standard(Cow::Borrowed(concat!(
             "SSH-2.0-ssh-gateway_",
-            env!("CARGO_PKG_VERSION")
+            env!("CARGO_PKG_VERSION"),
+            " sftp-as-OpenSSH"
         ))),
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
         // OpenSSH probes with "none" first; delaying that answer costs every login.
