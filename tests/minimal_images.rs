@@ -529,3 +529,73 @@ fn server_workload_never_places_the_helper() {
     );
     assert!(copies_under(&home_of(&gw, "mini")).is_empty());
 }
+
+/// Garbage on the SFTP channel ends that channel with the helper's error; the gateway
+/// and the next transfer are unaffected.
+#[test]
+fn malformed_sftp_packets_end_only_their_channel() {
+    let gw = KubeGateway::start(&["default"], None);
+    minimal_pod(&gw, "mini", &images::busybox(), json!({}), json!({}));
+    // SSH_FXP_INIT v3, then a packet claiming 16 MiB.
+    let mut garbage = vec![0, 0, 0, 5, 1, 0, 0, 0, 3];
+    garbage.extend_from_slice(&[0x01, 0x00, 0x00, 0x00, 0x11, 0xff, 0xff]);
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args(["-s", "mini@127.0.0.1", "sftp"]);
+    let out = support::run_with_input(cmd, &garbage);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ssh-gateway-helper"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sftp_batch(&gw, "mini", "mkdir after\nls\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("after"));
+}
+
+/// A client that stops reading mid-download stalls its own transfer only; when it
+/// reads again the file arrives intact.
+#[test]
+fn a_stalled_download_stalls_only_itself() {
+    let gw = KubeGateway::start(&["default"], None);
+    minimal_pod(&gw, "mini", &images::busybox(), json!({}), json!({}));
+    // 1 GiB, sparse (instant to make): far more than one stall's worth of windows
+    // and buffers, so the client is stopped long before the end.
+    const SIZE: u64 = 1024 * 1024 * 1024;
+    let big = home_of(&gw, "mini").join("big.bin");
+    std::fs::File::create(&big).unwrap().set_len(SIZE).unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let dest = local.path().join("big.bin");
+    let mut cmd = gw.scp(&gw.alice);
+    cmd.arg("mini@127.0.0.1:big.bin").arg(&dest);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    // Stop the client once the download is under way.
+    let started = support::process::wait_until(std::time::Duration::from_secs(60), || {
+        std::fs::metadata(&dest).is_ok_and(|m| m.len() > 0)
+    });
+    assert!(started, "the download never started: {}", gw.log());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let stalled_at = std::fs::metadata(&dest).unwrap().len();
+    // Meanwhile other connections to the same pod work, through the helper too.
+    for i in 0..3 {
+        let out = sftp_batch(&gw, "mini", &format!("mkdir meanwhile{i}\n"));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = ssh(&gw, "mini", "echo alive");
+        assert_eq!(stdout(&out), "alive\n");
+    }
+    assert!(home_of(&gw, "mini").join("meanwhile2").is_dir());
+    let now = std::fs::metadata(&dest).unwrap().len();
+    assert!(now < SIZE, "stalled at {stalled_at}, now {now}");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let same = Command::new("cmp").arg(&big).arg(&dest).status().unwrap();
+    assert!(same.success(), "the resumed download differs");
+}
