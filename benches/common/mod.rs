@@ -26,14 +26,14 @@ pub struct Cluster {
 }
 
 impl Drop for Cluster {
-    pub fn drop(&mut self) {
+    fn drop(&mut self) {
         let _guard = self.runtime.enter();
         drop(self.emulator.take());
     }
 }
 
 impl Drop for Server {
-    pub fn drop(&mut self) {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
