@@ -11,10 +11,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::Command;
-
-use common::{Client, env_usize, median, start_gateway, start_kube_gateway, start_sshd, timed};
+use common::{
+    client_key, env_usize, median, start_gateway, start_kube_gateway, start_sshd, timed,
+    write_payload,
+};
 const CIPHERS: &[&str] = &["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"];
 const LATENCY_RUNS: usize = 20;
 
@@ -35,33 +35,10 @@ fn main() {
         .tempdir()
         .unwrap();
     let dir = dir.path();
-    std::fs::create_dir_all(dir.join("home/.ssh")).unwrap();
-    let key = dir.join("home/.ssh/id_ed25519");
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let pubkey = std::fs::read_to_string(key.with_extension("pub")).unwrap();
-
+    let (client, pubkey) = client_key(dir);
     let payload = dir.join("payload.bin");
-    {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&payload).unwrap());
-        let mut state = 0x1234_5678_9abc_def1u64;
-        let mut block = vec![0u8; 1 << 20];
-        for _ in 0..mib {
-            for chunk in block.chunks_mut(8) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                chunk.copy_from_slice(&state.to_le_bytes());
-            }
-            f.write_all(&block).unwrap();
-        }
-    }
+    write_payload(&payload, mib);
     let bytes = (mib * 1024 * 1024) as f64;
-    let client = Client { key };
     let mut servers = vec![start_gateway(dir), start_kube_gateway(dir, pubkey.trim())];
     if let Some(sshd) = start_sshd(dir, &pubkey) {
         servers.push(sshd);

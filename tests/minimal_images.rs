@@ -570,7 +570,7 @@ fn a_stalled_download_stalls_only_itself() {
     cmd.arg("mini@127.0.0.1:big.bin").arg(&dest);
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+    let child = cmd.spawn().unwrap();
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     // Stop the client once the download is under way.
     let started = support::process::wait_until(std::time::Duration::from_secs(60), || {

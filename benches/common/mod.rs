@@ -173,18 +173,7 @@ pub fn start_kube_gateway_with(
     emulator
         .write_kubeconfig(&dir.join(format!("{tag}-kubeconfig")))
         .unwrap();
-    {
-        let _guard = runtime.enter();
-        let pod = serde_json::json!({
-            "metadata": {"name": "bench-0", "labels": {"ssh-gateway.io/sandbox": "bench"},
-                         "annotations": {"ssh-gateway.io/owner": "bench"}},
-            "spec": {"containers": [{"name": "main", "image": "debian:12"}]},
-        });
-        emulator
-            .store
-            .create(kube_emulator::Kind::Pod, "default", pod)
-            .unwrap();
-    }
+    add_pod(&runtime, &emulator, "bench");
     let (ssh_port, api_port) = (free_port(), free_port());
     let config = dir.join(format!("{tag}.toml"));
     std::fs::write(
@@ -250,6 +239,30 @@ pub fn start_kube_gateway_with(
     }
 }
 
+/// A Running pod for sandbox `id`, owned by the benchmark's user, on the host's
+/// filesystem (so it has OpenSSH's sftp-server, as a full image would).
+fn add_pod(runtime: &tokio::runtime::Runtime, emulator: &kube_emulator::Emulator, id: &str) {
+    let _guard = runtime.enter();
+    let pod = serde_json::json!({
+        "metadata": {"name": format!("{id}-0"), "labels": {"ssh-gateway.io/sandbox": id},
+                     "annotations": {"ssh-gateway.io/owner": "bench"}},
+        "spec": {"containers": [{"name": "main", "image": "debian:12"}]},
+    });
+    emulator
+        .store
+        .create(kube_emulator::Kind::Pod, "default", pod)
+        .unwrap();
+}
+
+impl Server {
+    /// Adds a pod for sandbox `id` to a Kubernetes server's cluster.
+    pub fn add_pod(&self, id: &str) {
+        let cluster = self._cluster.as_ref().expect("a Kubernetes server");
+        let emulator = cluster.emulator.as_ref().expect("running");
+        add_pod(&cluster.runtime, emulator, id);
+    }
+}
+
 pub fn wait_port(port: u16) {
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -305,6 +318,49 @@ impl Client {
         cmd.args(self.opts(cipher))
             .args(["-P", &server.port.to_string(), from, to]);
         cmd
+    }
+}
+
+impl Client {
+    /// `sftp -b batch` as `user` (a sandbox id on the gateways).
+    pub fn sftp(&self, server: &Server, cipher: &str, user: &str, batch: &Path) -> Command {
+        let mut cmd = Command::new("sftp");
+        cmd.args(self.opts(cipher))
+            .args(["-P", &server.port.to_string(), "-b"])
+            .arg(batch)
+            .arg(format!("{user}@127.0.0.1"));
+        cmd
+    }
+}
+
+/// A fresh client key under `dir/home/.ssh`; returns the client and its public key.
+pub fn client_key(dir: &Path) -> (Client, String) {
+    std::fs::create_dir_all(dir.join("home/.ssh")).unwrap();
+    let key = dir.join("home/.ssh/id_ed25519");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pubkey = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    (Client { key }, pubkey)
+}
+
+/// `mib` MiB of incompressible bytes (xorshift), the same every run.
+pub fn write_payload(path: &Path, mib: usize) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut state = 0x1234_5678_9abc_def1u64;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for chunk in block.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes());
+        }
+        f.write_all(&block).unwrap();
     }
 }
 
