@@ -599,3 +599,58 @@ fn a_stalled_download_stalls_only_itself() {
     let same = Command::new("cmp").arg(&big).arg(&dest).status().unwrap();
     assert!(same.success(), "the resumed download differs");
 }
+
+/// What an attacker (or an unlucky user) tries through the helper, with a second SFTP
+/// implementation as the client: names with newlines and control bytes, `..` and a
+/// symlink leading out of HOME (allowed exactly as OpenSSH's sftp-server allows them:
+/// the kernel's permissions decide), and a 4 GiB sparse file read at its end.
+#[test]
+fn odd_names_paths_outside_home_and_a_4_gib_sparse_file() {
+    let gw = KubeGateway::start(&["default"], None);
+    minimal_pod(&gw, "mini", &images::busybox(), json!({}), json!({}));
+    let home = home_of(&gw, "mini");
+    let sparse = home.join("sparse.bin");
+    let f = std::fs::File::create(&sparse).unwrap();
+    f.set_len(4 << 30).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_at(b"tail!", (4 << 30) - 5).unwrap();
+    let script = r#"
+import sys, paramiko
+port, key = int(sys.argv[1]), sys.argv[2]
+c = paramiko.SSHClient()
+c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+c.connect("127.0.0.1", port=port, username="mini", key_filename=key, look_for_keys=False, allow_agent=False)
+s = c.open_sftp()
+odd = "line\nbreak\x01\x1b[31m"
+with s.open(odd, "w") as f:
+    f.write("odd")
+print(repr(odd in s.listdir(".")))
+print(s.open("../../etc/passwd").read().decode().splitlines()[0])
+s.symlink("/etc/group", "out")
+print(s.open("out").read().decode().splitlines()[0])
+try:
+    s.open("/root/secret", "w")
+    print("wrote into /root")
+except IOError as e:
+    print("refused:", e)
+print(s.stat("sparse.bin").st_size)
+with s.open("sparse.bin") as f:
+    f.seek((4 << 30) - 5)
+    print(f.read(5).decode())
+c.close()
+"#;
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-W", "ignore", "-c", script])
+        .arg(gw.ssh_port.to_string())
+        .arg(&gw.alice.private);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), gw.log());
+    assert_eq!(
+        stdout(&out),
+        "True\nroot:x:0:0:root:/root:/bin/sh\nroot:x:0:\nrefused: [Errno 13] Permission denied\n4294967296\ntail!\n"
+    );
+    assert_eq!(
+        std::fs::read(home.join("line\nbreak\x01\x1b[31m")).unwrap(),
+        b"odd"
+    );
+}
