@@ -129,6 +129,55 @@ fn main() {
         println!("| {} | {} |", s.name, cells.join(" | "));
     }
 
+    // The servers alone, without the gateway: `sftp -D` runs one on the client's
+    // pipes, so only the server process differs between the two rows.
+    let helper_bin = dir.join("ssh-gateway-helper");
+    let embedded = ssh_gateway::helper::embedded::for_arch(std::env::consts::ARCH)
+        .expect("a helper for this machine");
+    std::fs::write(&helper_bin, embedded.bytes).unwrap();
+    std::fs::set_permissions(
+        &helper_bin,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let direct = [
+        (
+            "OpenSSH sftp-server",
+            "/usr/lib/openssh/sftp-server".to_owned(),
+        ),
+        ("helper", format!("{} sftp-server", helper_bin.display())),
+    ];
+    let (mut d_up, mut d_down) = (vec![Vec::new(); 2], vec![Vec::new(); 2]);
+    for _ in 0..rounds {
+        for (i, (_, server)) in direct.iter().enumerate() {
+            let sftp = |batch: &std::path::Path| {
+                let mut cmd = std::process::Command::new("sftp");
+                cmd.arg("-q").arg("-b").arg(batch).arg("-D").arg(server);
+                cmd
+            };
+            d_up[i].push(bytes / timed(sftp(&put), None).as_secs_f64() / 1e6);
+            d_down[i].push(bytes / timed(sftp(&get), None).as_secs_f64() / 1e6);
+            let _ = std::fs::remove_file(&back);
+        }
+    }
+    println!("\n| server, over `sftp -D` (no SSH) | sftp put | sftp get |");
+    println!("|---|---|---|");
+    for (i, (name, _)) in direct.iter().enumerate() {
+        let (u, d) = (median(d_up[i].clone()), median(d_down[i].clone()));
+        let ratio = |v: f64, c: &[Vec<f64>]| {
+            if i == 0 {
+                String::new()
+            } else {
+                format!(" ({:.2}×)", v / median(c[0].clone()))
+            }
+        };
+        println!(
+            "| {name} | {u:.0} MB/s{} | {d:.0} MB/s{} |",
+            ratio(u, &d_up),
+            ratio(d, &d_down)
+        );
+    }
+
     // First channel on a fresh pod (probe, and for the helper the copy) against the
     // next channels on the same pod.
     let pwd = batch("pwd", "pwd\n".to_owned());
