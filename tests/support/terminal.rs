@@ -137,8 +137,12 @@ pub async fn check_interactive_session(opts: &[String], port: u16, target: &str)
     );
 
     // (If ^C were lost, the marker could not arrive before wait_for's 20 s limit.)
-    term.type_line("sleep 30; echo \"slept-$((40+2))\"").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // ^C only once the foreground job runs (its output cannot be the echo of what was
+    // typed): the job announces itself and becomes the sleep, so the interrupt can
+    // neither flush the still-queued line nor land between two commands of a list.
+    term.type_line("sh -c 'echo \"run$((1+1))ning\"; exec sleep 30'; echo \"slept-$((40+2))\"")
+        .await;
+    term.wait_for("run2ning").await;
     term.master.write_all(&[0x03]).await.unwrap();
     let shown = term.run("echo still-here", "alive").await;
     assert!(
