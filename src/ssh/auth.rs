@@ -55,6 +55,36 @@ pub fn check_signature_algorithm(algorithm: &Algorithm) -> bool {
     *algorithm != (Algorithm::Rsa { hash: None })
 }
 
+/// Keys (by SHA-256 fingerprint) that passed the key policy. The verdict is a pure
+/// function of the key's bytes, and the Ed25519 torsion check alone costs about as
+/// much as a signature verification, paid on every login and offer otherwise.
+static POLICY_PASSED: PassedKeys = PassedKeys::new();
+
+struct PassedKeys(std::sync::Mutex<Option<std::collections::HashSet<String>>>);
+
+impl PassedKeys {
+    /// Remembered at most; past it the memory starts over (it is only a cache).
+    const MAX: usize = 16_384;
+
+    const fn new() -> Self {
+        Self(std::sync::Mutex::new(None))
+    }
+
+    fn contains(&self, fingerprint: &str) -> bool {
+        let set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        set.as_ref().is_some_and(|s| s.contains(fingerprint))
+    }
+
+    fn insert(&self, fingerprint: String) {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let set = guard.get_or_insert_with(Default::default);
+        if set.len() >= Self::MAX {
+            set.clear();
+        }
+        set.insert(fingerprint);
+    }
+}
+
 /// Checks the algorithm and policy and finds the key's owner.
 pub async fn authenticate(
     keys: &dyn KeyStore,
@@ -64,8 +94,12 @@ pub async fn authenticate(
     if !check_signature_algorithm(signature_algorithm) {
         return Err(Refusal::Sha1Signature);
     }
-    check_policy(key).map_err(|e| Refusal::Policy(e.to_string()))?;
-    match keys.principal_for(&fingerprint(key)).await {
+    let fingerprint = fingerprint(key);
+    if !POLICY_PASSED.contains(&fingerprint) {
+        check_policy(key).map_err(|e| Refusal::Policy(e.to_string()))?;
+        POLICY_PASSED.insert(fingerprint.clone());
+    }
+    match keys.principal_for(&fingerprint).await {
         Ok(Some(principal)) => Ok(principal),
         Ok(None) => Err(Refusal::UnknownKey),
         Err(e) => Err(Refusal::StoreFailed(e)),
