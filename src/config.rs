@@ -276,6 +276,14 @@ pub struct KubernetesConfig {
     /// Annotation holding further user names, comma-separated.
     #[serde(default = "default_members_annotation")]
     pub members_annotation: String,
+    /// How long a connection to a paused workload (a StatefulSet at 0 replicas) waits
+    /// for it to be scaled up and Ready before the user is told it did not come up.
+    #[serde(default = "default_resume_timeout")]
+    pub resume_timeout_secs: u64,
+}
+
+fn default_resume_timeout() -> u64 {
+    120
 }
 
 fn default_namespaces() -> Vec<String> {
@@ -306,6 +314,10 @@ fn default_members_annotation() -> String {
 impl KubernetesConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn resume_timeout(&self) -> Duration {
+        Duration::from_secs(self.resume_timeout_secs)
     }
 }
 

@@ -298,6 +298,11 @@ impl Store {
                 "spec": sts["spec"]["template"]["spec"].clone(),
             });
             pod["metadata"]["name"] = json!(name);
+            // As the StatefulSet controller does: the set controls its pods.
+            pod["metadata"]["ownerReferences"] = json!([{
+                "apiVersion": "apps/v1", "kind": "StatefulSet", "name": set,
+                "uid": sts["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true,
+            }]);
             if pod["metadata"]["labels"].is_null() {
                 pod["metadata"]["labels"] = json!({});
             }

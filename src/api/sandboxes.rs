@@ -27,7 +27,7 @@ async fn detail(
     let info = match state.control.describe(&caller.principal(), &target).await {
         Ok(info) => info,
         Err(e @ ControlError::NoAccess(_)) => return Err(ApiError::not_found(e.to_string())),
-        Err(e @ ControlError::NotReady(_)) => {
+        Err(e @ (ControlError::NotReady(_) | ControlError::Paused(_))) => {
             return Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 e.to_string(),

@@ -1,13 +1,23 @@
 //! The Kubernetes control plane: a target is the pod carrying its label (sandbox id,
-//! or training job id plus node index) in the configured namespaces. Owner and members
-//! come from the pod's annotations, else from the store's sandbox row. Every API call
-//! is bounded by the configured timeout.
+//! or training job id plus node index) in the configured namespaces, or the
+//! StatefulSet carrying it, which may be paused at 0 replicas and is then resumed on
+//! connect. Owner and members come from the StatefulSet that controls a pod (the pod
+//! can override nothing), else from the pod's annotations, else from the store's
+//! sandbox row. Every API call is bounded by the configured timeout.
 
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::ListParams;
-use tracing::warn;
+use kube::api::{ListParams, Patch, PatchParams, WatchEvent, WatchParams};
+use kube::core::ObjectMeta;
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
 
+use super::resume::{Progress, Resumes};
 use super::{ControlError, ControlPlane, Location, Principal, Target, TargetInfo};
 use crate::config::KubernetesConfig;
 use crate::route::TargetRef;
@@ -17,6 +27,13 @@ pub struct KubernetesControlPlane {
     client: kube::Client,
     config: KubernetesConfig,
     store: Store,
+    resumes: Resumes,
+}
+
+/// What carries a target's labels, once access to it is settled.
+struct Found {
+    pods: Vec<Pod>,
+    sets: Vec<StatefulSet>,
 }
 
 impl KubernetesControlPlane {
@@ -25,6 +42,7 @@ impl KubernetesControlPlane {
             client,
             config,
             store,
+            resumes: Resumes::default(),
         }
     }
 
@@ -40,11 +58,17 @@ impl KubernetesControlPlane {
         }
     }
 
-    /// Every pod carrying the target's labels, sorted by namespace and name so a
-    /// user's repeat connections reach the same pod.
-    async fn pods(&self, target: &TargetRef) -> Result<Vec<Pod>, ControlError> {
+    /// Every object of a kind carrying the target's labels, sorted by namespace and
+    /// name so a user's repeat connections reach the same pod.
+    async fn list<K>(&self, target: &TargetRef) -> Result<Vec<K>, ControlError>
+    where
+        K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
         let params = ListParams::default().labels(&self.selector(target));
-        let apis: Vec<Api<Pod>> = if self.config.namespaces.is_empty() {
+        let apis: Vec<Api<K>> = if self.config.namespaces.is_empty() {
             vec![Api::all(self.client.clone())]
         } else {
             self.config
@@ -53,28 +77,29 @@ impl KubernetesControlPlane {
                 .map(|ns| Api::namespaced(self.client.clone(), ns))
                 .collect()
         };
+        let kind = K::kind(&());
         let mut found = Vec::new();
         for api in apis {
             let listed = tokio::time::timeout(self.config.request_timeout(), api.list(&params))
                 .await
-                .map_err(|_| ControlError::Unavailable("listing pods timed out".into()))?;
+                .map_err(|_| ControlError::Unavailable(format!("listing {kind} timed out")))?;
             match listed {
                 Ok(list) => found.extend(list.items),
                 // A label value the API server will not parse names nothing.
                 Err(kube::Error::Api(status)) if status.code == 400 => {}
-                Err(e) => return Err(ControlError::Unavailable(format!("listing pods: {e}"))),
+                Err(e) => return Err(ControlError::Unavailable(format!("listing {kind}: {e}"))),
             }
         }
         found.sort_by(|a, b| {
-            (&a.metadata.namespace, &a.metadata.name)
-                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+            let key = |o: &K| (o.meta().namespace.clone(), o.meta().name.clone());
+            key(a).cmp(&key(b))
         });
         Ok(found)
     }
 
-    /// Who may use `pod` and which workload it belongs to, as read from the pod.
-    fn identity(&self, pod: &Pod) -> Identity {
-        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    /// Who may use a workload, as its metadata says.
+    fn identity_of(&self, meta: &ObjectMeta, workload: Option<String>) -> Identity {
+        let annotations = meta.annotations.clone().unwrap_or_default();
         let mut members: Vec<String> = annotations
             .get(&self.config.members_annotation)
             .map(|m| {
@@ -87,13 +112,52 @@ impl KubernetesControlPlane {
         members.sort();
         members.dedup();
         Identity {
-            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-            workload: workload(pod),
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            workload,
             owner: annotations
                 .get(&self.config.owner_annotation)
                 .map(|o| o.trim().to_owned()),
             members,
         }
+    }
+
+    fn set_identity(&self, set: &StatefulSet) -> Identity {
+        let name = set.metadata.name.clone().unwrap_or_default();
+        self.identity_of(&set.metadata, Some(format!("StatefulSet/{name}")))
+    }
+
+    /// Who may use `pod`: its controlling StatefulSet's word when it has one (read
+    /// from the set itself, whose UID must match the pod's owner reference), else the
+    /// pod's own annotations. `None` when the pod names a controller that cannot be
+    /// confirmed, which makes the target unusable.
+    async fn pod_identity(
+        &self,
+        pod: &Pod,
+        sets: &[StatefulSet],
+    ) -> Result<Option<Identity>, ControlError> {
+        let Some(owner) = controller(pod).filter(|o| o.kind == "StatefulSet") else {
+            return Ok(Some(self.identity_of(&pod.metadata, workload(pod))));
+        };
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let listed = sets.iter().find(|s| {
+            s.metadata.namespace.as_deref() == Some(namespace.as_str())
+                && s.metadata.name.as_deref() == Some(owner.name.as_str())
+        });
+        let set = match listed {
+            Some(set) => Some(set.clone()),
+            None => {
+                let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &namespace);
+                tokio::time::timeout(self.config.request_timeout(), api.get_opt(&owner.name))
+                    .await
+                    .map_err(|_| {
+                        ControlError::Unavailable("reading a StatefulSet timed out".into())
+                    })?
+                    .map_err(|e| ControlError::Unavailable(format!("reading a StatefulSet: {e}")))?
+            }
+        };
+        Ok(set
+            .filter(|s| s.metadata.uid.as_deref() == Some(owner.uid.as_str()))
+            .map(|s| self.set_identity(&s)))
     }
 
     async fn allowed(
@@ -117,36 +181,53 @@ impl KubernetesControlPlane {
         }
     }
 
-    /// The pods for `target` once `who` is known to be allowed on them, or the one
-    /// refusal that hides which case it was. Access is read from the pods themselves,
-    /// and every pod carrying the target's labels must agree on it: a decoy (a Pending
-    /// pod with another owner, the same id in another namespace or under another
-    /// controller) makes the target unusable rather than deciding who gets in.
-    async fn authorized_pods(
-        &self,
-        who: &Principal,
-        target: &TargetRef,
-    ) -> Result<Vec<Pod>, ControlError> {
-        let pods = self.pods(target).await?;
-        let Some(first) = pods.first() else {
+    /// The pods and StatefulSets for `target` once `who` is known to be allowed on
+    /// them, or the one refusal that hides which case it was. Access is read from the
+    /// objects themselves, and every object carrying the target's labels must agree on
+    /// it: a decoy (a Pending pod with another owner, the same id in another namespace
+    /// or under another controller, a pod claiming a StatefulSet it does not belong to)
+    /// makes the target unusable rather than deciding who gets in.
+    async fn authorized(&self, who: &Principal, target: &TargetRef) -> Result<Found, ControlError> {
+        let pods: Vec<Pod> = self.list(target).await?;
+        let sets: Vec<StatefulSet> = self.list(target).await?;
+        let mut identities: Vec<(String, Identity)> = sets
+            .iter()
+            .map(|s| {
+                (
+                    format!("statefulset {}", meta_ref(&s.metadata)),
+                    self.set_identity(s),
+                )
+            })
+            .collect();
+        for pod in &pods {
+            match self.pod_identity(pod, &sets).await? {
+                Some(identity) => {
+                    identities.push((format!("pod {}", meta_ref(&pod.metadata)), identity))
+                }
+                None => {
+                    warn!(%target, pod = %meta_ref(&pod.metadata), "pod names a StatefulSet controller that does not exist or has another UID; refusing everyone until resolved");
+                    return Err(ControlError::NoAccess(target.name()));
+                }
+            }
+        }
+        let Some((first_ref, identity)) = identities.first() else {
             return Err(ControlError::NoAccess(target.name()));
         };
-        let identity = self.identity(first);
-        if let Some(other) = pods[1..].iter().find(|p| self.identity(p) != identity) {
+        if let Some((other_ref, other)) = identities[1..].iter().find(|(_, i)| i != identity) {
             warn!(
                 %target,
-                first = %pod_ref(first),
-                conflicting = %pod_ref(other),
+                first = %first_ref,
+                conflicting = %other_ref,
                 first_identity = ?identity,
-                conflicting_identity = ?self.identity(other),
-                "pods carrying this target's labels disagree on owner, members or workload; refusing everyone until resolved"
+                conflicting_identity = ?other,
+                "objects carrying this target's labels disagree on owner, members or workload; refusing everyone until resolved"
             );
             return Err(ControlError::NoAccess(target.name()));
         }
-        if !self.allowed(who, target, &identity).await? {
+        if !self.allowed(who, target, identity).await? {
             return Err(ControlError::NoAccess(target.name()));
         }
-        Ok(pods)
+        Ok(Found { pods, sets })
     }
 
     fn container(&self, pod: &Pod) -> Option<String> {
@@ -178,12 +259,7 @@ struct Identity {
 /// ReplicaSet stands for its Deployment (its name minus the pod-template hash), so a
 /// rolling update is one workload, not two.
 fn workload(pod: &Pod) -> Option<String> {
-    let owner = pod
-        .metadata
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true))?;
+    let owner = controller(pod)?;
     if owner.kind == "ReplicaSet"
         && let Some(hash) = pod
             .metadata
@@ -197,12 +273,44 @@ fn workload(pod: &Pod) -> Option<String> {
     Some(format!("{}/{}", owner.kind, owner.name))
 }
 
-fn pod_ref(pod: &Pod) -> String {
+fn controller(
+    pod: &Pod,
+) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    pod.metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+}
+
+fn meta_ref(meta: &ObjectMeta) -> String {
     format!(
         "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or_default(),
-        pod.metadata.name.as_deref().unwrap_or_default()
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
     )
+}
+
+fn replicas(set: &StatefulSet) -> i32 {
+    set.spec.replicas.unwrap_or(1)
+}
+
+/// What a user is told a pod is doing while they wait for it.
+fn pod_state(pod: &Pod) -> String {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let waiting = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| {
+            cs.iter()
+                .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+        });
+    match (phase(pod), waiting) {
+        ("Running", _) => format!("pod {name} is running; waiting for it to be ready"),
+        (phase, Some(reason)) => format!("pod {name} is {phase} ({reason})"),
+        (phase, None) => format!("pod {name} is {phase}"),
+    }
 }
 
 fn phase(pod: &Pod) -> &str {
@@ -225,9 +333,16 @@ fn ready(pod: &Pod) -> bool {
 #[async_trait::async_trait]
 impl ControlPlane for KubernetesControlPlane {
     async fn resolve(&self, who: &Principal, target: &TargetRef) -> Result<Target, ControlError> {
-        let pods = self.authorized_pods(who, target).await?;
-        let Some(pod) = pods.iter().find(|p| ready(p)) else {
-            let p = &pods[0];
+        let found = self.authorized(who, target).await?;
+        let Some(pod) = found.pods.iter().find(|p| ready(p)) else {
+            // Paused, or waking (by another connection, replica or anyone): either
+            // way `resume` is what waits for it.
+            if !found.sets.is_empty() {
+                return Err(ControlError::Paused(target.name()));
+            }
+            let Some(p) = found.pods.first() else {
+                return Err(ControlError::NoAccess(target.name()));
+            };
             let state = if p.metadata.deletion_timestamp.is_some() {
                 "Terminating"
             } else {
@@ -264,21 +379,81 @@ impl ControlPlane for KubernetesControlPlane {
         ))
     }
 
+    async fn resume(
+        &self,
+        who: &Principal,
+        target: &TargetRef,
+        notes: Option<&tokio::sync::mpsc::Sender<String>>,
+    ) -> Result<Duration, ControlError> {
+        // Authorization first: an unknown or forbidden id never wakes anything.
+        let found = self.authorized(who, target).await?;
+        if found.pods.iter().any(ready) {
+            return Ok(Duration::ZERO);
+        }
+        let Some(set) = found
+            .sets
+            .iter()
+            .find(|s| replicas(s) == 0)
+            .or(found.sets.first())
+        else {
+            return Err(ControlError::NotReady(format!(
+                "{target} is not ready; try again in a moment"
+            )));
+        };
+        let scale = replicas(set) == 0;
+        if let Some(notes) = notes {
+            let what = if scale {
+                "is paused; resuming it"
+            } else {
+                "is starting; waiting for it"
+            };
+            let _ = notes.send(format!("{} {what}", target.name())).await;
+        }
+        let wake = Wake {
+            scale,
+            client: self.client.clone(),
+            namespace: set.metadata.namespace.clone().unwrap_or_default(),
+            name: set.metadata.name.clone().unwrap_or_default(),
+            uid: set.metadata.uid.clone().unwrap_or_default(),
+            selector: self.selector(target),
+            request_timeout: self.config.request_timeout(),
+            limit: self.config.resume_timeout(),
+        };
+        let key = format!("{}/{}", wake.namespace, wake.name);
+        info!(%target, statefulset = %key, account = %who.user_name(), "resuming");
+        self.resumes
+            .join(&key, move |progress| wake.run(progress), notes)
+            .await
+            .map_err(|reason| {
+                ControlError::NotReady(format!("{target} could not be resumed: {reason}"))
+            })
+    }
+
     async fn describe(
         &self,
         who: &Principal,
         target: &TargetRef,
     ) -> Result<TargetInfo, ControlError> {
-        let pods = self.authorized_pods(who, target).await?;
-        let pod = pods.iter().find(|p| ready(p)).unwrap_or(&pods[0]);
-        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-        let owner = annotations
-            .get(&self.config.owner_annotation)
+        let found = self.authorized(who, target).await?;
+        let pod = found.pods.iter().find(|p| ready(p)).or(found.pods.first());
+        let set = found.sets.first();
+        let meta = match (pod, set) {
+            (Some(p), None) => &p.metadata,
+            (_, Some(s)) => &s.metadata,
+            (None, None) => return Err(ControlError::NoAccess(target.name())),
+        };
+        let owner = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(&self.config.owner_annotation))
             .cloned()
             .unwrap_or_default();
-        let status = if ready(pod) { "running" } else { "starting" };
-        let created_at = pod
-            .metadata
+        let status = match pod {
+            Some(p) if ready(p) => "running",
+            _ if set.is_some_and(|s| replicas(s) == 0) => "paused",
+            _ => "starting",
+        };
+        let created_at = meta
             .creation_timestamp
             .as_ref()
             .map(|t| t.0.as_millisecond())
@@ -289,5 +464,106 @@ impl ControlPlane for KubernetesControlPlane {
             status,
             created_at,
         })
+    }
+}
+
+/// Scales one paused StatefulSet to a replica and waits, on a watch, until a pod it
+/// controls is Ready.
+struct Wake {
+    /// Whether to scale up (it was at 0) or only wait (it is on its way already).
+    scale: bool,
+    client: kube::Client,
+    namespace: String,
+    name: String,
+    uid: String,
+    selector: String,
+    request_timeout: Duration,
+    limit: Duration,
+}
+
+impl Wake {
+    async fn run(self, progress: Progress) -> Result<Duration, String> {
+        let started = Instant::now();
+        if self.scale {
+            self.scale_up(&progress).await?;
+        }
+        match tokio::time::timeout(self.limit, self.until_ready(&progress)).await {
+            Ok(Ok(())) => Ok(started.elapsed()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!(
+                "it did not become ready within {} s (last seen: {}); check its events with kubectl describe",
+                self.limit.as_secs(),
+                progress.last().unwrap_or_else(|| "no pod yet".into())
+            )),
+        }
+    }
+
+    async fn scale_up(&self, progress: &Progress) -> Result<(), String> {
+        let sets: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace);
+        info!(statefulset = %format!("{}/{}", self.namespace, self.name), "scaling up to 1 replica");
+        progress.note(format!(
+            "scaling StatefulSet {}/{} to 1 replica",
+            self.namespace, self.name
+        ));
+        let scale = Patch::Merge(serde_json::json!({"spec": {"replicas": 1}}));
+        match tokio::time::timeout(
+            self.request_timeout,
+            sets.patch_scale(&self.name, &PatchParams::default(), &scale),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                warn!(statefulset = %self.name, error = %e, "scale-up refused");
+                Err("the cluster refused to scale it up (see the gateway's log)".into())
+            }
+            Err(_) => Err("the Kubernetes API did not answer the scale-up in time".into()),
+        }
+    }
+
+    fn owned_ready(&self, pod: &Pod) -> bool {
+        controller(pod).is_some_and(|o| o.uid == self.uid) && ready(pod)
+    }
+
+    /// Lists, then watches from the list's version; a watch that ends or errs is
+    /// picked up again from a fresh list.
+    async fn until_ready(&self, progress: &Progress) -> Result<(), String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        loop {
+            let list = tokio::time::timeout(
+                self.request_timeout,
+                pods.list(&ListParams::default().labels(&self.selector)),
+            )
+            .await
+            .map_err(|_| "the Kubernetes API did not answer in time".to_owned())?
+            .map_err(|e| format!("listing its pods failed: {e}"))?;
+            for pod in &list.items {
+                if self.owned_ready(pod) {
+                    return Ok(());
+                }
+                progress.note(pod_state(pod));
+            }
+            let version = list.metadata.resource_version.unwrap_or_default();
+            let params = WatchParams::default().labels(&self.selector).timeout(60);
+            let Ok(stream) = pods.watch(&params, &version).await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let mut stream = stream.boxed();
+            while let Ok(Some(event)) = stream.try_next().await {
+                match event {
+                    WatchEvent::Added(pod) | WatchEvent::Modified(pod) => {
+                        if self.owned_ready(&pod) {
+                            return Ok(());
+                        }
+                        if controller(&pod).is_some_and(|o| o.uid == self.uid) {
+                            progress.note(pod_state(&pod));
+                        }
+                    }
+                    WatchEvent::Error(_) => break,
+                    WatchEvent::Deleted(_) | WatchEvent::Bookmark(_) => {}
+                }
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! whether the target exists.
 
 mod kubernetes;
+pub mod resume;
 mod static_plane;
 
 use std::path::PathBuf;
@@ -120,6 +121,10 @@ pub enum ControlError {
     /// Only said to users who may use the target.
     #[error("{0}")]
     NotReady(String),
+    /// The target's workload is paused (scaled to zero); `resume` wakes it. Only
+    /// said to users who may use the target.
+    #[error("{0} is paused")]
+    Paused(String),
     /// The control plane itself failed; details go to the log, not the user.
     #[error("the gateway cannot reach its control plane right now; try again in a moment")]
     Unavailable(String),
@@ -129,6 +134,20 @@ pub enum ControlError {
 pub trait ControlPlane: Send + Sync + 'static {
     /// Checks `who` may use `target` and says where it runs.
     async fn resolve(&self, who: &Principal, target: &TargetRef) -> Result<Target, ControlError>;
+    /// Wakes a target `resolve` called paused, once `who` is known to be allowed, and
+    /// returns when it is ready (then `resolve` names where it runs). Progress notes
+    /// for the user go to `notes`. Concurrent callers share one resume.
+    async fn resume(
+        &self,
+        who: &Principal,
+        target: &TargetRef,
+        notes: Option<&tokio::sync::mpsc::Sender<String>>,
+    ) -> Result<std::time::Duration, ControlError> {
+        let _ = (who, notes);
+        Err(ControlError::NotReady(format!(
+            "{target} is paused, and this gateway's control plane cannot resume it"
+        )))
+    }
     /// Describes a target for the API, with the same access rule as `resolve`.
     async fn describe(
         &self,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use russh::server::{ChannelOpenHandle, Handle, Msg};
 use russh::{Channel, ChannelReadHalf, ChannelWriteHalf};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use super::Gateway;
@@ -20,7 +20,7 @@ use crate::backend::{BackendError, ExecSpec};
 use crate::bridge;
 use crate::conn::ChannelGuard;
 use crate::conn::events::ChannelEnd;
-use crate::control::{Principal, Target};
+use crate::control::{ControlError, Principal, Target};
 use crate::helper;
 use crate::route::{RouteError, TargetRef};
 
@@ -36,8 +36,10 @@ pub struct ChannelCtx {
 }
 
 impl ChannelCtx {
-    /// Authorizes the target for this channel; see the module comment.
-    async fn authorize(&self) -> Result<Target, Refusal> {
+    /// Authorizes the target for this channel; see the module comment. A paused
+    /// target is resumed (once; authorization is decided before), with what the wait
+    /// is about sent to `notes` for the user.
+    async fn authorize(&self, notes: Option<&mpsc::Sender<String>>) -> Result<Target, Refusal> {
         match still_valid(self.gw.keys.as_ref(), &self.principal).await {
             Ok(true) => {}
             Ok(false) => return Err(Refusal::KeyRevoked),
@@ -47,20 +49,39 @@ impl ChannelCtx {
             Ok(t) => t,
             Err(e) => return Err(Refusal::Route(e.clone())),
         };
-        Ok(self.gw.control.resolve(&self.principal, target_ref).await?)
+        match self.gw.control.resolve(&self.principal, target_ref).await {
+            Err(ControlError::Paused(name)) => {
+                let took = self
+                    .gw
+                    .control
+                    .resume(&self.principal, target_ref, notes)
+                    .await?;
+                if let Some(n) = notes {
+                    let _ = n
+                        .send(format!("{name} is ready ({:.1} s)", took.as_secs_f64()))
+                        .await;
+                }
+                Ok(self.gw.control.resolve(&self.principal, target_ref).await?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Runs `op` on a freshly authorized target; if the backend reports the target
     /// gone (its pod was replaced), authorizes once more and retries on whatever the
     /// control plane names now.
-    async fn with_target<T, F, Fut>(&self, op: F) -> Result<(Target, T), Refusal>
+    async fn with_target<T, F, Fut>(
+        &self,
+        notes: Option<&mpsc::Sender<String>>,
+        op: F,
+    ) -> Result<(Target, T), Refusal>
     where
         F: Fn(Target) -> Fut,
         Fut: std::future::Future<Output = Result<T, BackendError>>,
     {
         let mut retried = false;
         loop {
-            let target = self.authorize().await?;
+            let target = self.authorize(notes).await?;
             match op(target.clone()).await {
                 Ok(value) => return Ok((target, value)),
                 Err(BackendError::Gone(_)) if !retried => {
@@ -111,8 +132,18 @@ async fn run_session(
 ) -> ChannelEnd {
     let newline = if spec.pty.is_some() { "\r\n" } else { "\n" };
     let gw = &ctx.gw;
-    let started = ctx
-        .with_target(|target| {
+    // What a wait is about (a paused workload waking) goes to the user as stderr,
+    // never into stdout, so scp, sftp and rsync streams stay clean.
+    let (notes_tx, mut notes_rx) = mpsc::channel::<String>(16);
+    let note = |text: String| {
+        let line = format!("ssh-gateway: {text}{newline}");
+        let tx = &tx;
+        async move {
+            let _ = tx.extended_data_bytes(1, line.into_bytes()).await;
+        }
+    };
+    let starting = ctx
+        .with_target(Some(&notes_tx), |target| {
             let spec = spec.clone();
             async move {
                 info!(account = %ctx.principal.user_name(), target = %target.id(), program = ?spec.program, tty = spec.pty.is_some(), "starting");
@@ -124,8 +155,17 @@ async fn run_session(
                 let process = gw.backend.exec(&target, resolved.spec).await?;
                 Ok((process, resolved.via_helper))
             }
-        })
-        .await;
+        });
+    tokio::pin!(starting);
+    let started = loop {
+        tokio::select! {
+            started = &mut starting => break started,
+            Some(text) = notes_rx.recv() => note(text).await,
+        }
+    };
+    while let Ok(text) = notes_rx.try_recv() {
+        note(text).await;
+    }
     let (target, process, via_helper) = match started {
         Ok((target, (process, via_helper))) => (target, process, via_helper),
         Err(refusal) => {
@@ -153,7 +193,7 @@ pub async fn serve_direct_tcpip(
 ) {
     let gw = &ctx.gw;
     let opened = tokio::select! {
-        opened = ctx.with_target(|target| async move { gw.backend.connect(&target, port).await }) => opened,
+        opened = ctx.with_target(None, |target| async move { gw.backend.connect(&target, port).await }) => opened,
         _ = ctx.guard.cancelled() => return,
     };
     let stream = match opened {

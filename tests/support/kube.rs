@@ -18,6 +18,11 @@ pub struct EmulatorThread {
 
 impl EmulatorThread {
     pub fn start(root: &Path, kubeconfig: &Path) -> Self {
+        Self::start_delayed(root, kubeconfig, Duration::ZERO)
+    }
+
+    /// Pods a StatefulSet creates turn Running and Ready after `start_delay`.
+    pub fn start_delayed(root: &Path, kubeconfig: &Path, start_delay: Duration) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -28,7 +33,7 @@ impl EmulatorThread {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 root: root.to_owned(),
                 token: None,
-                start_delay: Duration::ZERO,
+                start_delay,
             }))
             .unwrap();
         emulator.write_kubeconfig(kubeconfig).unwrap();
@@ -60,6 +65,17 @@ impl EmulatorThread {
             .store
             .create(Kind::Pod, ns, manifest)
             .unwrap();
+    }
+
+    /// Creates any object the emulator stores (a StatefulSet, say).
+    pub fn create(&self, kind: Kind, ns: &str, manifest: Value) {
+        let _guard = self.runtime.enter();
+        self.emulator().store.create(kind, ns, manifest).unwrap();
+    }
+
+    pub fn get(&self, kind: Kind, ns: &str, name: &str) -> Value {
+        let _guard = self.runtime.enter();
+        self.emulator().store.get(kind, ns, name).unwrap()
     }
 
     /// Changes a stored pod, as `kubectl edit` would.
@@ -107,9 +123,22 @@ impl KubeGateway {
 
     /// With more configuration (whole TOML sections, such as `[sftp]`).
     pub fn start_with(namespaces: &[&str], kubeconfig: Option<&Path>, extra: &str) -> Self {
+        Self::start_full(namespaces, kubeconfig, extra, Duration::ZERO)
+    }
+
+    /// Everything: more configuration, and the emulator's pod start delay.
+    pub fn start_full(
+        namespaces: &[&str],
+        kubeconfig: Option<&Path>,
+        extra: &str,
+        start_delay: Duration,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let emu =
-            EmulatorThread::start(&dir.path().join("cluster"), &dir.path().join("kubeconfig"));
+        let emu = EmulatorThread::start_delayed(
+            &dir.path().join("cluster"),
+            &dir.path().join("kubeconfig"),
+            start_delay,
+        );
         let (ssh_port, api_port) = (free_port(), free_port());
         let config = dir.path().join("gateway.toml");
         let kubeconfig = kubeconfig
