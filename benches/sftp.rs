@@ -38,6 +38,7 @@ fn main() {
         "gateway → pod, image's own sftp-server",
         "own",
         "",
+        Duration::ZERO,
     );
     let helper = start_kube_gateway_with(
         dir,
@@ -45,6 +46,7 @@ fn main() {
         "gateway → pod, helper",
         "helper",
         "[sftp]\nserver = \"helper\"\n",
+        Duration::ZERO,
     );
     let mut servers = vec![own, helper];
     if let Some(sshd) = start_sshd(dir, &pubkey) {

@@ -146,16 +146,25 @@ pub fn start_gateway(dir: &Path) -> Server {
 /// The gateway on its Kubernetes backend and control plane, against an in-process
 /// kube-emulator holding one pod for sandbox `bench`.
 pub fn start_kube_gateway(dir: &Path, pubkey: &str) -> Server {
-    start_kube_gateway_with(dir, pubkey, "ssh-gateway (Kubernetes)", "kgw", "")
+    start_kube_gateway_with(
+        dir,
+        pubkey,
+        "ssh-gateway (Kubernetes)",
+        "kgw",
+        "",
+        Duration::ZERO,
+    )
 }
 
-/// As above; `tag` names its files (several may share `dir`), `extra` adds TOML.
+/// As above; `tag` names its files (several may share `dir`), `extra` adds TOML, and
+/// pods a StatefulSet creates turn Ready after `start_delay`.
 pub fn start_kube_gateway_with(
     dir: &Path,
     pubkey: &str,
     name: &'static str,
     tag: &str,
     extra: &str,
+    start_delay: Duration,
 ) -> Server {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -167,7 +176,7 @@ pub fn start_kube_gateway_with(
             listen: "127.0.0.1:0".parse().unwrap(),
             root: dir.join(format!("{tag}-cluster")),
             token: None,
-            start_delay: Duration::ZERO,
+            start_delay,
         }))
         .unwrap();
     emulator
@@ -255,6 +264,26 @@ fn add_pod(runtime: &tokio::runtime::Runtime, emulator: &kube_emulator::Emulator
 }
 
 impl Server {
+    /// Adds a paused sandbox `id`: a StatefulSet at 0 replicas owned by the benchmark's
+    /// user (Kubernetes servers only).
+    pub fn add_paused(&self, id: &str) {
+        let cluster = self._cluster.as_ref().expect("a Kubernetes server");
+        let emulator = cluster.emulator.as_ref().expect("running");
+        let _guard = cluster.runtime.enter();
+        let set = serde_json::json!({
+            "metadata": {"name": id, "labels": {"ssh-gateway.io/sandbox": id},
+                         "annotations": {"ssh-gateway.io/owner": "bench"}},
+            "spec": {"replicas": 0, "serviceName": id,
+                     "selector": {"matchLabels": {"ssh-gateway.io/sandbox": id}},
+                     "template": {"metadata": {"labels": {"ssh-gateway.io/sandbox": id}},
+                                  "spec": {"containers": [{"name": "main", "image": "debian:12"}]}}},
+        });
+        emulator
+            .store
+            .create(kube_emulator::Kind::StatefulSet, "default", set)
+            .unwrap();
+    }
+
     /// Adds a pod for sandbox `id` to a Kubernetes server's cluster.
     pub fn add_pod(&self, id: &str) {
         let cluster = self._cluster.as_ref().expect("a Kubernetes server");
@@ -302,6 +331,16 @@ impl Client {
         .map(|s| s.to_string())
         .chain([self.key.display().to_string()])
         .collect()
+    }
+
+    /// `ssh user@server command`, with a sandbox id as the user.
+    pub fn ssh_as(&self, server: &Server, cipher: &str, user: &str, command: &str) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(self.opts(cipher))
+            .args(["-p", &server.port.to_string()])
+            .arg(format!("{user}@127.0.0.1"))
+            .arg(command);
+        cmd
     }
 
     pub fn ssh(&self, server: &Server, cipher: &str, command: &str) -> Command {
