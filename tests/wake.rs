@@ -194,3 +194,21 @@ fn a_pod_claiming_a_statefulset_it_does_not_belong_to_is_refused() {
         gw.log()
     );
 }
+
+/// A port forward is often the first thing an IDE opens: it wakes the sandbox too
+/// (there is no stderr to show progress on; the open just waits).
+#[test]
+fn a_port_forward_wakes_a_paused_sandbox() {
+    let gw = KubeGateway::start_full(&["default"], None, "", Duration::from_millis(800));
+    paused(&gw, "fwd", "alice");
+    let (request, response) =
+        support::forward::http_through_tunnel("localhost", b"woken", |spec| {
+            let mut cmd = gw.ssh(&gw.alice);
+            cmd.args(["-N", "-L", spec, "fwd@127.0.0.1"]);
+            cmd
+        });
+    assert!(request.starts_with("GET / "), "{request}");
+    assert!(response.ends_with("woken"), "{response}\n{}", gw.log());
+    assert_eq!(replicas(&gw, "fwd"), 1);
+    assert_eq!(scale_ups(&gw), 1);
+}
