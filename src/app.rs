@@ -16,6 +16,7 @@ use crate::backend::kubernetes::KubernetesBackend;
 use crate::backend::local::LocalBackend;
 use crate::config::{BackendConfig, Config, ControlConfig};
 use crate::conn::Registry;
+use crate::conn::activity::ActivityTracker;
 use crate::conn::admission::Admission;
 use crate::conn::events::{Events, LogSubscriber};
 use crate::control::{ControlPlane, KubernetesControlPlane, StaticControlPlane};
@@ -131,8 +132,17 @@ impl Bound {
                 "ssh.max_connections is high for this process's file descriptor limit; connections past it will be refused at accept"
             );
         }
-        let registry = Registry::new(Events::new(vec![Arc::new(LogSubscriber::default())]));
+        let activity = ActivityTracker::new(
+            control.clone(),
+            Duration::from_secs(config.activity.heartbeat_secs),
+        );
+        let registry = Registry::new(Events::new(vec![
+            Arc::new(LogSubscriber::default()),
+            activity.clone(),
+        ]));
+        activity.attach(&registry);
         let stop = CancellationToken::new();
+        registry.spawn(activity.run(stop.clone()));
         registry.spawn(release_memory_after_closes(registry.clone(), stop.clone()));
         let gateway = Arc::new(Gateway {
             settings: config.ssh.clone(),

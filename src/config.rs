@@ -41,6 +41,9 @@ pub struct Config {
     /// Which SFTP server sessions get, and where the in-workload helper may go.
     #[serde(default)]
     pub sftp: SftpConfig,
+    /// How the gateway reports use of targets to the control plane.
+    #[serde(default)]
+    pub activity: ActivityConfig,
     pub database: DatabaseConfig,
     #[serde(default)]
     pub backend: BackendConfig,
@@ -145,6 +148,22 @@ impl AdmissionConfig {
             penalty_max: Duration::from_secs(self.penalty_max_secs),
             penalty_exempt,
         })
+    }
+}
+
+/// Activity reports (open connections, last payload) per target, for platforms that
+/// pause idle workloads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActivityConfig {
+    /// Seconds between reports while connections to a target stay open (connects and
+    /// disconnects are reported at once).
+    pub heartbeat_secs: u64,
+}
+
+impl Default for ActivityConfig {
+    fn default() -> Self {
+        Self { heartbeat_secs: 60 }
     }
 }
 
@@ -483,6 +502,9 @@ impl Config {
         }
         if self.ssh.max_connections == 0 {
             return invalid("ssh.max_connections", "must be at least 1");
+        }
+        if self.activity.heartbeat_secs == 0 || self.activity.heartbeat_secs > 86_400 {
+            return invalid("activity.heartbeat_secs", "must be between 1 and 86400");
         }
         if let Some(dir) = &self.sftp.helper_dir
             && (!dir.starts_with('/') || dir.chars().any(char::is_control))

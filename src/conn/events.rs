@@ -109,6 +109,8 @@ pub enum Event {
         kind: &'static str,
         bytes_in: u64,
         bytes_out: u64,
+        /// When payload last moved on it (Unix ms), if it ever did.
+        last_payload_ms: Option<u64>,
         end: ChannelEnd,
     },
     Closed {
@@ -201,6 +203,7 @@ impl Subscriber for LogSubscriber {
                 bytes_in,
                 bytes_out,
                 end,
+                ..
             } => info!(conn, channel, kind, bytes_in, bytes_out, end = ?end, "channel closed"),
             Event::Closed {
                 conn,

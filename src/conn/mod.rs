@@ -3,6 +3,7 @@
 //! what happened to it. Fronts (plain TCP today; TLS and HTTP CONNECT later) hand over
 //! an accepted socket with its metadata; everything after that goes through here.
 
+pub mod activity;
 pub mod admission;
 pub mod events;
 pub mod registry;
@@ -28,20 +29,44 @@ pub struct ConnMeta {
     pub accepted_at: Instant,
 }
 
-/// Bytes moved on one channel, both ways.
+/// Bytes moved on one channel, both ways, and when payload last moved (keepalives and
+/// window adjustments are not payload and never reach these).
 #[derive(Debug, Default)]
 pub struct Counters {
     to_workload: AtomicU64,
     from_workload: AtomicU64,
+    /// Unix milliseconds; 0 = never.
+    last_payload_ms: AtomicU64,
+}
+
+/// Now, in Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 impl Counters {
     pub fn add_in(&self, n: usize) {
         self.to_workload.fetch_add(n as u64, Ordering::Relaxed);
+        self.moved(n);
     }
 
     pub fn add_out(&self, n: usize) {
         self.from_workload.fetch_add(n as u64, Ordering::Relaxed);
+        self.moved(n);
+    }
+
+    fn moved(&self, n: usize) {
+        if n > 0 {
+            self.last_payload_ms.store(unix_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// When payload last moved on this channel (Unix ms), if it ever did.
+    pub fn last_payload_ms(&self) -> Option<u64> {
+        Some(self.last_payload_ms.load(Ordering::Relaxed)).filter(|&t| t > 0)
     }
 
     /// (to the workload, from the workload)

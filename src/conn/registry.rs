@@ -61,6 +61,8 @@ pub struct ConnInfo {
     pub channels: Vec<&'static str>,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// When payload last moved on an open channel (Unix ms).
+    pub last_payload_ms: Option<u64>,
 }
 
 /// Too many channels open at once on one connection.
@@ -181,6 +183,11 @@ impl Registry {
                     channels: e.channels.values().map(|c| c.kind).collect(),
                     bytes_in,
                     bytes_out,
+                    last_payload_ms: e
+                        .channels
+                        .values()
+                        .filter_map(|c| c.counters.last_payload_ms())
+                        .max(),
                 }
             })
             .collect()
@@ -471,6 +478,7 @@ impl Drop for ChannelGuard {
             kind: self.kind,
             bytes_in,
             bytes_out,
+            last_payload_ms: self.counters.last_payload_ms(),
             end: std::mem::replace(&mut self.end, ChannelEnd::Closed),
         });
     }

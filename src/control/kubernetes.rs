@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use super::resume::{Progress, Resumes};
-use super::{ControlError, ControlPlane, Location, Principal, Target, TargetInfo};
+use super::{Activity, ControlError, ControlPlane, Location, Principal, Target, TargetInfo};
 use crate::config::KubernetesConfig;
 use crate::route::TargetRef;
 use crate::store::{Store, StoreError};
@@ -291,6 +291,15 @@ fn meta_ref(meta: &ObjectMeta) -> String {
     )
 }
 
+/// Activity, as annotations on a sandbox's StatefulSet.
+pub const OPEN_SESSIONS_ANNOTATION: &str = "ssh-gateway.io/open-sessions";
+pub const LAST_ACTIVITY_ANNOTATION: &str = "ssh-gateway.io/last-activity";
+
+fn rfc3339_ms(ms: u64) -> Option<String> {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(i64::try_from(ms).ok()?)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
 fn replicas(set: &StatefulSet) -> i32 {
     set.spec.replicas.unwrap_or(1)
 }
@@ -427,6 +436,41 @@ impl ControlPlane for KubernetesControlPlane {
             .map_err(|reason| {
                 ControlError::NotReady(format!("{target} could not be resumed: {reason}"))
             })
+    }
+
+    /// Writes the facts onto the target's StatefulSets as annotations
+    /// (`ssh-gateway.io/open-sessions`, `ssh-gateway.io/last-activity` in RFC 3339),
+    /// where an idle-pause controller can read them. Targets without a StatefulSet
+    /// have nowhere to keep them.
+    async fn report_activity(&self, target: &str, activity: &Activity) -> Result<(), ControlError> {
+        let Ok(target_ref) = crate::route::route(target) else {
+            return Ok(());
+        };
+        let sets: Vec<StatefulSet> = self.list(&target_ref).await?;
+        let mut annotations = serde_json::Map::new();
+        annotations.insert(
+            OPEN_SESSIONS_ANNOTATION.into(),
+            activity.open_sessions.to_string().into(),
+        );
+        if let Some(at) = activity.last_payload_ms.and_then(rfc3339_ms) {
+            annotations.insert(LAST_ACTIVITY_ANNOTATION.into(), at.into());
+        }
+        let patch = Patch::Merge(serde_json::json!({"metadata": {"annotations": annotations}}));
+        for set in sets {
+            let namespace = set.metadata.namespace.clone().unwrap_or_default();
+            let name = set.metadata.name.clone().unwrap_or_default();
+            let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &namespace);
+            tokio::time::timeout(
+                self.config.request_timeout(),
+                api.patch(&name, &PatchParams::default(), &patch),
+            )
+            .await
+            .map_err(|_| ControlError::Unavailable("annotating a StatefulSet timed out".into()))?
+            .map_err(|e| {
+                ControlError::Unavailable(format!("annotating {namespace}/{name}: {e}"))
+            })?;
+        }
+        Ok(())
     }
 
     async fn describe(

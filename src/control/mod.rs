@@ -104,6 +104,16 @@ pub enum Location {
     },
 }
 
+/// How a target is being used, as the gateway reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activity {
+    /// Connections to the target that are open now.
+    pub open_sessions: usize,
+    /// When payload last moved on any of its channels (Unix ms): bytes in or out, not
+    /// keepalives or window adjustments.
+    pub last_payload_ms: Option<u64>,
+}
+
 /// What the sandbox API shows about a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetInfo {
@@ -147,6 +157,12 @@ pub trait ControlPlane: Send + Sync + 'static {
         Err(ControlError::NotReady(format!(
             "{target} is paused, and this gateway's control plane cannot resume it"
         )))
+    }
+    /// Tells the platform how a target is used (see `conn::activity`), so idle
+    /// workloads can be paused and busy ones never are. Nothing by default.
+    async fn report_activity(&self, target: &str, activity: &Activity) -> Result<(), ControlError> {
+        let _ = (target, activity);
+        Ok(())
     }
     /// Describes a target for the API, with the same access rule as `resolve`.
     async fn describe(

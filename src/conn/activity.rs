@@ -1,0 +1,173 @@
+//! Truthful activity for scale-to-zero: per target, how many connections are open and
+//! when payload last moved (channel bytes, never keepalives), reported to the control
+//! plane when a connection comes or goes and as a heartbeat while any stay open.
+//!
+//! It listens to the connection event stream (who connected to what, channels closing
+//! with their last payload time) and reads live channels' counters from the registry,
+//! so the bridge pays one relaxed store per chunk and nothing else. Reports leave from
+//! one task of its own: connect bursts are batched, and a slow control plane delays
+//! reports, never connections.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::ConnId;
+use super::events::{Event, Subscriber};
+use super::registry::Registry;
+use crate::control::{Activity, ControlPlane};
+
+/// Connects and disconnects arriving within this are reported together.
+const BATCH: Duration = Duration::from_millis(200);
+/// Bound on one report (the control plane has its own timeouts; this is the backstop).
+const REPORT_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub struct ActivityTracker {
+    control: Arc<dyn ControlPlane>,
+    heartbeat: Duration,
+    registry: OnceLock<Weak<Registry>>,
+    changed: Notify,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    /// Authenticated connections and the target each one is for.
+    targets: HashMap<ConnId, String>,
+    /// Latest payload on channels that have closed since, per target.
+    closed_payload: HashMap<String, u64>,
+}
+
+impl ActivityTracker {
+    pub fn new(control: Arc<dyn ControlPlane>, heartbeat: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            control,
+            heartbeat,
+            registry: OnceLock::new(),
+            changed: Notify::new(),
+            seen: Mutex::new(Seen::default()),
+        })
+    }
+
+    /// The registry whose connections are counted (it is built with this tracker
+    /// among its subscribers, hence after it).
+    pub fn attach(&self, registry: &Arc<Registry>) {
+        let _ = self.registry.set(Arc::downgrade(registry));
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What is true now, per target.
+    fn snapshot(&self) -> HashMap<String, Activity> {
+        let mut now: HashMap<String, Activity> = HashMap::new();
+        let live = self
+            .registry
+            .get()
+            .and_then(Weak::upgrade)
+            .map(|r| r.list())
+            .unwrap_or_default();
+        let seen = self.seen();
+        for conn in live {
+            let Some(target) = seen.targets.get(&conn.id) else {
+                continue;
+            };
+            let entry = now.entry(target.clone()).or_insert(Activity {
+                open_sessions: 0,
+                last_payload_ms: None,
+            });
+            entry.open_sessions += 1;
+            entry.last_payload_ms = entry.last_payload_ms.max(conn.last_payload_ms);
+        }
+        for (target, &at) in &seen.closed_payload {
+            let entry = now.entry(target.clone()).or_insert(Activity {
+                open_sessions: 0,
+                last_payload_ms: None,
+            });
+            entry.last_payload_ms = entry.last_payload_ms.max(Some(at));
+        }
+        now
+    }
+
+    /// Reports until `stop`: on every change (batched) and every heartbeat.
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut reported: HashMap<String, (Activity, Instant)> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.heartbeat) => {}
+                _ = self.changed.notified() => tokio::time::sleep(BATCH).await,
+                _ = stop.cancelled() => return,
+            }
+            let now = self.snapshot();
+            let mut targets: Vec<String> = now.keys().cloned().collect();
+            targets.extend(reported.keys().filter(|t| !now.contains_key(*t)).cloned());
+            for target in targets {
+                let activity = now.get(&target).cloned().unwrap_or_else(|| Activity {
+                    open_sessions: 0,
+                    last_payload_ms: reported.get(&target).and_then(|(a, _)| a.last_payload_ms),
+                });
+                // A connection came or went: now. Otherwise a heartbeat while any stay
+                // open (carrying the latest payload time).
+                let due = match reported.get(&target) {
+                    None => true,
+                    Some((last, at)) => {
+                        last.open_sessions != activity.open_sessions
+                            || (at.elapsed() >= self.heartbeat && activity.open_sessions > 0)
+                    }
+                };
+                if !due {
+                    continue;
+                }
+                match tokio::time::timeout(
+                    REPORT_TIMEOUT,
+                    self.control.report_activity(&target, &activity),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(%target, error = %e, "activity report failed"),
+                    Err(_) => tracing::warn!(%target, "activity report timed out"),
+                }
+                if activity.open_sessions == 0 {
+                    // Reported idle: nothing more to say until someone connects.
+                    reported.remove(&target);
+                    self.seen().closed_payload.remove(&target);
+                } else {
+                    reported.insert(target, (activity, Instant::now()));
+                }
+            }
+        }
+    }
+}
+
+impl Subscriber for ActivityTracker {
+    fn on_event(&self, event: &Event) {
+        match event {
+            Event::Authenticated { conn, target, .. } => {
+                self.seen().targets.insert(*conn, target.clone());
+                self.changed.notify_one();
+            }
+            Event::ChannelClosed {
+                conn,
+                last_payload_ms: Some(at),
+                ..
+            } => {
+                let mut seen = self.seen();
+                if let Some(target) = seen.targets.get(conn).cloned() {
+                    let entry = seen.closed_payload.entry(target).or_default();
+                    *entry = (*entry).max(*at);
+                }
+            }
+            Event::Closed { conn, .. } => {
+                if self.seen().targets.remove(conn).is_some() {
+                    self.changed.notify_one();
+                }
+            }
+            _ => {}
+        }
+    }
+}

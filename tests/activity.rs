@@ -1,0 +1,94 @@
+//! Truthful activity: the gateway writes open connections and the time payload last
+//! moved onto a sandbox's StatefulSet, where an idle-pause controller reads them. A
+//! connection that only exchanges keepalives is open but not active.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use kube_emulator::Kind;
+use serde_json::{Value, json};
+use support::kube::KubeGateway;
+use support::process::wait_until;
+use support::{run, stdout};
+
+const OPEN: &str = "ssh-gateway.io/open-sessions";
+const LAST: &str = "ssh-gateway.io/last-activity";
+
+fn annotation(gw: &KubeGateway, key: &str) -> Option<String> {
+    let set: Value = gw.emu.get(Kind::StatefulSet, "default", "act");
+    set["metadata"]["annotations"][key]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[test]
+fn open_sessions_and_last_payload_reach_the_statefulset() {
+    let gw = KubeGateway::start_full(
+        &["default"],
+        None,
+        "[activity]\nheartbeat_secs = 1\n",
+        Duration::ZERO,
+    );
+    gw.emu.create(
+        Kind::StatefulSet,
+        "default",
+        json!({
+            "metadata": {"name": "act", "labels": {"ssh-gateway.io/sandbox": "act"},
+                         "annotations": {"ssh-gateway.io/owner": "alice"}},
+            "spec": {"replicas": 1, "serviceName": "act",
+                     "selector": {"matchLabels": {"ssh-gateway.io/sandbox": "act"}},
+                     "template": {"metadata": {"labels": {"ssh-gateway.io/sandbox": "act"}},
+                                  "spec": {"containers": [{"name": "main", "image": "debian:12"}]}}},
+        }),
+    );
+    let limit = Duration::from_secs(20);
+
+    // Open, but nothing but keepalives: counted, not active.
+    let mut idle = gw.ssh(&gw.alice);
+    idle.args(["-N", "-o", "ServerAliveInterval=1", "act@127.0.0.1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut idle = idle.spawn().unwrap();
+    assert!(
+        wait_until(limit, || annotation(&gw, OPEN).as_deref() == Some("1")),
+        "{}",
+        gw.log()
+    );
+    // Several heartbeats and keepalives go by.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(annotation(&gw, LAST), None);
+    assert_eq!(annotation(&gw, OPEN).as_deref(), Some("1"));
+
+    // Payload moves: the time is recorded, and the short connection is counted out.
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args(["act@127.0.0.1", "echo payload"]);
+    let before = chrono::Utc::now();
+    assert_eq!(stdout(&run(cmd)), "payload\n");
+    assert!(
+        wait_until(limit, || annotation(&gw, LAST).is_some()),
+        "{}",
+        gw.log()
+    );
+    let last = annotation(&gw, LAST).unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339(&last).unwrap();
+    assert!(
+        at >= before - chrono::Duration::seconds(1),
+        "{last} vs {before}"
+    );
+    assert!(wait_until(limit, || annotation(&gw, OPEN).as_deref() == Some("1")));
+
+    // Keepalives alone do not move it.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(annotation(&gw, LAST), Some(last));
+
+    let _ = idle.kill();
+    let _ = idle.wait();
+    assert!(
+        wait_until(limit, || annotation(&gw, OPEN).as_deref() == Some("0")),
+        "{}",
+        gw.log()
+    );
+}
