@@ -162,10 +162,8 @@ impl Subscriber for ActivityTracker {
                     *entry = (*entry).max(*at);
                 }
             }
-            Event::Closed { conn, .. } => {
-                if self.seen().targets.remove(conn).is_some() {
-                    self.changed.notify_one();
-                }
+            Event::Closed { conn, .. } if self.seen().targets.remove(conn).is_some() => {
+                self.changed.notify_one();
             }
             _ => {}
         }
