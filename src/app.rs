@@ -142,7 +142,13 @@ impl Bound {
         ]));
         activity.attach(&registry);
         let stop = CancellationToken::new();
-        registry.spawn(activity.run(stop.clone()));
+        registry.spawn(activity.clone().run(stop.clone()));
+        if config.activity.idle_timeout_secs > 0 {
+            registry.spawn(activity.clone().close_idle(
+                Duration::from_secs(config.activity.idle_timeout_secs),
+                stop.clone(),
+            ));
+        }
         registry.spawn(release_memory_after_closes(registry.clone(), stop.clone()));
         let gateway = Arc::new(Gateway {
             settings: config.ssh.clone(),

@@ -159,11 +159,17 @@ pub struct ActivityConfig {
     /// Seconds between reports while connections to a target stay open (connects and
     /// disconnects are reported at once).
     pub heartbeat_secs: u64,
+    /// Connections with no payload (channel bytes either way; keepalives do not count)
+    /// for this many seconds are closed, telling the user why. 0 = never.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ActivityConfig {
     fn default() -> Self {
-        Self { heartbeat_secs: 60 }
+        Self {
+            heartbeat_secs: 60,
+            idle_timeout_secs: 0,
+        }
     }
 }
 

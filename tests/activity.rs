@@ -16,6 +16,21 @@ use support::{run, stdout};
 const OPEN: &str = "ssh-gateway.io/open-sessions";
 const LAST: &str = "ssh-gateway.io/last-activity";
 
+fn running_set(gw: &KubeGateway) {
+    gw.emu.create(
+        Kind::StatefulSet,
+        "default",
+        json!({
+            "metadata": {"name": "act", "labels": {"ssh-gateway.io/sandbox": "act"},
+                         "annotations": {"ssh-gateway.io/owner": "alice"}},
+            "spec": {"replicas": 1, "serviceName": "act",
+                     "selector": {"matchLabels": {"ssh-gateway.io/sandbox": "act"}},
+                     "template": {"metadata": {"labels": {"ssh-gateway.io/sandbox": "act"}},
+                                  "spec": {"containers": [{"name": "main", "image": "debian:12"}]}}},
+        }),
+    );
+}
+
 fn annotation(gw: &KubeGateway, key: &str) -> Option<String> {
     let set: Value = gw.emu.get(Kind::StatefulSet, "default", "act");
     set["metadata"]["annotations"][key]
@@ -31,18 +46,7 @@ fn open_sessions_and_last_payload_reach_the_statefulset() {
         "[activity]\nheartbeat_secs = 1\n",
         Duration::ZERO,
     );
-    gw.emu.create(
-        Kind::StatefulSet,
-        "default",
-        json!({
-            "metadata": {"name": "act", "labels": {"ssh-gateway.io/sandbox": "act"},
-                         "annotations": {"ssh-gateway.io/owner": "alice"}},
-            "spec": {"replicas": 1, "serviceName": "act",
-                     "selector": {"matchLabels": {"ssh-gateway.io/sandbox": "act"}},
-                     "template": {"metadata": {"labels": {"ssh-gateway.io/sandbox": "act"}},
-                                  "spec": {"containers": [{"name": "main", "image": "debian:12"}]}}},
-        }),
-    );
+    running_set(&gw);
     let limit = Duration::from_secs(20);
 
     // Open, but nothing but keepalives: counted, not active.
@@ -90,5 +94,45 @@ fn open_sessions_and_last_payload_reach_the_statefulset() {
         wait_until(limit, || annotation(&gw, OPEN).as_deref() == Some("0")),
         "{}",
         gw.log()
+    );
+}
+
+/// Idle means no payload: keepalives do not keep a connection open past the idle
+/// timeout, output does; the user is told why.
+#[test]
+fn idle_connections_are_closed_with_a_reason_and_busy_ones_are_not() {
+    let gw = KubeGateway::start_full(
+        &["default"],
+        None,
+        "[activity]\nidle_timeout_secs = 2\n",
+        Duration::ZERO,
+    );
+    running_set(&gw);
+    let mut busy = gw.ssh(&gw.alice);
+    busy.args([
+        "act@127.0.0.1",
+        "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.5; done",
+    ]);
+    let busy = busy
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut idle = gw.ssh(&gw.alice);
+    idle.args(["-N", "-o", "ServerAliveInterval=1", "act@127.0.0.1"]);
+    let out = run(idle);
+    assert!(!out.status.success());
+    let err = support::stderr(&out);
+    assert!(err.contains("closed for inactivity"), "{err}");
+    let out = busy.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1\n2\n3\n4\n5\n6\n7\n8\n"
     );
 }

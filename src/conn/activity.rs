@@ -37,6 +37,9 @@ pub struct ActivityTracker {
 struct Seen {
     /// Authenticated connections and the target each one is for.
     targets: HashMap<ConnId, String>,
+    /// Per authenticated connection: since when it is (Unix ms) and the latest payload
+    /// on its channels that have closed since.
+    conns: HashMap<ConnId, (u64, Option<u64>)>,
     /// Latest payload on channels that have closed since, per target.
     closed_payload: HashMap<String, u64>,
 }
@@ -144,11 +147,57 @@ impl ActivityTracker {
     }
 }
 
+impl ActivityTracker {
+    /// Closes connections with no payload for `idle` (since they authenticated, or
+    /// since the last byte on any of their channels), until `stop`.
+    pub async fn close_idle(self: Arc<Self>, idle: Duration, stop: CancellationToken) {
+        let every = (idle / 10).max(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+            let Some(registry) = self.registry.get().and_then(Weak::upgrade) else {
+                return;
+            };
+            let now = super::unix_ms();
+            let idle_ms = idle.as_millis() as u64;
+            let stale: Vec<ConnId> = {
+                let seen = self.seen();
+                registry
+                    .list()
+                    .into_iter()
+                    .filter_map(|c| {
+                        let (since, closed) = *seen.conns.get(&c.id)?;
+                        let last = [Some(since), closed, c.last_payload_ms]
+                            .into_iter()
+                            .flatten()
+                            .max()?;
+                        (now.saturating_sub(last) > idle_ms).then_some(c.id)
+                    })
+                    .collect()
+            };
+            if !stale.is_empty() {
+                let closed = registry
+                    .cancel_where(super::events::CloseReason::Idle, |c| stale.contains(&c.id));
+                tracing::info!(
+                    closed,
+                    idle_secs = idle.as_secs(),
+                    "closed idle connections"
+                );
+            }
+        }
+    }
+}
+
 impl Subscriber for ActivityTracker {
     fn on_event(&self, event: &Event) {
         match event {
             Event::Authenticated { conn, target, .. } => {
-                self.seen().targets.insert(*conn, target.clone());
+                let mut seen = self.seen();
+                seen.targets.insert(*conn, target.clone());
+                seen.conns.insert(*conn, (super::unix_ms(), None));
+                drop(seen);
                 self.changed.notify_one();
             }
             Event::ChannelClosed {
@@ -157,13 +206,21 @@ impl Subscriber for ActivityTracker {
                 ..
             } => {
                 let mut seen = self.seen();
+                if let Some((_, last)) = seen.conns.get_mut(conn) {
+                    *last = (*last).max(Some(*at));
+                }
                 if let Some(target) = seen.targets.get(conn).cloned() {
                     let entry = seen.closed_payload.entry(target).or_default();
                     *entry = (*entry).max(*at);
                 }
             }
-            Event::Closed { conn, .. } if self.seen().targets.remove(conn).is_some() => {
-                self.changed.notify_one();
+            Event::Closed { conn, .. } => {
+                let mut seen = self.seen();
+                seen.conns.remove(conn);
+                if seen.targets.remove(conn).is_some() {
+                    drop(seen);
+                    self.changed.notify_one();
+                }
             }
             _ => {}
         }

@@ -23,6 +23,8 @@ pub enum CloseReason {
     Shutdown,
     /// An operator or a revocation ended it.
     Revoked,
+    /// No payload moved for `[activity] idle_timeout_secs`.
+    Idle,
 }
 
 impl CloseReason {
@@ -34,6 +36,9 @@ impl CloseReason {
             CloseReason::ProtocolError => "protocol error",
             CloseReason::Shutdown => "gateway shutting down",
             CloseReason::Revoked => "access revoked",
+            CloseReason::Idle => {
+                "closed for inactivity: no input or output for longer than this gateway's idle timeout"
+            }
         }
     }
 
