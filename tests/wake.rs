@@ -212,3 +212,42 @@ fn a_port_forward_wakes_a_paused_sandbox() {
     assert_eq!(replicas(&gw, "fwd"), 1);
     assert_eq!(scale_ups(&gw), 1);
 }
+
+/// `training-job-<id>-<node>` on a paused job: its StatefulSet is resumed whole (its
+/// resume-replicas annotation), and the connection lands on the node asked for.
+#[test]
+fn a_training_job_node_wakes_its_job() {
+    let gw = KubeGateway::start_full(
+        &["default"],
+        None,
+        "node_label = \"apps.kubernetes.io/pod-index\"\n",
+        Duration::from_millis(800),
+    );
+    gw.emu.create(
+        Kind::StatefulSet,
+        "default",
+        json!({
+            "metadata": {"name": "job-abc1234", "labels": {"ssh-gateway.io/training-job": "abc1234"},
+                         "annotations": {"ssh-gateway.io/owner": "alice",
+                                         "ssh-gateway.io/resume-replicas": "2"}},
+            "spec": {
+                "replicas": 0, "serviceName": "job-abc1234",
+                "selector": {"matchLabels": {"ssh-gateway.io/training-job": "abc1234"}},
+                "template": {
+                    "metadata": {"labels": {"ssh-gateway.io/training-job": "abc1234"}},
+                    "spec": {"containers": [{"name": "main", "image": "pytorch"}]},
+                },
+            },
+        }),
+    );
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args(["training-job-abc1234-1@127.0.0.1", "echo $HOSTNAME"]);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), gw.log());
+    assert_eq!(stdout(&out), "job-abc1234-1\n");
+    assert!(stderr(&out).contains("to 2 replicas"), "{}", stderr(&out));
+    assert_eq!(
+        gw.emu.get(Kind::StatefulSet, "default", "job-abc1234")["spec"]["replicas"],
+        2
+    );
+}

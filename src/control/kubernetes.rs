@@ -58,16 +58,25 @@ impl KubernetesControlPlane {
         }
     }
 
-    /// Every object of a kind carrying the target's labels, sorted by namespace and
-    /// name so a user's repeat connections reach the same pod.
-    async fn list<K>(&self, target: &TargetRef) -> Result<Vec<K>, ControlError>
+    /// The StatefulSets that may run a target: a sandbox's carries its label; a
+    /// training job's carries the job label and runs every node (pod index = node).
+    fn set_selector(&self, target: &TargetRef) -> String {
+        match target {
+            TargetRef::Sandbox(_) => self.selector(target),
+            TargetRef::TrainingJob { job, .. } => format!("{}={job}", self.config.job_label),
+        }
+    }
+
+    /// Every object of a kind matching `selector`, sorted by namespace and name so a
+    /// user's repeat connections reach the same pod.
+    async fn list<K>(&self, selector: &str) -> Result<Vec<K>, ControlError>
     where
         K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
             + Clone
             + DeserializeOwned
             + std::fmt::Debug,
     {
-        let params = ListParams::default().labels(&self.selector(target));
+        let params = ListParams::default().labels(selector);
         let apis: Vec<Api<K>> = if self.config.namespaces.is_empty() {
             vec![Api::all(self.client.clone())]
         } else {
@@ -188,8 +197,8 @@ impl KubernetesControlPlane {
     /// or under another controller, a pod claiming a StatefulSet it does not belong to)
     /// makes the target unusable rather than deciding who gets in.
     async fn authorized(&self, who: &Principal, target: &TargetRef) -> Result<Found, ControlError> {
-        let pods: Vec<Pod> = self.list(target).await?;
-        let sets: Vec<StatefulSet> = self.list(target).await?;
+        let pods: Vec<Pod> = self.list(&self.selector(target)).await?;
+        let sets: Vec<StatefulSet> = self.list(&self.set_selector(target)).await?;
         let mut identities: Vec<(String, Identity)> = sets
             .iter()
             .map(|s| {
@@ -290,6 +299,9 @@ fn meta_ref(meta: &ObjectMeta) -> String {
         meta.name.as_deref().unwrap_or_default()
     )
 }
+
+/// On a training job's StatefulSet: how many nodes to resume it with.
+pub const RESUME_REPLICAS_ANNOTATION: &str = "ssh-gateway.io/resume-replicas";
 
 /// Activity, as annotations on a sandbox's StatefulSet.
 pub const OPEN_SESSIONS_ANNOTATION: &str = "ssh-gateway.io/open-sessions";
@@ -418,8 +430,26 @@ impl ControlPlane for KubernetesControlPlane {
             };
             let _ = notes.send(format!("{} {what}", target.name())).await;
         }
+        // A job resumes whole: the set's resume-replicas annotation, else enough
+        // nodes to reach the one asked for.
+        let want = match target {
+            TargetRef::Sandbox(_) => 1,
+            TargetRef::TrainingJob { node, .. } => set
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(RESUME_REPLICAS_ANNOTATION))
+                .and_then(|v| v.trim().parse::<i32>().ok())
+                .filter(|&n| n > 0)
+                .unwrap_or_else(|| {
+                    i32::try_from(*node)
+                        .unwrap_or(i32::MAX - 1)
+                        .saturating_add(1)
+                }),
+        };
         let wake = Wake {
             scale,
+            replicas: want,
             client: self.client.clone(),
             namespace: set.metadata.namespace.clone().unwrap_or_default(),
             name: set.metadata.name.clone().unwrap_or_default(),
@@ -446,7 +476,7 @@ impl ControlPlane for KubernetesControlPlane {
         let Ok(target_ref) = crate::route::route(target) else {
             return Ok(());
         };
-        let sets: Vec<StatefulSet> = self.list(&target_ref).await?;
+        let sets: Vec<StatefulSet> = self.list(&self.set_selector(&target_ref)).await?;
         let mut annotations = serde_json::Map::new();
         annotations.insert(
             OPEN_SESSIONS_ANNOTATION.into(),
@@ -516,6 +546,8 @@ impl ControlPlane for KubernetesControlPlane {
 struct Wake {
     /// Whether to scale up (it was at 0) or only wait (it is on its way already).
     scale: bool,
+    /// How many replicas to scale to.
+    replicas: i32,
     client: kube::Client,
     namespace: String,
     name: String,
@@ -544,12 +576,18 @@ impl Wake {
 
     async fn scale_up(&self, progress: &Progress) -> Result<(), String> {
         let sets: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace);
-        info!(statefulset = %format!("{}/{}", self.namespace, self.name), "scaling up to 1 replica");
+        let n = self.replicas;
+        let replicas = if n == 1 {
+            "1 replica".to_owned()
+        } else {
+            format!("{n} replicas")
+        };
+        info!(statefulset = %format!("{}/{}", self.namespace, self.name), "scaling up to {replicas}");
         progress.note(format!(
-            "scaling StatefulSet {}/{} to 1 replica",
+            "scaling StatefulSet {}/{} to {replicas}",
             self.namespace, self.name
         ));
-        let scale = Patch::Merge(serde_json::json!({"spec": {"replicas": 1}}));
+        let scale = Patch::Merge(serde_json::json!({"spec": {"replicas": n}}));
         match tokio::time::timeout(
             self.request_timeout,
             sets.patch_scale(&self.name, &PatchParams::default(), &scale),
