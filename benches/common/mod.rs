@@ -378,7 +378,11 @@ pub fn timed(mut cmd: Command, stdin: Option<&Path>) -> Duration {
     took
 }
 
+/// The median; NaN for no samples (a test left out of the run).
 pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
