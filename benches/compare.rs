@@ -11,7 +11,9 @@
 //! `BENCH_SERVERS` (any of `local`, `kube`, `sshd`, comma-separated), `BENCH_CIPHERS`
 //! (substrings of cipher names) and `BENCH_TESTS` (any of `true`, `up`, `down`,
 //! `scp-up`, `scp-down`) narrow the run for quicker iteration or profiling; columns
-//! not run print `–`. The README's table is always a full default run.
+//! not run print `–`. `BENCH_KUBE_B=/path/to/ssh-gateway` adds a row for another build
+//! on the Kubernetes backend (its own emulator), interleaved with the others, for A/B
+//! comparisons under the same noise. The README's table is always a full default run.
 //!
 //! Needs openssh-server (for /usr/sbin/sshd) and openssh-client. Not run by CI.
 
@@ -69,6 +71,15 @@ fn main() {
     }
     if wanted("kube") {
         servers.push(start_kube_gateway(dir, pubkey.trim()));
+    }
+    if std::env::var_os("BENCH_KUBE_B").is_some() {
+        servers.push(common::start_kube_gateway_with(
+            dir,
+            pubkey.trim(),
+            "ssh-gateway (Kubernetes, BENCH_KUBE_B)",
+            "kgwb",
+            "",
+        ));
     }
     if wanted("sshd")
         && let Some(sshd) = start_sshd(dir, &pubkey)

@@ -218,7 +218,12 @@ pub fn start_kube_gateway_with(
             .await
             .unwrap();
     });
-    let child = Command::new(GATEWAY)
+    // `BENCH_KUBE_B` (compare.rs) runs another build of the gateway in a second row.
+    let binary = match tag {
+        "kgwb" => std::env::var("BENCH_KUBE_B").unwrap_or_else(|_| GATEWAY.into()),
+        _ => GATEWAY.into(),
+    };
+    let child = Command::new(binary)
         .args(["serve", "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")
