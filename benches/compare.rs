@@ -13,7 +13,8 @@
 //! `scp-up`, `scp-down`) narrow the run for quicker iteration or profiling; columns
 //! not run print `–`. `BENCH_KUBE_B=/path/to/ssh-gateway` adds a row for another build
 //! on the Kubernetes backend (its own emulator), interleaved with the others, for A/B
-//! comparisons under the same noise. The README's table is always a full default run.
+//! comparisons under the same noise. `BENCH_CPU=1` adds a table of CPU time per GiB
+//! for the server process and for this process (which hosts the emulator). The README's table is always a full default run.
 //!
 //! Needs openssh-server (for /usr/sbin/sshd) and openssh-client. Not run by CI.
 
@@ -33,6 +34,9 @@ struct Row {
     down: Vec<f64>,
     scp_up: Vec<f64>,
     scp_down: Vec<f64>,
+    /// Per transfer column (up, down, scp up, scp down): CPU ms per GiB of the server
+    /// process and of this process (the emulator, for the Kubernetes rows).
+    cpu: [Vec<(f64, f64)>; 4],
 }
 
 fn main() {
@@ -104,32 +108,52 @@ fn main() {
                     }
                 }
                 if test("up") {
+                    let cpu0 = (
+                        common::cpu_ms(server.child.id()),
+                        common::cpu_ms(std::process::id()),
+                    );
                     let t = timed(
                         client.ssh(server, cipher, "cat > /dev/null"),
                         Some(&payload),
                     );
                     row.up.push(bytes / t.as_secs_f64() / 1e6);
+                    row.cpu[0].push(common::cpu_per_gib(cpu0, server.child.id(), mib));
                 }
                 if test("down") {
+                    let cpu0 = (
+                        common::cpu_ms(server.child.id()),
+                        common::cpu_ms(std::process::id()),
+                    );
                     let t = timed(
                         client.ssh(server, cipher, &format!("cat {remote_payload}")),
                         None,
                     );
                     row.down.push(bytes / t.as_secs_f64() / 1e6);
+                    row.cpu[1].push(common::cpu_per_gib(cpu0, server.child.id(), mib));
                 }
                 if test("scp-up") {
                     let target = format!("{}@127.0.0.1:{remote_up}", server.user);
+                    let cpu0 = (
+                        common::cpu_ms(server.child.id()),
+                        common::cpu_ms(std::process::id()),
+                    );
                     let t = timed(client.scp(server, cipher, &remote_payload, &target), None);
                     row.scp_up.push(bytes / t.as_secs_f64() / 1e6);
+                    row.cpu[2].push(common::cpu_per_gib(cpu0, server.child.id(), mib));
                     let _ = std::fs::remove_file(&remote_up);
                 }
                 if test("scp-down") {
                     let source = format!("{}@127.0.0.1:{remote_payload}", server.user);
+                    let cpu0 = (
+                        common::cpu_ms(server.child.id()),
+                        common::cpu_ms(std::process::id()),
+                    );
                     let t = timed(
                         client.scp(server, cipher, &source, &local_down.display().to_string()),
                         None,
                     );
                     row.scp_down.push(bytes / t.as_secs_f64() / 1e6);
+                    row.cpu[3].push(common::cpu_per_gib(cpu0, server.child.id(), mib));
                     let _ = std::fs::remove_file(&local_down);
                 }
             }
@@ -177,6 +201,31 @@ fn main() {
                 cell(3, "MB/s", 0),
                 cell(4, "MB/s", 0),
             );
+        }
+    }
+    if std::env::var_os("BENCH_CPU").is_some() {
+        println!(
+            "\nCPU ms per GiB, medians: server process (its own threads; for sshd and the local gateway \
+             not their child processes) / this process (the emulator and its pod processes' I/O, Kubernetes rows)\n"
+        );
+        println!("| cipher | server | up | down | scp up | scp down |");
+        println!("|---|---|---|---|---|---|");
+        for (c, cipher) in ciphers.iter().enumerate() {
+            for (s, server) in servers.iter().enumerate() {
+                let cells: Vec<String> = rows[c][s]
+                    .cpu
+                    .iter()
+                    .map(|v| {
+                        if v.is_empty() {
+                            return "–".to_owned();
+                        }
+                        let server = median(v.iter().map(|x| x.0).collect());
+                        let here = median(v.iter().map(|x| x.1).collect());
+                        format!("{server:.0} / {here:.0}")
+                    })
+                    .collect();
+                println!("| {cipher} | {} | {} |", server.name, cells.join(" | "));
+            }
         }
     }
 }

@@ -391,3 +391,31 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
+
+/// User + system CPU time of process `pid` so far (its own threads), in ms.
+pub fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5): 11 and 12 counting from the
+    // state, the first field after the name.
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) * 1000.0 / hz
+}
+
+/// CPU ms per GiB since `before` (server pid's, this process's), for `mib` MiB moved.
+pub fn cpu_per_gib(before: (f64, f64), server: u32, mib: usize) -> (f64, f64) {
+    let per_gib = 1024.0 / mib as f64;
+    (
+        (cpu_ms(server) - before.0) * per_gib,
+        (cpu_ms(std::process::id()) - before.1) * per_gib,
+    )
+}
