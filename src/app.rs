@@ -229,6 +229,31 @@ fn trim_heap() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim_heap() {}
 
+/// Above this size glibc serves an allocation with its own `mmap`.
+const MMAP_THRESHOLD: i32 = 1 << 20;
+/// Free memory at the top of an arena that glibc keeps instead of handing it back.
+const TRIM_THRESHOLD: i32 = 4 << 20;
+
+/// Fixes glibc's trim and mmap thresholds instead of its defaults (128 KiB each at
+/// start, then raised as mmap'd blocks are freed). Streaming moves 64 KiB blocks
+/// (SSH packets, WebSocket frames) through short-lived allocations; with the defaults
+/// each free that left more than 128 KiB at an arena's top was handed back with
+/// `madvise`, and the next allocation took fresh pages: page faults and kernel
+/// zeroing were a quarter of the gateway's CPU on a Kubernetes upload (perf,
+/// 2026-12-01). With these, an arena keeps at most 4 MiB of free top between the
+/// trims that `release_memory_after_closes` runs after bursts.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn tune_allocator() {
+    // SAFETY: mallopt only sets allocator parameters; any value is accepted.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn tune_allocator() {}
+
 async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

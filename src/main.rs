@@ -23,6 +23,8 @@ use ssh_gateway::{app, dev};
 // jemalloc and mimalloc round russh's large per-connection blocks (a ~25 KiB session
 // task, ~5 KiB queue blocks) up to their size classes; glibc does not, and trimming
 // gives back what a burst freed. Figures and method: README, Performance, Load.
+// `app::tune_allocator` fixes glibc's trim and mmap thresholds so that streaming does
+// not hand pages back and fault them in again for every packet (README, Performance).
 
 #[derive(Parser)]
 #[command(
@@ -137,6 +139,7 @@ fn init_logging() {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    app::tune_allocator();
     init_logging();
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -227,7 +227,12 @@ pub fn start_kube_gateway_with(
             .await
             .unwrap();
     });
-    let child = Command::new(GATEWAY)
+    // `BENCH_KUBE_B` (compare.rs) runs another build of the gateway in a second row.
+    let binary = match tag {
+        "kgwb" => std::env::var("BENCH_KUBE_B").unwrap_or_else(|_| GATEWAY.into()),
+        _ => GATEWAY.into(),
+    };
+    let child = Command::new(binary)
         .args(["serve", "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")
@@ -417,7 +422,39 @@ pub fn timed(mut cmd: Command, stdin: Option<&Path>) -> Duration {
     took
 }
 
+/// The median; NaN for no samples (a test left out of the run).
 pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
+}
+
+/// User + system CPU time of process `pid` so far (its own threads), in ms.
+pub fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5): 11 and 12 counting from the
+    // state, the first field after the name.
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) * 1000.0 / hz
+}
+
+/// CPU ms per GiB since `before` (server pid's, this process's), for `mib` MiB moved.
+pub fn cpu_per_gib(before: (f64, f64), server: u32, mib: usize) -> (f64, f64) {
+    let per_gib = 1024.0 / mib as f64;
+    (
+        (cpu_ms(server) - before.0) * per_gib,
+        (cpu_ms(std::process::id()) - before.1) * per_gib,
+    )
 }

@@ -1,7 +1,8 @@
 //! The pods/exec channel protocol, client side: frames `[channel, bytes…]` over a
 //! WebSocket — 0 stdin, 1 stdout, 2 stderr, 3 status, 4 resize, and on v5 `[255, 0]`
-//! to close stdin. Output frames reach the bridge as `Bytes` slices of the received
-//! frame (no copy); stdin goes out in frames of up to 64 KiB.
+//! to close stdin. Framing is the gateway's own (`ws`): output frames reach the
+//! bridge as `Bytes` slices of the read buffer (no copy); stdin is masked as it is
+//! copied into its frame, and writes coalesce into one frame while the socket is busy.
 
 use std::io;
 use std::pin::Pin;
@@ -9,15 +10,15 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Resource;
 use kube::core::subresource::AttachParams;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::ws::{self, Incoming};
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::{CancellationToken, PollSender};
+use tokio_util::sync::CancellationToken;
 
 use crate::backend::WindowSize;
 
@@ -27,8 +28,6 @@ const STDERR: u8 = 2;
 const STATUS: u8 = 3;
 const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
-/// Largest stdin frame: one SSH packet's worth, at most.
-const MAX_FRAME: usize = 64 * 1024;
 /// Output frames buffered toward the bridge before the WebSocket stops being read
 /// (and TCP pushes back on the API server).
 const OUTPUT_QUEUE: usize = 32;
@@ -72,10 +71,6 @@ pub struct ExecStream {
     pub abandon: CancellationToken,
 }
 
-/// After a Close is sent, how long to wait for the server's Close before dropping the
-/// connection anyway.
-const CLOSE_WAIT: Duration = Duration::from_secs(5);
-
 /// Opens the exec stream. Errors are the API server's (404 pod, 400 not running, …).
 pub async fn start(client: &kube::Client, req: ExecRequest<'_>) -> Result<ExecStream, kube::Error> {
     let params = AttachParams {
@@ -91,42 +86,24 @@ pub async fn start(client: &kube::Client, req: ExecRequest<'_>) -> Result<ExecSt
         .map_err(kube::Error::BuildRequest)?;
     let connection = client.connect(request).await?;
     let v5 = connection.supports_stream_close();
-    let (mut sink, mut source) = connection.into_stream().split();
+    let (read_half, write_half) = tokio::io::split(ws::RawSocket(connection.into_stream()));
 
     let abandon = CancellationToken::new();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(16);
-    let abandoned = abandon.clone();
-    tokio::spawn(async move {
-        let mut ping = tokio::time::interval(PING_EVERY);
-        ping.reset();
-        loop {
-            let msg = tokio::select! {
-                msg = out_rx.recv() => match msg {
-                    Some(msg) => msg,
-                    None => break,
-                },
-                _ = ping.tick() => Message::Ping(Bytes::new()),
-                _ = abandoned.cancelled() => break,
-            };
-            if sink.send(msg).await.is_err() {
-                return;
-            }
-        }
-        // Nobody writes any more (or nobody wants the stream): say so, so the server
-        // ends the process instead of leaving it running behind a half-dead socket.
-        if abandoned.is_cancelled() {
-            let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
-        }
-    });
+    let outbox = ws::Outbox::new();
+    tokio::spawn(ws::run_writer(
+        write_half,
+        outbox.clone(),
+        abandon.clone(),
+        Some(PING_EVERY),
+    ));
 
     let (resize_tx, mut resize_rx) = mpsc::channel::<WindowSize>(8);
-    let resize_out = out_tx.clone();
+    let resize_out = outbox.handle();
     tokio::spawn(async move {
         while let Some(size) = resize_rx.recv().await {
             let body = serde_json::json!({"Width": size.cols, "Height": size.rows}).to_string();
             if resize_out
-                .send(frame(RESIZE, body.as_bytes()))
-                .await
+                .push(ws::binary(RESIZE, body.as_bytes()))
                 .is_err()
             {
                 break;
@@ -143,25 +120,32 @@ pub async fn start(client: &kube::Client, req: ExecRequest<'_>) -> Result<ExecSt
     };
     let (ended_tx, ended_rx) = oneshot::channel();
     let abandoned = abandon.clone();
+    let replies = outbox.clone();
     tokio::spawn(async move {
+        let mut source = ws::FrameReader::new(read_half);
         let mut outcome = Outcome::Lost;
         loop {
             let msg = tokio::select! {
-                msg = source.next() => match msg {
-                    Some(msg) => msg,
-                    None => break,
-                },
+                msg = source.next() => msg,
                 // Give the server a moment to answer our Close, then let go.
                 _ = async {
                     abandoned.cancelled().await;
-                    tokio::time::sleep(CLOSE_WAIT).await;
+                    tokio::time::sleep(ws::CLOSE_WAIT).await;
                 } => break,
             };
-            let Ok(Message::Binary(data)) = msg else {
-                if matches!(msg, Ok(Message::Close(_)) | Err(_)) {
+            let data = match msg {
+                Ok(Some(Incoming::Binary(data))) => data,
+                Ok(Some(Incoming::Ping(payload))) => {
+                    let _ = replies.push(ws::pong(&payload));
+                    continue;
+                }
+                Ok(Some(Incoming::Close(code))) => {
+                    // Answer the close handshake (after anything already queued).
+                    replies.close(code.unwrap_or(1000));
                     break;
                 }
-                continue;
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
             };
             let Some((&channel, _)) = data.split_first() else {
                 continue;
@@ -192,7 +176,7 @@ pub async fn start(client: &kube::Client, req: ExecRequest<'_>) -> Result<ExecSt
 
     Ok(ExecStream {
         stdin: FrameWriter {
-            tx: PollSender::new(out_tx),
+            tx: outbox.handle(),
             v5,
             closed: false,
         },
@@ -202,13 +186,6 @@ pub async fn start(client: &kube::Client, req: ExecRequest<'_>) -> Result<ExecSt
         ended: ended_rx,
         abandon,
     })
-}
-
-fn frame(channel: u8, data: &[u8]) -> Message {
-    let mut v = Vec::with_capacity(data.len() + 1);
-    v.push(channel);
-    v.extend_from_slice(data);
-    Message::Binary(Bytes::from(v))
 }
 
 /// Reads the status frame: Success, a non-zero exit code, or another failure.
@@ -237,10 +214,12 @@ pub fn parse_status(body: &[u8]) -> Outcome {
     )
 }
 
-/// The process's stdin: each write becomes one stdin frame; shutdown sends the v5
-/// close frame (on v4 there is no way to signal EOF, so nothing is sent).
+/// The process's stdin: writes are appended to the stream's open stdin frame (see
+/// `ws`: one frame per write while the socket keeps up, larger ones while it is busy);
+/// shutdown sends the v5 close frame (on v4 there is no way to signal EOF, so nothing
+/// is sent).
 pub struct FrameWriter {
-    tx: PollSender<Message>,
+    tx: ws::Sender,
     v5: bool,
     closed: bool,
 }
@@ -251,34 +230,26 @@ fn gone() -> io::Error {
 
 impl AsyncWrite for FrameWriter {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         if self.closed {
             return Poll::Ready(Err(gone()));
         }
-        ready!(self.tx.poll_reserve(cx)).map_err(|_| gone())?;
-        let n = data.len().min(MAX_FRAME);
-        self.tx
-            .send_item(frame(STDIN, &data[..n]))
-            .map_err(|_| gone())?;
-        Poll::Ready(Ok(n))
+        self.tx.poll_append(cx, STDIN, data).map_err(|_| gone())
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.closed || !self.v5 {
-            self.closed = true;
-            return Poll::Ready(Ok(()));
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.closed && self.v5 {
+            self.tx
+                .push(ws::binary(CLOSE, &[STDIN]))
+                .map_err(|_| gone())?;
         }
-        ready!(self.tx.poll_reserve(cx)).map_err(|_| gone())?;
-        self.tx
-            .send_item(Message::Binary(Bytes::from_static(&[CLOSE, STDIN])))
-            .map_err(|_| gone())?;
         self.closed = true;
         Poll::Ready(Ok(()))
     }

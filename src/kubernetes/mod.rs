@@ -4,6 +4,7 @@
 
 pub mod exec;
 pub mod portforward;
+pub mod ws;
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 

@@ -3,15 +3,13 @@
 //! (two bytes). The protocol has no half-close, so the stream ends when the pod side
 //! closes or errs.
 
-use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Resource;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use super::ws::{self, Incoming};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 const DATA: u8 = 0;
@@ -64,26 +62,30 @@ pub async fn open(
         .portforward(pod, &[port])
         .map_err(kube::Error::BuildRequest)?;
     let connection = client.connect(request).await?;
-    let (mut sink, mut source) = connection.into_stream().split();
+    let (read_half, write_half) = tokio::io::split(ws::RawSocket(connection.into_stream()));
     let (ours, theirs) = tokio::io::duplex(PIPE);
     let (mut from_ssh, mut to_ssh) = tokio::io::split(theirs);
     let pod = pod.to_owned();
     let closed = CancellationToken::new();
     let abandoned = closed.clone();
+    let outbox = ws::Outbox::new();
+    let writer = ws::run_writer(write_half, outbox.clone(), closed.clone(), None);
+    let tx = outbox.handle();
     tokio::spawn(async move {
         let upstream = async {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
-                match from_ssh.read(&mut buf[1..]).await {
+                match from_ssh.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        buf[0] = DATA;
-                        if sink
-                            .send(Message::Binary(Bytes::copy_from_slice(&buf[..n + 1])))
-                            .await
-                            .is_err()
-                        {
-                            break;
+                        let mut sent = 0;
+                        while sent < n {
+                            match std::future::poll_fn(|cx| tx.poll_append(cx, DATA, &buf[sent..n]))
+                                .await
+                            {
+                                Ok(k) => sent += k,
+                                Err(_) => return,
+                            }
                         }
                     }
                 }
@@ -92,13 +94,21 @@ pub async fn open(
             std::future::pending::<()>().await
         };
         let downstream = async {
+            let mut source = ws::FrameReader::new(read_half);
             let (mut data_prefix, mut error_prefix) = (true, true);
-            while let Some(Ok(msg)) = source.next().await {
-                let Message::Binary(frame) = msg else {
-                    if matches!(msg, Message::Close(_)) {
+            loop {
+                let frame = match source.next().await {
+                    Ok(Some(Incoming::Binary(frame))) => frame,
+                    Ok(Some(Incoming::Ping(payload))) => {
+                        let _ = outbox.push(ws::pong(&payload));
+                        continue;
+                    }
+                    Ok(Some(Incoming::Close(code))) => {
+                        outbox.close(code.unwrap_or(1000));
                         break;
                     }
-                    continue;
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => break,
                 };
                 let Some((&channel, payload)) = frame.split_first() else {
                     continue;
@@ -118,9 +128,11 @@ pub async fn open(
             }
             let _ = to_ssh.shutdown().await;
         };
+        tokio::pin!(writer);
         tokio::select! {
             _ = upstream => {}
             _ = downstream => {}
+            _ = &mut writer => {}
             _ = abandoned.cancelled() => {}
         }
         // Dropping both halves here closes the socket to the API server.
