@@ -83,6 +83,7 @@ fn main() {
             "ssh-gateway (Kubernetes, BENCH_KUBE_B)",
             "kgwb",
             "",
+            std::time::Duration::ZERO,
         ));
     }
     if wanted("sshd")
