@@ -1,6 +1,6 @@
 //! Talking to a Kubernetes API server: the client (kubeconfig or in-cluster), and the
 //! two streaming protocols the gateway speaks itself — pods/exec and pods/portforward
-//! channels over WebSocket — so frames go out at SSH packet size with no extra copies.
+//! channels over WebSocket, with its own framing (`ws`) on the socket kube-rs upgrades.
 
 pub mod exec;
 pub mod portforward;
