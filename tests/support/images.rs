@@ -25,7 +25,10 @@ fn build(name: &str) -> PathBuf {
         "tests of minimal images need a static busybox: apt-get install busybox-static"
     );
     std::fs::create_dir_all(&images).unwrap();
-    let staging = images.join(format!(".{name}.{}", std::process::id()));
+    // Tests run on threads of one process: the staging name must differ per build.
+    static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = images.join(format!(".{name}.{}.{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     for dir in [
         "bin",
