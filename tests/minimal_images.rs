@@ -54,11 +54,8 @@ fn sftp_batch(gw: &KubeGateway, id: &str, batch: &str) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("batch");
     std::fs::write(&file, batch).unwrap();
-    let mut cmd = Command::new("sftp");
-    cmd.args(support::Gateway::client_opts_for(&gw.alice.private))
-        .args(["-P", &gw.ssh_port.to_string(), "-b"])
-        .arg(&file)
-        .arg(format!("{id}@127.0.0.1"));
+    let mut cmd = gw.sftp(&gw.alice);
+    cmd.arg("-b").arg(&file).arg(format!("{id}@127.0.0.1"));
     run(cmd)
 }
 

@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use kube_emulator::Kind;
@@ -105,9 +105,8 @@ fn a_burst_of_connections_shares_one_resume_and_sftp_streams_stay_clean() {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         children.push(cmd.spawn().unwrap());
     }
-    let mut sftp = Command::new("sftp");
-    sftp.args(support::Gateway::client_opts_for(&gw.alice.private))
-        .args(["-P", &gw.ssh_port.to_string(), "-b"])
+    let mut sftp = gw.sftp(&gw.alice);
+    sftp.arg("-b")
         .arg(&batch)
         .arg("burst@127.0.0.1")
         .stdout(Stdio::piped())

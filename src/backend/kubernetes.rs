@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Backend, BackendError, Control, Duplex, ExecSpec, Exit, Process, Program, sftp_probe_script,
+    sh_quote,
 };
 use crate::control::{Location, Target};
 use crate::kubernetes::exec::{self, ExecRequest, Outcome};
@@ -25,11 +26,6 @@ impl KubernetesBackend {
     pub fn new(client: kube::Client, timeout: Duration) -> Self {
         Self { client, timeout }
     }
-}
-
-/// `'…'` quoting for POSIX sh.
-fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "'\\''"))
 }
 
 /// Names that are safe to put after `export` unquoted.
@@ -51,7 +47,7 @@ pub fn command(spec: &ExecSpec) -> Vec<String> {
         .map(|p| ("TERM".to_owned(), p.term.clone()));
     for (name, value) in term.iter().chain(spec.env.iter()) {
         if plain_name(name) {
-            script.push_str(&format!("export {name}={}; ", quote(value)));
+            script.push_str(&format!("export {name}={}; ", sh_quote(value)));
         }
     }
     let mut argv = vec!["/bin/sh".to_owned(), "-c".to_owned()];

@@ -119,6 +119,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn connect(&self, target: &Target, port: u16) -> Result<Box<dyn Duplex>, BackendError>;
 }
 
+/// `'…'` quoting for POSIX sh: any value becomes one literal word.
+pub fn sh_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
+}
+
 /// Where distributions put sftp-server (Debian/Ubuntu, RHEL/Fedora, Alpine/Arch, others).
 pub const SFTP_SERVER_PATHS: &[&str] = &[
     "/usr/lib/openssh/sftp-server",

@@ -35,13 +35,18 @@ pub struct ActivityTracker {
 
 #[derive(Default)]
 struct Seen {
-    /// Authenticated connections and the target each one is for.
-    targets: HashMap<ConnId, String>,
-    /// Per authenticated connection: since when it is (Unix ms) and the latest payload
-    /// on its channels that have closed since.
-    conns: HashMap<ConnId, (u64, Option<u64>)>,
+    /// Authenticated connections.
+    conns: HashMap<ConnId, SeenConn>,
     /// Latest payload on channels that have closed since, per target.
     closed_payload: HashMap<String, u64>,
+}
+
+struct SeenConn {
+    target: String,
+    /// When it authenticated (Unix ms).
+    since_ms: u64,
+    /// The latest payload on its channels that have closed since.
+    closed_payload_ms: Option<u64>,
 }
 
 impl ActivityTracker {
@@ -76,10 +81,10 @@ impl ActivityTracker {
             .unwrap_or_default();
         let seen = self.seen();
         for conn in live {
-            let Some(target) = seen.targets.get(&conn.id) else {
+            let Some(seen_conn) = seen.conns.get(&conn.id) else {
                 continue;
             };
-            let entry = now.entry(target.clone()).or_insert(Activity {
+            let entry = now.entry(seen_conn.target.clone()).or_insert(Activity {
                 open_sessions: 0,
                 last_payload_ms: None,
             });
@@ -168,11 +173,15 @@ impl ActivityTracker {
                     .list()
                     .into_iter()
                     .filter_map(|c| {
-                        let (since, closed) = *seen.conns.get(&c.id)?;
-                        let last = [Some(since), closed, c.last_payload_ms]
-                            .into_iter()
-                            .flatten()
-                            .max()?;
+                        let seen_conn = seen.conns.get(&c.id)?;
+                        let last = [
+                            Some(seen_conn.since_ms),
+                            seen_conn.closed_payload_ms,
+                            c.last_payload_ms,
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .max()?;
                         (now.saturating_sub(last) > idle_ms).then_some(c.id)
                     })
                     .collect()
@@ -194,10 +203,14 @@ impl Subscriber for ActivityTracker {
     fn on_event(&self, event: &Event) {
         match event {
             Event::Authenticated { conn, target, .. } => {
-                let mut seen = self.seen();
-                seen.targets.insert(*conn, target.clone());
-                seen.conns.insert(*conn, (super::unix_ms(), None));
-                drop(seen);
+                self.seen().conns.insert(
+                    *conn,
+                    SeenConn {
+                        target: target.clone(),
+                        since_ms: super::unix_ms(),
+                        closed_payload_ms: None,
+                    },
+                );
                 self.changed.notify_one();
             }
             Event::ChannelClosed {
@@ -206,21 +219,16 @@ impl Subscriber for ActivityTracker {
                 ..
             } => {
                 let mut seen = self.seen();
-                if let Some((_, last)) = seen.conns.get_mut(conn) {
-                    *last = (*last).max(Some(*at));
-                }
-                if let Some(target) = seen.targets.get(conn).cloned() {
-                    let entry = seen.closed_payload.entry(target).or_default();
-                    *entry = (*entry).max(*at);
-                }
+                let Some(seen_conn) = seen.conns.get_mut(conn) else {
+                    return;
+                };
+                seen_conn.closed_payload_ms = seen_conn.closed_payload_ms.max(Some(*at));
+                let target = seen_conn.target.clone();
+                let entry = seen.closed_payload.entry(target).or_default();
+                *entry = (*entry).max(*at);
             }
-            Event::Closed { conn, .. } => {
-                let mut seen = self.seen();
-                seen.conns.remove(conn);
-                if seen.targets.remove(conn).is_some() {
-                    drop(seen);
-                    self.changed.notify_one();
-                }
+            Event::Closed { conn, .. } if self.seen().conns.remove(conn).is_some() => {
+                self.changed.notify_one();
             }
             _ => {}
         }

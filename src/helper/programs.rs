@@ -12,8 +12,7 @@
 //! Other programs never cause a probe, so they pay nothing for this.
 
 use super::Placer;
-use super::scripts::quote;
-use crate::backend::{Backend, BackendError, ExecSpec, Program};
+use crate::backend::{Backend, BackendError, ExecSpec, Program, sh_quote as quote};
 use crate::config::SftpServer;
 use crate::control::Target;
 

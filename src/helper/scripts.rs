@@ -24,7 +24,7 @@
 //! Before use the probe runs the copy's `version` and compares the line, which also
 //! proves the place is still executable.
 
-use crate::backend::SFTP_SERVER_PATHS;
+use crate::backend::{SFTP_SERVER_PATHS, sh_quote as quote};
 
 /// Candidate places, as sh words (expanded in the workload). Tests substitute their own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,11 +50,6 @@ impl Places {
     fn words(&self) -> String {
         self.0.join(" ")
     }
-}
-
-/// `'…'` quoting for POSIX sh.
-pub fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "'\\''"))
 }
 
 /// Shared by both scripts: the helper's identity, the user id, and the test a place

@@ -58,26 +58,21 @@ pub fn check_signature_algorithm(algorithm: &Algorithm) -> bool {
 /// Keys (by SHA-256 fingerprint) that passed the key policy. The verdict is a pure
 /// function of the key's bytes, and the Ed25519 torsion check alone costs about as
 /// much as a signature verification, paid on every login and offer otherwise.
-static POLICY_PASSED: PassedKeys = PassedKeys::new();
+static POLICY_PASSED: PassedKeys = PassedKeys(std::sync::LazyLock::new(Default::default));
 
-struct PassedKeys(std::sync::Mutex<Option<std::collections::HashSet<String>>>);
+struct PassedKeys(std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>>);
 
 impl PassedKeys {
     /// Remembered at most; past it the memory starts over (it is only a cache).
     const MAX: usize = 16_384;
 
-    const fn new() -> Self {
-        Self(std::sync::Mutex::new(None))
-    }
-
     fn contains(&self, fingerprint: &str) -> bool {
         let set = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        set.as_ref().is_some_and(|s| s.contains(fingerprint))
+        set.contains(fingerprint)
     }
 
     fn insert(&self, fingerprint: String) {
-        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let set = guard.get_or_insert_with(Default::default);
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if set.len() >= Self::MAX {
             set.clear();
         }

@@ -193,6 +193,13 @@ impl KubeGateway {
         cmd
     }
 
+    pub fn sftp(&self, key: &KeyPair) -> Command {
+        let mut cmd = Command::new("sftp");
+        cmd.args(super::Gateway::client_opts_for(&key.private))
+            .args(["-P", &self.ssh_port.to_string()]);
+        cmd
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
     }
