@@ -89,8 +89,12 @@ async fn suite(store: Store) {
         .unwrap()
         .unwrap();
     assert_eq!(
-        (principal.user_id(), principal.key_id().unwrap_or_default()),
-        (alice.id.as_str(), added.id.as_str())
+        (
+            principal.user_id(),
+            principal.user_name(),
+            principal.key_id().unwrap_or_default()
+        ),
+        (alice.id.as_str(), "alice", added.id.as_str())
     );
 
     // Only the owner deletes; then auth no longer finds it.

@@ -17,22 +17,18 @@ pub trait KeyStore: Send + Sync + 'static {
 #[async_trait::async_trait]
 impl KeyStore for Store {
     async fn principal_for(&self, fingerprint: &str) -> Result<Option<Principal>, String> {
-        let Some(key) = self
-            .key_by_fingerprint(fingerprint)
+        let Some(login) = self
+            .login_by_fingerprint(fingerprint)
             .await
             .map_err(|e| e.to_string())?
         else {
             return Ok(None);
         };
-        let user = self
-            .user_by_id(&key.user_id)
-            .await
-            .map_err(|e| e.to_string())?;
         Ok(Some(Principal::new(
-            user.id,
-            user.name,
+            login.user_id,
+            login.user_name,
             Credential::Key {
-                id: key.id,
+                id: login.key_id,
                 fingerprint: fingerprint.to_owned(),
             },
         )))

@@ -20,6 +20,14 @@ pub struct SshKey {
     pub updated_at: i64,
 }
 
+/// A key as a login sees it: which key, whose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLogin {
+    pub key_id: String,
+    pub user_id: String,
+    pub user_name: String,
+}
+
 /// What a caller supplies to register a key.
 #[derive(Debug, Clone)]
 pub struct NewKey<'a> {
@@ -121,6 +129,26 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         Ok(())
+    }
+
+    /// What a login needs from a key, in one indexed query: the key's id and its
+    /// owner's id and name. Runs on every login and every new channel, so it is one
+    /// round trip rather than a key lookup followed by a user lookup.
+    pub async fn login_by_fingerprint(&self, fingerprint: &str) -> Result<Option<KeyLogin>> {
+        let row = sqlx::query(
+            "SELECT k.id AS key_id, u.id AS user_id, u.name AS user_name \
+             FROM ssh_keys k JOIN users u ON u.id = k.user_id \
+             WHERE k.fingerprint_sha256 = $1",
+        )
+        .bind(fingerprint)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(KeyLogin {
+            key_id: row.try_get("key_id")?,
+            user_id: row.try_get("user_id")?,
+            user_name: row.try_get("user_name")?,
+        }))
     }
 
     pub async fn key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<SshKey>> {

@@ -14,7 +14,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use files::{FileModeError, ensure_private_dir};
-pub use keys::{NewKey, SshKey};
+pub use keys::{KeyLogin, NewKey, SshKey};
 pub use sandboxes::Sandbox;
 pub use tokens::{Token, hash_token};
 pub use users::User;
@@ -81,6 +81,10 @@ impl Store {
             .max_connections(max_connections)
             // Bounds how long a login or API call waits during a database outage.
             .acquire_timeout(Duration::from_secs(5))
+            // A pooled SQLite connection is a file handle that cannot go stale; the
+            // ping before every use was a fifth of a login's store cost. Postgres
+            // connections can die with the server, so they are still checked.
+            .test_before_acquire(flavor == Flavor::Postgres)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if flavor == Flavor::Sqlite {
