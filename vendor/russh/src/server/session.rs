@@ -755,7 +755,12 @@ impl Session {
                             std::mem::swap(&mut opening_cipher, &mut self.common.remote_to_local);
 
                             let kex_was_active = self.kex.active();
-                            match reply(&mut self, &mut handler, &mut pkt).await {
+                            // Boxed (ssh-gateway patch): inline, the handler's and the
+                            // kex's states made this loop's future ~18 KiB, most of it
+                            // two slots for this one future, held by every idle
+                            // connection; boxed it is ~8 KiB, at one allocation per
+                            // packet while it runs.
+                            match Box::pin(reply(&mut self, &mut handler, &mut pkt)).await {
                                 Ok(_) => {},
                                 Err(e) => return Err(e),
                             }
