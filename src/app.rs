@@ -19,7 +19,9 @@ use crate::conn::Registry;
 use crate::conn::activity::ActivityTracker;
 use crate::conn::admission::Admission;
 use crate::conn::events::{Events, LogSubscriber};
-use crate::control::{ControlPlane, KubernetesControlPlane, StaticControlPlane};
+use crate::control::{
+    ControlPlane, HttpControlPlane, KubernetesControlPlane, StaticControlPlane, Workloads,
+};
 use crate::helper::Placer;
 use crate::kubernetes;
 use crate::ssh::{self, Gateway, hostkeys};
@@ -97,6 +99,23 @@ impl Bound {
             ),
             (ControlConfig::Kubernetes, None) => {
                 anyhow::bail!("the kubernetes control plane needs a [kubernetes] section")
+            }
+            (ControlConfig::Http(http), kube) => {
+                let workloads = match (&config.backend, kube) {
+                    (BackendConfig::Local { .. }, _) => Workloads::Local {
+                        root: http.sandbox_root.clone(),
+                    },
+                    (BackendConfig::Kubernetes, Some((client, k))) => Workloads::Pods(Arc::new(
+                        KubernetesControlPlane::new(client.clone(), k.clone(), store.clone()),
+                    )),
+                    (BackendConfig::Kubernetes, None) => {
+                        anyhow::bail!("the kubernetes backend needs a [kubernetes] section")
+                    }
+                };
+                Arc::new(
+                    HttpControlPlane::new(http, workloads)
+                        .context("setting up the HTTP control plane")?,
+                )
             }
         };
         let backend: Arc<dyn Backend> = match (&config.backend, &kube) {

@@ -265,6 +265,56 @@ pub enum ControlConfig {
     },
     /// Targets are pods found by label (`[kubernetes]`).
     Kubernetes,
+    /// A platform's own service says who may use a target and in what state it is,
+    /// resumes it and hears how it is used (docs/control-plane.openapi.yaml). Where
+    /// the workload runs is still the backend's: `sandbox_root/<id>` for local
+    /// processes, pods found by label for Kubernetes.
+    Http(HttpControlConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpControlConfig {
+    /// Base URL; the gateway calls `{url}/v1/sandboxes/{id}`, `…/resume`, `…/activity`.
+    pub url: String,
+    /// A file holding the bearer token sent on every call (trailing whitespace is
+    /// ignored). Read at start.
+    pub token_file: Option<PathBuf>,
+    /// How long a connection to a paused target waits for the platform to say it is
+    /// running before the user is told it did not come up.
+    #[serde(default = "default_resume_timeout")]
+    pub resume_timeout_secs: u64,
+    /// Bound on each HTTP call; 5xx answers and timeouts are retried (with backoff and
+    /// jitter) within `retry_budget_secs`, 4xx answers never.
+    #[serde(default = "default_http_request_timeout")]
+    pub request_timeout_secs: u64,
+    #[serde(default = "default_http_retry_budget")]
+    pub retry_budget_secs: u64,
+    /// For the local backend: each target runs in `<sandbox_root>/<id>`.
+    #[serde(default = "default_sandbox_root")]
+    pub sandbox_root: PathBuf,
+}
+
+fn default_http_request_timeout() -> u64 {
+    5
+}
+fn default_http_retry_budget() -> u64 {
+    10
+}
+fn default_sandbox_root() -> PathBuf {
+    PathBuf::from("sandboxes")
+}
+
+impl HttpControlConfig {
+    pub fn resume_timeout(&self) -> Duration {
+        Duration::from_secs(self.resume_timeout_secs)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+    pub fn retry_budget(&self) -> Duration {
+        Duration::from_secs(self.retry_budget_secs)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -379,7 +429,7 @@ impl Default for BackendConfig {
 impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig::Static {
-            sandbox_root: PathBuf::from("sandboxes"),
+            sandbox_root: default_sandbox_root(),
         }
     }
 }
@@ -574,6 +624,22 @@ impl Config {
             && !shell.is_absolute()
         {
             return invalid("backend.shell", "must be an absolute path");
+        }
+        if let ControlConfig::Http(h) = &self.control {
+            if !(h.url.starts_with("http://") || h.url.starts_with("https://"))
+                || h.url.chars().any(|c| c.is_control() || c == ' ')
+            {
+                return invalid("control.url", "must be an http:// or https:// URL");
+            }
+            if h.request_timeout_secs == 0 || h.request_timeout_secs > 300 {
+                return invalid("control.request_timeout_secs", "must be between 1 and 300");
+            }
+            if h.resume_timeout_secs == 0 || h.resume_timeout_secs > 3600 {
+                return invalid("control.resume_timeout_secs", "must be between 1 and 3600");
+            }
+            if h.retry_budget_secs > 300 {
+                return invalid("control.retry_budget_secs", "must be at most 300");
+            }
         }
         let needs_kube = matches!(self.backend, BackendConfig::Kubernetes)
             || matches!(self.control, ControlConfig::Kubernetes);

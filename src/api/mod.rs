@@ -39,6 +39,7 @@ pub fn router(state: Arc<ApiState>, limits: &ApiConfig) -> Router {
         .merge(keys::router())
         .merge(sandboxes::router())
         .route("/healthz", get(health))
+        .route("/control-plane.openapi.yaml", get(control_plane_contract))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             limits.request_timeout(),
@@ -71,6 +72,16 @@ async fn request_deadline(State(limit): State<Duration>, req: Request, next: Nex
             response
         }
     }
+}
+
+/// The contract an HTTP control plane implements (`[control] kind = "http"`).
+const CONTROL_PLANE_OPENAPI: &str = include_str!("../../docs/control-plane.openapi.yaml");
+
+async fn control_plane_contract() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/yaml")],
+        CONTROL_PLANE_OPENAPI,
+    )
 }
 
 async fn health(

@@ -16,9 +16,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::ConnId;
-use super::events::{Event, Subscriber};
+use super::events::{CloseReason, Event, Subscriber};
 use super::registry::Registry;
-use crate::control::{Activity, ControlPlane};
+use crate::control::{Activity, ActivityEvent, ControlPlane};
 
 /// Connects and disconnects arriving within this are reported together.
 const BATCH: Duration = Duration::from_millis(200);
@@ -39,6 +39,17 @@ struct Seen {
     conns: HashMap<ConnId, SeenConn>,
     /// Latest payload on channels that have closed since, per target.
     closed_payload: HashMap<String, u64>,
+    /// Why the latest connection to each target closed.
+    closed_reason: HashMap<String, CloseReason>,
+    /// Connections that came and went per target since the last report, so one that
+    /// comes and goes within a batch is still reported.
+    churn: HashMap<String, Churn>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Churn {
+    connects: u32,
+    disconnects: u32,
 }
 
 struct SeenConn {
@@ -85,6 +96,7 @@ impl ActivityTracker {
                 continue;
             };
             let entry = now.entry(seen_conn.target.clone()).or_insert(Activity {
+                event: ActivityEvent::Heartbeat,
                 open_sessions: 0,
                 last_payload_ms: None,
             });
@@ -93,6 +105,7 @@ impl ActivityTracker {
         }
         for (target, &at) in &seen.closed_payload {
             let entry = now.entry(target.clone()).or_insert(Activity {
+                event: ActivityEvent::Heartbeat,
                 open_sessions: 0,
                 last_payload_ms: None,
             });
@@ -111,39 +124,57 @@ impl ActivityTracker {
                 _ = stop.cancelled() => return,
             }
             let now = self.snapshot();
+            let churn = std::mem::take(&mut self.seen().churn);
             let mut targets: Vec<String> = now.keys().cloned().collect();
-            targets.extend(reported.keys().filter(|t| !now.contains_key(*t)).cloned());
+            for t in reported.keys().chain(churn.keys()) {
+                if !targets.contains(t) {
+                    targets.push(t.clone());
+                }
+            }
             for target in targets {
                 let activity = now.get(&target).cloned().unwrap_or_else(|| Activity {
+                    event: ActivityEvent::Heartbeat,
                     open_sessions: 0,
                     last_payload_ms: reported.get(&target).and_then(|(a, _)| a.last_payload_ms),
                 });
-                // A connection came or went: now. Otherwise a heartbeat while any stay
-                // open (carrying the latest payload time).
-                let due = match reported.get(&target) {
-                    None => true,
-                    Some((last, at)) => {
-                        last.open_sessions != activity.open_sessions
-                            || (at.elapsed() >= self.heartbeat && activity.open_sessions > 0)
-                    }
-                };
-                if !due {
+                // Connections came or went: say so now (both, in order, if both).
+                // Otherwise a heartbeat while any stay open, carrying the latest
+                // payload time. Counts are as of the report.
+                let churned = churn.get(&target).copied().unwrap_or_default();
+                let mut events = Vec::new();
+                if churned.connects > 0 {
+                    events.push(ActivityEvent::Connect);
+                }
+                if churned.disconnects > 0 {
+                    events.push(ActivityEvent::Disconnect {
+                        reason: self.close_reason(&target),
+                    });
+                }
+                let heartbeat_due = reported
+                    .get(&target)
+                    .is_some_and(|(_, at)| at.elapsed() >= self.heartbeat);
+                if events.is_empty() && heartbeat_due && activity.open_sessions > 0 {
+                    events.push(ActivityEvent::Heartbeat);
+                }
+                if events.is_empty() {
                     continue;
                 }
-                match tokio::time::timeout(
-                    REPORT_TIMEOUT,
-                    self.control.report_activity(&target, &activity),
-                )
-                .await
-                {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(%target, error = %e, "activity report failed"),
-                    Err(_) => tracing::warn!(%target, "activity report timed out"),
+                for event in events {
+                    self.report(
+                        &target,
+                        &Activity {
+                            event,
+                            ..activity.clone()
+                        },
+                    )
+                    .await;
                 }
                 if activity.open_sessions == 0 {
                     // Reported idle: nothing more to say until someone connects.
                     reported.remove(&target);
-                    self.seen().closed_payload.remove(&target);
+                    let mut seen = self.seen();
+                    seen.closed_payload.remove(&target);
+                    seen.closed_reason.remove(&target);
                 } else {
                     reported.insert(target, (activity, Instant::now()));
                 }
@@ -153,6 +184,28 @@ impl ActivityTracker {
 }
 
 impl ActivityTracker {
+    async fn report(&self, target: &str, activity: &Activity) {
+        match tokio::time::timeout(
+            REPORT_TIMEOUT,
+            self.control.report_activity(target, activity),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(%target, error = %e, "activity report failed"),
+            Err(_) => tracing::warn!(%target, "activity report timed out"),
+        }
+    }
+
+    fn close_reason(&self, target: &str) -> String {
+        self.seen()
+            .closed_reason
+            .get(target)
+            .map_or(CloseReason::ClientGone, |r| *r)
+            .as_str()
+            .to_owned()
+    }
+
     /// Closes connections with no payload for `idle` (since they authenticated, or
     /// since the last byte on any of their channels), until `stop`.
     pub async fn close_idle(self: Arc<Self>, idle: Duration, stop: CancellationToken) {
@@ -203,7 +256,9 @@ impl Subscriber for ActivityTracker {
     fn on_event(&self, event: &Event) {
         match event {
             Event::Authenticated { conn, target, .. } => {
-                self.seen().conns.insert(
+                let mut seen = self.seen();
+                seen.churn.entry(target.clone()).or_default().connects += 1;
+                seen.conns.insert(
                     *conn,
                     SeenConn {
                         target: target.clone(),
@@ -211,6 +266,7 @@ impl Subscriber for ActivityTracker {
                         closed_payload_ms: None,
                     },
                 );
+                drop(seen);
                 self.changed.notify_one();
             }
             Event::ChannelClosed {
@@ -227,8 +283,17 @@ impl Subscriber for ActivityTracker {
                 let entry = seen.closed_payload.entry(target).or_default();
                 *entry = (*entry).max(*at);
             }
-            Event::Closed { conn, .. } if self.seen().conns.remove(conn).is_some() => {
-                self.changed.notify_one();
+            Event::Closed { conn, reason, .. } => {
+                let mut seen = self.seen();
+                if let Some(gone) = seen.conns.remove(conn) {
+                    seen.churn
+                        .entry(gone.target.clone())
+                        .or_default()
+                        .disconnects += 1;
+                    seen.closed_reason.insert(gone.target, *reason);
+                    drop(seen);
+                    self.changed.notify_one();
+                }
             }
             _ => {}
         }

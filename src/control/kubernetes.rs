@@ -18,7 +18,9 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use super::resume::{Progress, Resumes};
-use super::{Activity, ControlError, ControlPlane, Location, Principal, Target, TargetInfo};
+use super::{
+    Activity, ControlError, ControlPlane, Location, Principal, Target, TargetInfo, rfc3339_ms,
+};
 use crate::config::KubernetesConfig;
 use crate::route::TargetRef;
 use crate::store::{Store, StoreError};
@@ -239,6 +241,68 @@ impl KubernetesControlPlane {
         Ok(Found { pods, sets })
     }
 
+    /// Where `target` runs, for a control plane that decided access itself (the HTTP
+    /// one): the pods carrying its labels must all be one workload (namespace and
+    /// controller), or nobody is sent to any of them; a Ready one is used.
+    pub async fn locate(&self, target: &TargetRef) -> Result<Target, ControlError> {
+        let pods: Vec<Pod> = self.list(&self.selector(target)).await?;
+        let place = |p: &Pod| (p.metadata.namespace.clone(), workload(p));
+        if let Some(first) = pods.first()
+            && let Some(other) = pods.iter().find(|p| place(p) != place(first))
+        {
+            warn!(
+                %target,
+                first = %meta_ref(&first.metadata),
+                conflicting = %meta_ref(&other.metadata),
+                "pods carrying this target's labels belong to different workloads; refusing everyone until resolved"
+            );
+            return Err(ControlError::NoAccess(target.name()));
+        }
+        self.ready_target(target, &pods)
+    }
+
+    /// The Ready pod among `pods` as a target, or why there is none.
+    fn ready_target(&self, target: &TargetRef, pods: &[Pod]) -> Result<Target, ControlError> {
+        let Some(pod) = pods.iter().find(|p| ready(p)) else {
+            let Some(p) = pods.first() else {
+                return Err(ControlError::NoAccess(target.name()));
+            };
+            let state = if p.metadata.deletion_timestamp.is_some() {
+                "Terminating"
+            } else {
+                phase(p)
+            };
+            return Err(ControlError::NotReady(format!(
+                "{target} is not ready (its pod is {state}); try again in a moment"
+            )));
+        };
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let container = self.container(pod).ok_or_else(|| {
+            ControlError::NotReady(format!(
+                "{target} has no container named by its configuration"
+            ))
+        })?;
+        let container_id = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == container))
+            .and_then(|c| c.container_id.clone())
+            .unwrap_or_default();
+        Ok(Target::new(
+            target.name(),
+            Location::Pod {
+                namespace,
+                pod: name,
+                uid,
+                container,
+                container_id,
+            },
+        ))
+    }
+
     fn container(&self, pod: &Pod) -> Option<String> {
         let spec = pod.spec.as_ref()?;
         let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
@@ -307,11 +371,6 @@ pub const RESUME_REPLICAS_ANNOTATION: &str = "ssh-gateway.io/resume-replicas";
 pub const OPEN_SESSIONS_ANNOTATION: &str = "ssh-gateway.io/open-sessions";
 pub const LAST_ACTIVITY_ANNOTATION: &str = "ssh-gateway.io/last-activity";
 
-fn rfc3339_ms(ms: u64) -> Option<String> {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(i64::try_from(ms).ok()?)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-}
-
 fn replicas(set: &StatefulSet) -> i32 {
     set.spec.replicas.unwrap_or(1)
 }
@@ -355,49 +414,12 @@ fn ready(pod: &Pod) -> bool {
 impl ControlPlane for KubernetesControlPlane {
     async fn resolve(&self, who: &Principal, target: &TargetRef) -> Result<Target, ControlError> {
         let found = self.authorized(who, target).await?;
-        let Some(pod) = found.pods.iter().find(|p| ready(p)) else {
+        if !found.pods.iter().any(ready) && !found.sets.is_empty() {
             // Paused, or waking (by another connection, replica or anyone): either
             // way `resume` is what waits for it.
-            if !found.sets.is_empty() {
-                return Err(ControlError::Paused(target.name()));
-            }
-            let Some(p) = found.pods.first() else {
-                return Err(ControlError::NoAccess(target.name()));
-            };
-            let state = if p.metadata.deletion_timestamp.is_some() {
-                "Terminating"
-            } else {
-                phase(p)
-            };
-            return Err(ControlError::NotReady(format!(
-                "{target} is not ready (its pod is {state}); try again in a moment"
-            )));
-        };
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let container = self.container(pod).ok_or_else(|| {
-            ControlError::NotReady(format!(
-                "{target} has no container named by its configuration"
-            ))
-        })?;
-        let container_id = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.name == container))
-            .and_then(|c| c.container_id.clone())
-            .unwrap_or_default();
-        Ok(Target::new(
-            target.name(),
-            Location::Pod {
-                namespace,
-                pod: name,
-                uid,
-                container,
-                container_id,
-            },
-        ))
+            return Err(ControlError::Paused(target.name()));
+        }
+        self.ready_target(target, &found.pods)
     }
 
     async fn resume(

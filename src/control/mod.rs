@@ -2,12 +2,14 @@
 //! authorized `Target` (where the workload runs), or one message that does not reveal
 //! whether the target exists.
 
+mod http;
 mod kubernetes;
 pub mod resume;
 mod static_plane;
 
 use std::path::PathBuf;
 
+pub use http::{HttpControlPlane, Workloads};
 pub use kubernetes::KubernetesControlPlane;
 pub use static_plane::StaticControlPlane;
 
@@ -107,11 +109,40 @@ pub enum Location {
 /// How a target is being used, as the gateway reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Activity {
+    /// What prompted the report.
+    pub event: ActivityEvent,
     /// Connections to the target that are open now.
     pub open_sessions: usize,
     /// When payload last moved on any of its channels (Unix ms): bytes in or out, not
     /// keepalives or window adjustments.
     pub last_payload_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActivityEvent {
+    /// More connections than last reported.
+    Connect,
+    /// Fewer, and why the latest of them closed (`CloseReason::as_str`).
+    Disconnect { reason: String },
+    /// As many as last reported; sent every `[activity] heartbeat_secs` while any
+    /// stay open.
+    Heartbeat,
+}
+
+impl ActivityEvent {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ActivityEvent::Connect => "connect",
+            ActivityEvent::Disconnect { .. } => "disconnect",
+            ActivityEvent::Heartbeat => "heartbeat",
+        }
+    }
+}
+
+/// Unix ms as RFC 3339 in UTC with milliseconds, as activity reports carry them.
+pub(crate) fn rfc3339_ms(ms: u64) -> Option<String> {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(i64::try_from(ms).ok()?)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 /// What the sandbox API shows about a target.

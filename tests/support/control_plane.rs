@@ -1,0 +1,325 @@
+//! A reference HTTP control plane (docs/control-plane.openapi.yaml) for tests: targets
+//! with a state, an owner and members; `resume` turns a paused one `starting` and, a
+//! configurable delay later, `running`. It records every call, and can be told to
+//! answer the next calls with an error status.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: &'static str,
+    /// The path after `/v1/sandboxes/`.
+    pub path: String,
+    pub authorized: bool,
+}
+
+struct Entry {
+    state: &'static str,
+    owner: String,
+    members: Vec<String>,
+    /// How long a resume takes; `None`: it never finishes.
+    resume_delay: Option<Duration>,
+    running_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Plane {
+    token: String,
+    targets: HashMap<String, Entry>,
+    calls: Vec<Call>,
+    /// Statuses the next calls (any path) answer with instead.
+    fail_next: VecDeque<u16>,
+    activity: Vec<(String, Value)>,
+}
+
+type Shared = Arc<Mutex<Plane>>;
+
+pub struct ControlPlaneServer {
+    pub port: u16,
+    plane: Shared,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl ControlPlaneServer {
+    pub fn start(token: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let plane: Shared = Arc::new(Mutex::new(Plane {
+            token: token.to_owned(),
+            ..Plane::default()
+        }));
+        let app = Router::new()
+            .route("/v1/sandboxes/{id}", get(get_target))
+            .route("/v1/sandboxes/{id}/resume", post(resume))
+            .route("/v1/sandboxes/{id}/activity", post(activity))
+            .with_state(plane.clone());
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            port,
+            plane,
+            _runtime: runtime,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn plane(&self) -> std::sync::MutexGuard<'_, Plane> {
+        self.plane.lock().unwrap()
+    }
+
+    pub fn add(&self, id: &str, state: &'static str, owner: &str, members: &[&str]) {
+        self.plane().targets.insert(
+            id.to_owned(),
+            Entry {
+                state,
+                owner: owner.to_owned(),
+                members: members.iter().map(|m| (*m).to_owned()).collect(),
+                resume_delay: Some(Duration::from_millis(800)),
+                running_at: None,
+            },
+        );
+    }
+
+    /// How long a resume of `id` takes (`None`: forever).
+    pub fn set_resume_delay(&self, id: &str, delay: Option<Duration>) {
+        self.plane().targets.get_mut(id).unwrap().resume_delay = delay;
+    }
+
+    pub fn set_members(&self, id: &str, members: &[&str]) {
+        self.plane().targets.get_mut(id).unwrap().members =
+            members.iter().map(|m| (*m).to_owned()).collect();
+    }
+
+    pub fn state(&self, id: &str) -> &'static str {
+        let mut plane = self.plane();
+        let entry = plane.targets.get_mut(id).unwrap();
+        advance(entry);
+        entry.state
+    }
+
+    pub fn fail_next(&self, statuses: &[u16]) {
+        self.plane().fail_next.extend(statuses);
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.plane().calls.clone()
+    }
+
+    /// Calls of `method` on exactly `path` (after `/v1/sandboxes/`).
+    pub fn count(&self, method: &str, path: &str) -> usize {
+        self.plane()
+            .calls
+            .iter()
+            .filter(|c| c.method == method && c.path == path)
+            .count()
+    }
+
+    /// The activity reports about `id`, oldest first.
+    pub fn activity(&self, id: &str) -> Vec<Value> {
+        self.plane()
+            .activity
+            .iter()
+            .filter(|(t, _)| t == id)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+fn advance(entry: &mut Entry) {
+    if entry.state == "starting" && entry.running_at.is_some_and(|t| Instant::now() >= t) {
+        entry.state = "running";
+        entry.running_at = None;
+    }
+}
+
+/// Records the call; answers a queued failure or a bad token, if any.
+fn admit(
+    plane: &mut Plane,
+    method: &'static str,
+    path: String,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let authorized = headers.get("authorization").and_then(|v| v.to_str().ok())
+        == Some(format!("Bearer {}", plane.token).as_str());
+    plane.calls.push(Call {
+        method,
+        path,
+        authorized,
+    });
+    if let Some(status) = plane.fail_next.pop_front() {
+        return Some(
+            (
+                StatusCode::from_u16(status).unwrap(),
+                "injected failure".to_owned(),
+            )
+                .into_response(),
+        );
+    }
+    if !authorized {
+        return Some((StatusCode::UNAUTHORIZED, "bad token").into_response());
+    }
+    None
+}
+
+async fn get_target(
+    State(plane): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut plane = plane.lock().unwrap();
+    if let Some(r) = admit(&mut plane, "GET", id.clone(), &headers) {
+        return r;
+    }
+    let Some(entry) = plane.targets.get_mut(&id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    advance(entry);
+    axum::Json(json!({
+        "id": id, "state": entry.state, "owner": entry.owner, "members": entry.members,
+    }))
+    .into_response()
+}
+
+async fn resume(
+    State(plane): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut plane = plane.lock().unwrap();
+    if let Some(r) = admit(&mut plane, "POST", format!("{id}/resume"), &headers) {
+        return r;
+    }
+    let Some(entry) = plane.targets.get_mut(&id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if entry.state == "paused" {
+        entry.state = "starting";
+        entry.running_at = entry.resume_delay.map(|d| Instant::now() + d);
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn activity(
+    State(plane): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    let mut plane = plane.lock().unwrap();
+    if let Some(r) = admit(&mut plane, "POST", format!("{id}/activity"), &headers) {
+        return r;
+    }
+    plane.activity.push((id, body));
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `ssh-gateway serve` on the local backend with `[control] kind = "http"` pointed at a
+/// fresh reference control plane; users alice and bob, each with a key.
+pub struct HttpGateway {
+    pub plane: ControlPlaneServer,
+    pub ssh_port: u16,
+    pub api_port: u16,
+    pub alice: super::KeyPair,
+    pub bob: super::KeyPair,
+    pub dir: tempfile::TempDir,
+    _server: super::Serve,
+}
+
+pub const TOKEN: &str = "cp-token-3f9a";
+
+impl HttpGateway {
+    /// `control` is added to `[control]`, `extra` after everything.
+    pub fn start(control: &str, extra: &str) -> Self {
+        Self::start_with_token(TOKEN, control, extra)
+    }
+
+    /// The gateway sends `token`; the plane expects `TOKEN`.
+    pub fn start_with_token(token: &str, control: &str, extra: &str) -> Self {
+        let plane = ControlPlaneServer::start(TOKEN);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        std::fs::write(dir.path().join("token"), format!("{token}\n")).unwrap();
+        let (ssh_port, api_port) = (super::free_port(), super::free_port());
+        let config = dir.path().join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\nhost_key_dir = \"{d}/keys\"\npublic_host = \"gw\"\n\
+                 [api]\nlisten = \"127.0.0.1:{api_port}\"\n[database]\nurl = \"sqlite://{d}/gw.db\"\n\
+                 [backend]\nkind = \"local\"\n\
+                 [control]\nkind = \"http\"\nurl = \"{url}\"\ntoken_file = \"{d}/token\"\nsandbox_root = \"{d}/sandboxes\"\n{control}\n\
+                 {extra}\n",
+                url = plane.url(),
+            ),
+        )
+        .unwrap();
+        let db = format!("sqlite://{d}/gw.db");
+        let mut keys = Vec::new();
+        for user in ["alice", "bob"] {
+            super::admin_with_config(&config, &["user", "add", user]);
+            let key = super::keygen(dir.path(), user, &["-t", "ed25519"]);
+            super::register_key(&db, user, &key);
+            keys.push(key);
+        }
+        let server = super::Serve::start(&config, &dir.path().join("gateway.log"), api_port);
+        let bob = keys.pop().unwrap();
+        let alice = keys.pop().unwrap();
+        Self {
+            plane,
+            ssh_port,
+            api_port,
+            alice,
+            bob,
+            dir,
+            _server: server,
+        }
+    }
+
+    fn opts(&self, key: &super::KeyPair) -> Vec<String> {
+        super::Gateway::client_opts_for(&key.private)
+    }
+
+    pub fn ssh(&self, key: &super::KeyPair) -> std::process::Command {
+        let mut cmd = std::process::Command::new("ssh");
+        cmd.args(self.opts(key))
+            .args(["-p", &self.ssh_port.to_string()]);
+        cmd
+    }
+
+    pub fn sftp(&self, key: &super::KeyPair) -> std::process::Command {
+        let mut cmd = std::process::Command::new("sftp");
+        cmd.args(self.opts(key))
+            .args(["-P", &self.ssh_port.to_string()]);
+        cmd
+    }
+
+    pub fn sandbox_dir(&self, id: &str) -> std::path::PathBuf {
+        self.dir.path().join("sandboxes").join(id)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+}
