@@ -112,6 +112,18 @@ fn a_burst_of_connections_shares_one_resume_and_sftp_streams_stay_clean() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let sftp = sftp.spawn().unwrap();
+    // And scp, in its legacy protocol (an exec of `scp -t`), whose stream must stay
+    // clean as well.
+    let upload = dir.path().join("up.txt");
+    std::fs::write(&upload, "woken\n").unwrap();
+    let remote = format!("/tmp/sgw-wake-scp-{}.txt", std::process::id());
+    let mut scp = gw.scp(&gw.alice);
+    scp.arg("-O")
+        .arg(&upload)
+        .arg(format!("burst@127.0.0.1:{remote}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let scp = scp.spawn().unwrap();
     for (i, child) in children.into_iter().enumerate() {
         let out = child.wait_with_output().unwrap();
         assert!(
@@ -132,6 +144,15 @@ fn a_burst_of_connections_shares_one_resume_and_sftp_streams_stay_clean() {
         !so.contains("ssh-gateway"),
         "progress leaked into stdout: {so}"
     );
+    let out = scp.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "scp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cat = gw.ssh(&gw.alice);
+    cat.args(["burst@127.0.0.1", &format!("cat {remote}; rm -f {remote}")]);
+    assert_eq!(String::from_utf8_lossy(&cat.output().unwrap().stdout), "woken\n");
     assert_eq!(scale_ups(&gw), 1, "{}", gw.log());
 }
 
