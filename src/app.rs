@@ -154,6 +154,8 @@ impl Bound {
         let activity = ActivityTracker::new(
             control.clone(),
             Duration::from_secs(config.activity.heartbeat_secs),
+            (config.activity.pause_after_idle_secs > 0)
+                .then(|| Duration::from_secs(config.activity.pause_after_idle_secs)),
         );
         let registry = Registry::new(Events::new(vec![
             Arc::new(LogSubscriber::default()),

@@ -162,6 +162,10 @@ pub struct ActivityConfig {
     /// Connections with no payload (channel bytes either way; keepalives do not count)
     /// for this many seconds are closed, telling the user why. 0 = never.
     pub idle_timeout_secs: u64,
+    /// The gateway pauses a target itself (HTTP: `POST …/pause`; Kubernetes: scales
+    /// a sandbox's StatefulSet to 0) once its last connection here has closed and no
+    /// payload has moved for this many seconds. 0 = never (the platform decides).
+    pub pause_after_idle_secs: u64,
 }
 
 impl Default for ActivityConfig {
@@ -169,6 +173,7 @@ impl Default for ActivityConfig {
         Self {
             heartbeat_secs: 60,
             idle_timeout_secs: 0,
+            pause_after_idle_secs: 0,
         }
     }
 }

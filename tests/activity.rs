@@ -136,3 +136,49 @@ fn idle_connections_are_closed_with_a_reason_and_busy_ones_are_not() {
         "1\n2\n3\n4\n5\n6\n7\n8\n"
     );
 }
+
+fn replicas(gw: &KubeGateway) -> u64 {
+    let set: Value = gw.emu.get(Kind::StatefulSet, "default", "act");
+    set["spec"]["replicas"].as_u64().unwrap_or(1)
+}
+
+/// `pause_after_idle_secs`: the gateway scales a sandbox's StatefulSet to 0 once its
+/// last connection has closed and that long has passed, never while one is open, and
+/// not when the StatefulSet shows open sessions another gateway replica wrote.
+#[test]
+fn an_idle_sandbox_is_scaled_to_zero_after_its_last_connection() {
+    let gw = KubeGateway::start_full(
+        &["default"],
+        None,
+        "[activity]\nheartbeat_secs = 1\npause_after_idle_secs = 3\n",
+        Duration::ZERO,
+    );
+    running_set(&gw);
+    let limit = Duration::from_secs(20);
+
+    let mut open = gw.ssh(&gw.alice);
+    open.args(["-n", "act@127.0.0.1", "sleep 5; echo done"]);
+    assert_eq!(stdout(&run(open)), "done\n");
+    assert_eq!(replicas(&gw), 1, "paused while a session was open");
+    assert!(wait_until(limit, || replicas(&gw) == 0), "{}", gw.log());
+
+    // Scaled up again, with another replica's open session on record: left alone.
+    gw.emu.update(Kind::StatefulSet, "default", "act", |s| {
+        s["spec"]["replicas"] = json!(1)
+    });
+    let last = annotation(&gw, LAST);
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args(["-q", "act@127.0.0.1", "echo again"]);
+    assert_eq!(stdout(&run(cmd)), "again\n");
+    // This replica has reported the close (new payload time, no sessions); within
+    // the 3 s before it would pause, another replica writes that it has two.
+    assert!(wait_until(limit, || {
+        annotation(&gw, LAST) != last && annotation(&gw, OPEN).as_deref() == Some("0")
+    }));
+    gw.emu.update(Kind::StatefulSet, "default", "act", |s| {
+        s["metadata"]["annotations"][OPEN] = json!("2")
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(replicas(&gw), 1, "{}", gw.log());
+    assert!(gw.log().contains("not pausing"), "{}", gw.log());
+}

@@ -277,3 +277,36 @@ mod plain_http {
         out
     }
 }
+
+#[test]
+fn an_idle_target_is_paused_only_after_its_last_connection_closes() {
+    let gw = HttpGateway::start(
+        "",
+        "[activity]\nheartbeat_secs = 1\npause_after_idle_secs = 1\n",
+    );
+    gw.plane.add("nap", "running", "alice", &[]);
+    let limit = Duration::from_secs(20);
+
+    // Open, quiet for three times the idle period: never paused while it is open.
+    let mut open = gw.ssh(&gw.alice);
+    open.args(["-n", "nap@127.0.0.1", "sleep 3; echo done"]);
+    let out = run(open);
+    assert_eq!(stdout(&out), "done\n", "{}", stderr(&out));
+    assert_eq!(gw.plane.count("POST", "nap/pause"), 0);
+    assert_eq!(gw.plane.state("nap"), "running");
+
+    // Then, a second after it closed, the gateway pauses it, once.
+    assert!(
+        wait_until(limit, || gw.plane.state("nap") == "paused"),
+        "{}",
+        gw.log()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(gw.plane.count("POST", "nap/pause"), 1);
+
+    // And the next connection wakes it again.
+    let mut ssh = gw.ssh(&gw.alice);
+    ssh.args(["-q", "nap@127.0.0.1", "echo back"]);
+    assert_eq!(stdout(&run(ssh)), "back\n");
+    assert_eq!(gw.plane.count("POST", "nap/resume"), 1);
+}

@@ -152,7 +152,10 @@ fn a_burst_of_connections_shares_one_resume_and_sftp_streams_stay_clean() {
     );
     let mut cat = gw.ssh(&gw.alice);
     cat.args(["burst@127.0.0.1", &format!("cat {remote}; rm -f {remote}")]);
-    assert_eq!(String::from_utf8_lossy(&cat.output().unwrap().stdout), "woken\n");
+    assert_eq!(
+        String::from_utf8_lossy(&cat.output().unwrap().stdout),
+        "woken\n"
+    );
     assert_eq!(scale_ups(&gw), 1, "{}", gw.log());
 }
 

@@ -28,6 +28,8 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct ActivityTracker {
     control: Arc<dyn ControlPlane>,
     heartbeat: Duration,
+    /// `[activity] pause_after_idle_secs`, when on.
+    pause_after: Option<Duration>,
     registry: OnceLock<Weak<Registry>>,
     changed: Notify,
     seen: Mutex<Seen>,
@@ -61,10 +63,15 @@ struct SeenConn {
 }
 
 impl ActivityTracker {
-    pub fn new(control: Arc<dyn ControlPlane>, heartbeat: Duration) -> Arc<Self> {
+    pub fn new(
+        control: Arc<dyn ControlPlane>,
+        heartbeat: Duration,
+        pause_after: Option<Duration>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             control,
             heartbeat,
+            pause_after,
             registry: OnceLock::new(),
             changed: Notify::new(),
             seen: Mutex::new(Seen::default()),
@@ -117,13 +124,20 @@ impl ActivityTracker {
     /// Reports until `stop`: on every change (batched) and every heartbeat.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut reported: HashMap<String, (Activity, Instant)> = HashMap::new();
+        // Targets reported with no connections, and since when (Unix ms) nothing has
+        // moved on them: candidates for an idle pause.
+        let mut quiet: HashMap<String, u64> = HashMap::new();
         loop {
+            let sleep = self
+                .next_pause(&quiet)
+                .map_or(self.heartbeat, |d| d.min(self.heartbeat));
             tokio::select! {
-                _ = tokio::time::sleep(self.heartbeat) => {}
+                _ = tokio::time::sleep(sleep) => {}
                 _ = self.changed.notified() => tokio::time::sleep(BATCH).await,
                 _ = stop.cancelled() => return,
             }
             let now = self.snapshot();
+            self.pause_quiet(&mut quiet, &now).await;
             let churn = std::mem::take(&mut self.seen().churn);
             let mut targets: Vec<String> = now.keys().cloned().collect();
             for t in reported.keys().chain(churn.keys()) {
@@ -171,11 +185,16 @@ impl ActivityTracker {
                 }
                 if activity.open_sessions == 0 {
                     // Reported idle: nothing more to say until someone connects.
+                    if self.pause_after.is_some() {
+                        // Quiet from now: payload cannot move without a connection.
+                        quiet.insert(target.clone(), super::unix_ms());
+                    }
                     reported.remove(&target);
                     let mut seen = self.seen();
                     seen.closed_payload.remove(&target);
                     seen.closed_reason.remove(&target);
                 } else {
+                    quiet.remove(&target);
                     reported.insert(target, (activity, Instant::now()));
                 }
             }
@@ -184,6 +203,47 @@ impl ActivityTracker {
 }
 
 impl ActivityTracker {
+    /// How long until the first quiet target is due for a pause.
+    fn next_pause(&self, quiet: &HashMap<String, u64>) -> Option<Duration> {
+        let after = self.pause_after?.as_millis() as u64;
+        let first = quiet.values().min()?;
+        let due = first.saturating_add(after);
+        Some(Duration::from_millis(due.saturating_sub(super::unix_ms())))
+    }
+
+    /// Pauses the quiet targets whose time has come, unless a connection to them has
+    /// authenticated meanwhile. Each is asked once; the plane may decline.
+    async fn pause_quiet(&self, quiet: &mut HashMap<String, u64>, now: &HashMap<String, Activity>) {
+        let Some(after) = self.pause_after else {
+            return;
+        };
+        let after = after.as_millis() as u64;
+        let clock = super::unix_ms();
+        let due: Vec<(String, u64)> = quiet
+            .iter()
+            .filter(|(_, since)| since.saturating_add(after) <= clock)
+            .map(|(t, s)| (t.clone(), *s))
+            .collect();
+        for (target, since) in due {
+            quiet.remove(&target);
+            let in_use = now.get(&target).is_some_and(|a| a.open_sessions > 0)
+                || self.seen().conns.values().any(|c| c.target == target);
+            if in_use {
+                continue;
+            }
+            match tokio::time::timeout(REPORT_TIMEOUT, self.control.pause_idle(&target, since))
+                .await
+            {
+                Ok(Ok(true)) => {
+                    tracing::info!(%target, idle_secs = after / 1000, "paused an idle target")
+                }
+                Ok(Ok(false)) => tracing::debug!(%target, "idle target not paused"),
+                Ok(Err(e)) => tracing::warn!(%target, error = %e, "pausing an idle target failed"),
+                Err(_) => tracing::warn!(%target, "pausing an idle target timed out"),
+            }
+        }
+    }
+
     async fn report(&self, target: &str, activity: &Activity) {
         match tokio::time::timeout(
             REPORT_TIMEOUT,

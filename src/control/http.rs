@@ -238,6 +238,14 @@ impl ControlPlane for HttpControlPlane {
         Ok(())
     }
 
+    /// `POST …/pause`: the platform, which hears from every replica, has the last word.
+    async fn pause_idle(&self, target: &str, _quiet_since_ms: u64) -> Result<bool, ControlError> {
+        self.api
+            .call(reqwest::Method::POST, &[target, "pause"], None)
+            .await?;
+        Ok(true)
+    }
+
     async fn describe(
         &self,
         who: &Principal,

@@ -525,6 +525,51 @@ impl ControlPlane for KubernetesControlPlane {
         Ok(())
     }
 
+    /// Scales a sandbox's one StatefulSet to 0, unless its annotations show use this
+    /// replica has not seen: open sessions written by another gateway replica, or
+    /// payload after `quiet_since_ms`. A training job is never paused from here (its
+    /// nodes are separate targets sharing one StatefulSet).
+    async fn pause_idle(&self, target: &str, quiet_since_ms: u64) -> Result<bool, ControlError> {
+        let Ok(target_ref @ TargetRef::Sandbox(_)) = crate::route::route(target) else {
+            return Ok(false);
+        };
+        let sets: Vec<StatefulSet> = self.list(&self.set_selector(&target_ref)).await?;
+        let [set] = sets.as_slice() else {
+            if sets.len() > 1 {
+                warn!(%target, "several StatefulSets carry this sandbox's label; not pausing any");
+            }
+            return Ok(false);
+        };
+        let annotations = set.metadata.annotations.clone().unwrap_or_default();
+        let open = annotations
+            .get(OPEN_SESSIONS_ANNOTATION)
+            .map_or(0, |v| v.trim().parse::<u64>().unwrap_or(u64::MAX));
+        let last = annotations
+            .get(LAST_ACTIVITY_ANNOTATION)
+            .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
+            .map(|t| t.timestamp_millis());
+        if open > 0 || last.is_some_and(|l| l > i64::try_from(quiet_since_ms).unwrap_or(i64::MAX)) {
+            info!(%target, open, "not pausing: the StatefulSet shows use this replica has not seen");
+            return Ok(false);
+        }
+        if replicas(set) == 0 {
+            return Ok(false);
+        }
+        let namespace = set.metadata.namespace.clone().unwrap_or_default();
+        let name = set.metadata.name.clone().unwrap_or_default();
+        let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &namespace);
+        let scale = Patch::Merge(serde_json::json!({"spec": {"replicas": 0}}));
+        tokio::time::timeout(
+            self.config.request_timeout(),
+            api.patch_scale(&name, &PatchParams::default(), &scale),
+        )
+        .await
+        .map_err(|_| ControlError::Unavailable("scaling a StatefulSet down timed out".into()))?
+        .map_err(|e| ControlError::Unavailable(format!("scaling {namespace}/{name} to 0: {e}")))?;
+        info!(%target, statefulset = %format!("{namespace}/{name}"), "paused after idling");
+        Ok(true)
+    }
+
     async fn describe(
         &self,
         who: &Principal,

@@ -195,6 +195,13 @@ pub trait ControlPlane: Send + Sync + 'static {
         let _ = (target, activity);
         Ok(())
     }
+    /// Pauses a target nobody here has used since `quiet_since_ms` (Unix ms), per
+    /// `[activity] pause_after_idle_secs`. Returns whether it was paused; `false` when
+    /// this plane cannot, or sees that someone else is still using it.
+    async fn pause_idle(&self, target: &str, quiet_since_ms: u64) -> Result<bool, ControlError> {
+        let _ = (target, quiet_since_ms);
+        Ok(false)
+    }
     /// Describes a target for the API, with the same access rule as `resolve`.
     async fn describe(
         &self,

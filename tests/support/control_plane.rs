@@ -66,6 +66,7 @@ impl ControlPlaneServer {
             .route("/v1/sandboxes/{id}", get(get_target))
             .route("/v1/sandboxes/{id}/resume", post(resume))
             .route("/v1/sandboxes/{id}/activity", post(activity))
+            .route("/v1/sandboxes/{id}/pause", post(pause))
             .with_state(plane.clone());
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -218,6 +219,23 @@ async fn resume(
         entry.state = "starting";
         entry.running_at = entry.resume_delay.map(|d| Instant::now() + d);
     }
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn pause(
+    State(plane): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut plane = plane.lock().unwrap();
+    if let Some(r) = admit(&mut plane, "POST", format!("{id}/pause"), &headers) {
+        return r;
+    }
+    let Some(entry) = plane.targets.get_mut(&id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    entry.state = "paused";
+    entry.running_at = None;
     StatusCode::ACCEPTED.into_response()
 }
 

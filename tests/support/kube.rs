@@ -87,6 +87,16 @@ impl EmulatorThread {
             .unwrap();
     }
 
+    /// Changes any stored object (a StatefulSet's replicas, say), as `kubectl edit`
+    /// would.
+    pub fn update(&self, kind: Kind, ns: &str, name: &str, change: impl FnOnce(&mut Value)) {
+        let _guard = self.runtime.enter();
+        self.emulator()
+            .store
+            .update(kind, ns, name, change)
+            .unwrap();
+    }
+
     pub fn delete_pod(&self, ns: &str, name: &str) {
         let _guard = self.runtime.enter();
         self.emulator().store.delete(Kind::Pod, ns, name).unwrap();
