@@ -737,6 +737,29 @@ mod tests {
     }
 
     #[test]
+    fn http_control_plane_is_validated_and_its_token_file_overridable() {
+        let text = format!("{MINIMAL}[control]\nkind = \"http\"\nurl = \"ftp://x\"\n");
+        let err = Config::from_toml(&text, "t", no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("control.url"), "{err}");
+        let text = format!("{MINIMAL}[control]\nkind = \"http\"\nurl = \"https://p/x\"\n");
+        let env = vec![(
+            "SSH_GATEWAY__CONTROL__TOKEN_FILE".to_string(),
+            "/run/secrets/t".to_string(),
+        )];
+        let c = Config::from_toml(&text, "t", env.into_iter()).unwrap();
+        let ControlConfig::Http(h) = c.control else {
+            panic!("not http")
+        };
+        assert_eq!(
+            h.token_file.as_deref(),
+            Some(std::path::Path::new("/run/secrets/t"))
+        );
+        assert_eq!((h.resume_timeout_secs, h.retry_budget_secs), (120, 10));
+    }
+
+    #[test]
     fn env_overrides_file_values_with_types() {
         let env = vec![
             (

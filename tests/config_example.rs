@@ -23,6 +23,18 @@ fn kubernetes_example_config_is_valid() {
 }
 
 #[test]
+fn http_control_example_config_is_valid() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/http-control.example.toml");
+    let config = Config::load(&path, std::iter::empty()).unwrap();
+    let ssh_gateway::config::ControlConfig::Http(http) = config.control else {
+        panic!("expected [control] kind = \"http\"");
+    };
+    assert_eq!(http.resume_timeout_secs, 120);
+    assert!(http.token_file.is_some());
+}
+
+#[test]
 fn serve_names_the_bad_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
