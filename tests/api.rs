@@ -16,7 +16,7 @@ impl Api {
     fn new(gw: &Gateway) -> Self {
         Self {
             base: gw.api.clone(),
-            client: reqwest::Client::new(),
+            client: support::http(),
         }
     }
 

@@ -41,7 +41,9 @@ async fn the_gateway_rides_out_a_database_restart() {
         tokio::task::block_in_place(|| run(cmd))
     };
     let health = || async {
-        reqwest::get(format!("http://127.0.0.1:{api_port}/healthz"))
+        support::http()
+            .get(format!("http://127.0.0.1:{api_port}/healthz"))
+            .send()
             .await
             .map(|r| r.status().as_u16())
     };

@@ -169,7 +169,7 @@ async fn deleted_key_cannot_open_the_next_connection() {
     };
     assert_eq!(stdout(&connect()), "in\n");
 
-    let client = reqwest::Client::new();
+    let client = support::http();
     let keys: serde_json::Value = client
         .get(format!("{}/users/me/ssh-keys", gw.api))
         .bearer_auth(&token)

@@ -310,3 +310,21 @@ fn an_idle_target_is_paused_only_after_its_last_connection_closes() {
     assert_eq!(stdout(&run(ssh)), "back\n");
     assert_eq!(gw.plane.count("POST", "nap/resume"), 1);
 }
+
+#[test]
+fn a_platform_that_long_polls_is_asked_once_while_it_wakes() {
+    let gw = HttpGateway::start("", "");
+    gw.plane.set_long_poll(true);
+    gw.plane.add("lp", "paused", "alice", &[]);
+    gw.plane
+        .set_resume_delay("lp", Some(Duration::from_millis(1500)));
+    let mut ssh = gw.ssh(&gw.alice);
+    ssh.args(["-q", "lp@127.0.0.1", "echo up"]);
+    let out = run(ssh);
+    assert_eq!(stdout(&out), "up\n", "{}", stderr(&out));
+    // Authorize, authorize before the resume, one held GET, authorize after: a
+    // polling gateway would have asked about six more times in 1.5 s.
+    let gets = gw.plane.count("GET", "lp");
+    assert!(gets <= 5, "{gets} GETs: {:?}", gw.plane.calls());
+    assert_eq!(gw.plane.count("POST", "lp/resume"), 1);
+}

@@ -50,7 +50,7 @@ fn fields(line: &str) -> Vec<Vec<u8>> {
 }
 
 async fn add_key(gw: &Gateway, name: &str, public_key: &str) -> (StatusCode, Value) {
-    let resp = reqwest::Client::new()
+    let resp = support::http()
         .post(format!("{}/users/me/ssh-keys", gw.api))
         .bearer_auth(&gw.token)
         .json(&json!({"name": name, "public_key": public_key}))

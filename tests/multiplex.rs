@@ -67,7 +67,7 @@ async fn a_deleted_key_refuses_the_next_channel_of_an_open_connection() {
     let out = master.run("echo before");
     assert_eq!(stdout(&out), "before\n", "{}", stderr(&out));
 
-    let client = reqwest::Client::new();
+    let client = support::http();
     let keys: serde_json::Value = client
         .get(format!("{}/users/me/ssh-keys", gw.api))
         .bearer_auth(&gw.token)

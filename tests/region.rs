@@ -52,7 +52,7 @@ async fn serve_on_postgres_end_to_end() {
     let server = Serve::start(&config, &log, api_port);
     let key = keygen(dir.path(), "ana", &["-t", "ed25519"]);
     let api = format!("http://127.0.0.1:{api_port}");
-    let resp = reqwest::Client::new()
+    let resp = support::http()
         .post(format!("{api}/users/me/ssh-keys"))
         .bearer_auth(&token)
         .json(&serde_json::json!({"name": "laptop", "public_key": key.public_line}))
@@ -60,7 +60,7 @@ async fn serve_on_postgres_end_to_end() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
-    let detail: serde_json::Value = reqwest::Client::new()
+    let detail: serde_json::Value = support::http()
         .get(format!("{api}/api/v1/sandboxes/job-1"))
         .bearer_auth(&token)
         .send()

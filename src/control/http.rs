@@ -3,7 +3,9 @@
 //! docs/control-plane.openapi.yaml (served at `GET /control-plane.openapi.yaml`):
 //!
 //! - `GET  {url}/v1/sandboxes/{id}` → 200 `{"id","state","owner","members"}`, 404
-//! - `POST {url}/v1/sandboxes/{id}/resume` → 202, idempotent; then the GET is polled
+//! - `POST {url}/v1/sandboxes/{id}/resume` → 202, idempotent; then the GET is asked
+//!   with `?wait=10`, which a platform may hold until the state changes (long-poll);
+//!   one that answers at once is polled (100 ms, growing to 2 s)
 //! - `POST {url}/v1/sandboxes/{id}/activity` → 204
 //!
 //! Where the workload runs stays the backend's business (`Workloads`). Every call
@@ -34,6 +36,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How often a resume re-reads the state: from `FIRST_POLL`, growing to `MAX_POLL`.
 const FIRST_POLL: Duration = Duration::from_millis(100);
 const MAX_POLL: Duration = Duration::from_secs(2);
+/// While resuming, each GET asks the platform to hold its answer up to this long
+/// until the state changes (`?wait=`); one that answers at once is polled instead.
+const LONG_POLL: Duration = Duration::from_secs(10);
 
 /// Where targets run once the control plane has said who may use them.
 pub enum Workloads {
@@ -99,6 +104,7 @@ struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    request_timeout: Duration,
     retry_budget: Duration,
 }
 
@@ -131,6 +137,7 @@ impl HttpControlPlane {
                 http,
                 base: config.url.trim_end_matches('/').to_owned(),
                 token,
+                request_timeout: config.request_timeout(),
                 retry_budget: config.retry_budget(),
             },
             workloads,
@@ -303,7 +310,8 @@ impl Wake {
         }
         let mut wait = FIRST_POLL;
         loop {
-            let sandbox = self.api.sandbox(&self.id).await.map_err(|e| {
+            let asked = Instant::now();
+            let sandbox = self.api.sandbox_when_changed(&self.id).await.map_err(|e| {
                 warn!(target = %self.id, error = %e, "reading state during resume failed");
                 "the control plane stopped answering while it was resuming".to_owned()
             })?;
@@ -315,7 +323,9 @@ impl Wake {
                 Some(State::Failed) => return Err("it failed to start".into()),
                 None => return Err("it no longer exists".into()),
             }
-            tokio::time::sleep(wait).await;
+            // A platform that held the answer (long-poll) is asked again at once; one
+            // that answered at once, after the interval.
+            tokio::time::sleep(wait.saturating_sub(asked.elapsed())).await;
             wait = (wait * 3 / 2).min(MAX_POLL);
         }
     }
@@ -323,7 +333,24 @@ impl Wake {
 
 impl Client {
     async fn sandbox(&self, id: &str) -> Result<Option<Sandbox>, CallError> {
-        let Some(body) = self.call(reqwest::Method::GET, &[id], None).await? else {
+        self.read_sandbox(id, None).await
+    }
+
+    /// The state, held by the platform until it is no longer `paused`/`starting` or
+    /// `LONG_POLL` has passed, if it supports `?wait=`.
+    async fn sandbox_when_changed(&self, id: &str) -> Result<Option<Sandbox>, CallError> {
+        self.read_sandbox(id, Some(LONG_POLL)).await
+    }
+
+    async fn read_sandbox(
+        &self,
+        id: &str,
+        wait: Option<Duration>,
+    ) -> Result<Option<Sandbox>, CallError> {
+        let Some(body) = self
+            .call_waiting(reqwest::Method::GET, &[id], None, wait)
+            .await?
+        else {
             return Ok(None);
         };
         let sandbox: Sandbox =
@@ -346,15 +373,32 @@ impl Client {
         segments: &[&str],
         body: Option<&serde_json::Value>,
     ) -> Result<Option<Vec<u8>>, CallError> {
+        self.call_waiting(method, segments, body, None).await
+    }
+
+    /// `call`, with `?wait=<secs>` and that much longer to answer, when `wait` is set.
+    async fn call_waiting(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        body: Option<&serde_json::Value>,
+        wait: Option<Duration>,
+    ) -> Result<Option<Vec<u8>>, CallError> {
         let mut url = format!("{}/v1/sandboxes", self.base);
         for segment in segments {
             url.push('/');
             url.push_str(&encode_segment(segment));
         }
+        if let Some(wait) = wait {
+            url.push_str(&format!("?wait={}", wait.as_secs()));
+        }
         let deadline = Instant::now() + self.retry_budget;
         let mut backoff = FIRST_BACKOFF;
         loop {
             let mut request = self.http.request(method.clone(), &url);
+            if let Some(wait) = wait {
+                request = request.timeout(self.request_timeout + wait);
+            }
             if let Some(token) = &self.token {
                 request = request.bearer_auth(token);
             }

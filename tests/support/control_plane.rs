@@ -41,6 +41,8 @@ struct Plane {
     /// Statuses the next calls (any path) answer with instead.
     fail_next: VecDeque<u16>,
     activity: Vec<(String, Value)>,
+    /// Whether `?wait=` is honoured.
+    long_poll: bool,
 }
 
 type Shared = Arc<Mutex<Plane>>;
@@ -120,6 +122,11 @@ impl ControlPlaneServer {
         entry.state
     }
 
+    /// Honour `?wait=` (hold a GET while the target is waking).
+    pub fn set_long_poll(&self, on: bool) {
+        self.plane().long_poll = on;
+    }
+
     pub fn fail_next(&self, statuses: &[u16]) {
         self.plane().fail_next.extend(statuses);
     }
@@ -185,14 +192,36 @@ fn admit(
 }
 
 async fn get_target(
-    State(plane): State<Shared>,
+    State(shared): State<Shared>,
     Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let mut plane = plane.lock().unwrap();
-    if let Some(r) = admit(&mut plane, "GET", id.clone(), &headers) {
-        return r;
+    {
+        let mut plane = shared.lock().unwrap();
+        if let Some(r) = admit(&mut plane, "GET", id.clone(), &headers) {
+            return r;
+        }
     }
+    // `?wait=`: held while the target is waking, if this plane long-polls.
+    let wait = query.get("wait").and_then(|w| w.parse::<u64>().ok());
+    if let Some(wait) = wait.filter(|_| shared.lock().unwrap().long_poll) {
+        let until = Instant::now() + Duration::from_secs(wait);
+        while Instant::now() < until {
+            {
+                let mut plane = shared.lock().unwrap();
+                let Some(entry) = plane.targets.get_mut(&id) else {
+                    break;
+                };
+                advance(entry);
+                if !matches!(entry.state, "paused" | "starting") {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let mut plane = shared.lock().unwrap();
     let Some(entry) = plane.targets.get_mut(&id) else {
         return StatusCode::NOT_FOUND.into_response();
     };

@@ -256,7 +256,7 @@ impl Gateway {
         self.admin(&["user", "add", name]);
         let token = self.admin(&["token", "create", name]).trim().to_owned();
         let key = keygen(self.dir.path(), &format!("{name}_key"), &["-t", "ed25519"]);
-        let resp = reqwest::Client::new()
+        let resp = http()
             .post(format!("{}/users/me/ssh-keys", self.api))
             .bearer_auth(&token)
             .json(&serde_json::json!({"name": "laptop", "public_key": key.public_line}))
@@ -356,6 +356,13 @@ pub fn stdout(out: &Output) -> String {
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// An HTTP client for the API. reqwest's TLS is rustls without a built-in provider
+/// (the gateway brings aws-lc-rs), so one is installed for the process first.
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::new()
 }
 
 pub fn free_port() -> u16 {
