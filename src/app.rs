@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState};
 use crate::backend::Backend;
@@ -90,12 +91,17 @@ impl Bound {
             )),
             None => None,
         };
+        // Every task of the gateway's, made before the parts that spawn them: the
+        // registry drains it, `stop` ends the long-running ones.
+        let tasks = TaskTracker::new();
+        let stop = CancellationToken::new();
         let control: Arc<dyn ControlPlane> = match (&config.control, &kube) {
             (ControlConfig::Static { sandbox_root }, _) => {
                 Arc::new(StaticControlPlane::new(store.clone(), sandbox_root.clone()))
             }
             (ControlConfig::Kubernetes, Some((client, k))) => Arc::new(
-                KubernetesControlPlane::new(client.clone(), k.clone(), store.clone()),
+                KubernetesControlPlane::new(client.clone(), k.clone(), store.clone())
+                    .owned_by(tasks.clone(), stop.clone()),
             ),
             (ControlConfig::Kubernetes, None) => {
                 anyhow::bail!("the kubernetes control plane needs a [kubernetes] section")
@@ -114,7 +120,8 @@ impl Bound {
                 };
                 Arc::new(
                     HttpControlPlane::new(http, workloads)
-                        .context("setting up the HTTP control plane")?,
+                        .context("setting up the HTTP control plane")?
+                        .owned_by(tasks.clone(), stop.clone()),
                 )
             }
         };
@@ -157,12 +164,11 @@ impl Bound {
             (config.activity.pause_after_idle_secs > 0)
                 .then(|| Duration::from_secs(config.activity.pause_after_idle_secs)),
         );
-        let registry = Registry::new(Events::new(vec![
-            Arc::new(LogSubscriber::default()),
-            activity.clone(),
-        ]));
+        let registry = Registry::with_tracker(
+            Events::new(vec![Arc::new(LogSubscriber::default()), activity.clone()]),
+            tasks,
+        );
         activity.attach(&registry);
-        let stop = CancellationToken::new();
         registry.spawn(activity.clone().run(stop.clone()));
         if config.activity.idle_timeout_secs > 0 {
             registry.spawn(activity.clone().close_idle(

@@ -71,11 +71,17 @@ pub struct ChannelLimit;
 
 impl Registry {
     pub fn new(events: Events) -> Arc<Self> {
+        Self::with_tracker(events, TaskTracker::new())
+    }
+
+    /// With a task tracker made earlier, so parts built before the registry (a control
+    /// plane's resume tasks) are drained with it.
+    pub fn with_tracker(events: Events, tracker: TaskTracker) -> Arc<Self> {
         Arc::new(Self {
             conns: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             peak: AtomicUsize::new(0),
-            tracker: TaskTracker::new(),
+            tracker,
             shutdown: CancellationToken::new(),
             events,
         })

@@ -109,6 +109,16 @@ struct Client {
 }
 
 impl HttpControlPlane {
+    /// Runs resumes on the gateway's task tracker, ending them when `stop` fires.
+    pub fn owned_by(
+        mut self,
+        tasks: tokio_util::task::TaskTracker,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        self.resumes = Resumes::owned(tasks, stop);
+        self
+    }
+
     pub fn new(config: &HttpControlConfig, workloads: Workloads) -> anyhow::Result<Self> {
         let token = match &config.token_file {
             Some(path) => {

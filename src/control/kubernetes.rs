@@ -39,6 +39,16 @@ struct Found {
 }
 
 impl KubernetesControlPlane {
+    /// Runs resumes on the gateway's task tracker, ending them when `stop` fires.
+    pub fn owned_by(
+        mut self,
+        tasks: tokio_util::task::TaskTracker,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        self.resumes = Resumes::owned(tasks, stop);
+        self
+    }
+
     pub fn new(client: kube::Client, config: KubernetesConfig, store: Store) -> Self {
         Self {
             client,

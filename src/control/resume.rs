@@ -2,6 +2,8 @@
 //! at once, and every one of them to a paused workload must wait for the same resume:
 //! the first caller starts it on a task of its own (so it goes on if that client
 //! leaves), later callers join it, and all of them see its progress and its end.
+//! Those tasks belong to the gateway's task tracker (the registry's), and end when the
+//! gateway stops.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,6 +11,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// A resume's latest word, and how it ended once it has.
 #[derive(Debug, Clone, Default)]
@@ -40,9 +44,20 @@ impl Progress {
 #[derive(Default)]
 pub struct Resumes {
     running: Mutex<HashMap<String, watch::Receiver<State>>>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
 }
 
 impl Resumes {
+    /// Resumes run on `tasks` and give up when `stop` is cancelled.
+    pub fn owned(tasks: TaskTracker, stop: CancellationToken) -> Self {
+        Self {
+            running: Mutex::default(),
+            tasks,
+            stop,
+        }
+    }
+
     /// Joins the resume of `key`, starting it with `start` if none is running, and
     /// forwards its progress notes to `notes` until it ends. Returns how long the
     /// resume took, or why it failed.
@@ -63,8 +78,12 @@ impl Resumes {
                 _ => {
                     let (tx, rx) = watch::channel(State::default());
                     let work = start(Progress(tx.clone()));
-                    tokio::spawn(async move {
-                        let result = work.await;
+                    let stop = self.stop.clone();
+                    self.tasks.spawn(async move {
+                        let result = tokio::select! {
+                            r = work => r,
+                            _ = stop.cancelled() => Err("the gateway is shutting down; connect again in a moment".into()),
+                        };
                         tx.send_modify(|s| s.done = Some(result));
                     });
                     running.insert(key.to_owned(), rx.clone());
@@ -147,5 +166,28 @@ mod tests {
             .join("ns/set", |_| async { Err("no".to_owned()) }, None)
             .await;
         assert_eq!(again, Err("no".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn a_stopping_gateway_ends_resumes_and_its_tracker_sees_them_finish() {
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let resumes = Arc::new(Resumes::owned(tasks.clone(), stop.clone()));
+        let waiter = {
+            let resumes = resumes.clone();
+            tokio::spawn(async move {
+                resumes
+                    .join("ns/never", |_| std::future::pending(), None)
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(tasks.len(), 1);
+        stop.cancel();
+        let result = waiter.await.unwrap();
+        assert!(result.unwrap_err().contains("shutting down"));
+        tasks.close();
+        tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+            .await
+            .expect("the resume task ended");
     }
 }
