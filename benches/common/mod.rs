@@ -196,37 +196,12 @@ pub fn start_kube_gateway_with(
         ),
     )
     .unwrap();
-    let admin = |args: &[&str]| {
-        let out = Command::new(GATEWAY)
-            .arg("admin")
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    admin(&["user", "add", "bench"]);
-    runtime.block_on(async {
-        let store =
-            ssh_gateway::store::Store::open(&format!("sqlite://{}/{tag}.db", dir.display()), 1)
-                .await
-                .unwrap();
-        let user = store.user_by_name("bench").await.unwrap();
-        let key = ssh_gateway::keys::parse_public_key(pubkey).unwrap();
-        store
-            .add_key(ssh_gateway::store::NewKey {
-                user_id: &user.id,
-                name: "bench",
-                key: &key,
-            })
-            .await
-            .unwrap();
-    });
+    add_bench_user(
+        &runtime,
+        &config,
+        &format!("sqlite://{}/{tag}.db", dir.display()),
+        pubkey,
+    );
     // `BENCH_KUBE_B` (compare.rs) runs another build of the gateway in a second row.
     let binary = match tag {
         "kgwb" => std::env::var("BENCH_KUBE_B").unwrap_or_else(|_| GATEWAY.into()),
@@ -250,6 +225,78 @@ pub fn start_kube_gateway_with(
             emulator: Some(emulator),
             runtime,
         }),
+    }
+}
+
+/// Adds user `bench` with `pubkey` to the store of the gateway configured by `config`.
+fn add_bench_user(runtime: &tokio::runtime::Runtime, config: &Path, db_url: &str, pubkey: &str) {
+    let out = Command::new(GATEWAY)
+        .arg("admin")
+        .arg("--config")
+        .arg(config)
+        .args(["user", "add", "bench"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    runtime.block_on(async {
+        let store = ssh_gateway::store::Store::open(db_url, 1).await.unwrap();
+        let user = store.user_by_name("bench").await.unwrap();
+        let key = ssh_gateway::keys::parse_public_key(pubkey).unwrap();
+        store
+            .add_key(ssh_gateway::store::NewKey {
+                user_id: &user.id,
+                name: "bench",
+                key: &key,
+            })
+            .await
+            .unwrap();
+    });
+}
+
+/// The gateway on its local backend with `[control] kind = "http"` at `url` (no
+/// token), for user `bench`.
+pub fn start_http_gateway(dir: &Path, pubkey: &str, url: &str, tag: &str) -> Server {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (ssh_port, api_port) = (free_port(), free_port());
+    let config = dir.join(format!("{tag}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\nhost_key_dir = \"{d}/{tag}-keys\"\npublic_host = \"gw\"\n\
+             [api]\nlisten = \"127.0.0.1:{api_port}\"\n[database]\nurl = \"sqlite://{d}/{tag}.db\"\n\
+             [backend]\nkind = \"local\"\n[control]\nkind = \"http\"\nurl = \"{url}\"\nsandbox_root = \"{d}/{tag}-sandboxes\"\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    add_bench_user(
+        &runtime,
+        &config,
+        &format!("sqlite://{}/{tag}.db", dir.display()),
+        pubkey,
+    );
+    let child = Command::new(GATEWAY)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(ssh_port);
+    Server {
+        name: "ssh-gateway (HTTP control plane)",
+        port: ssh_port,
+        user: "bench".into(),
+        child,
+        _cluster: None,
     }
 }
 
