@@ -96,9 +96,12 @@ fn measure(client: &Client, gw: &Server, runs: usize, pause: impl Fn(&str)) -> (
 
 /// A control plane after docs/control-plane.openapi.yaml: targets owned by `bench`,
 /// `running` READY_AFTER after their resume request.
+/// Per target: its state, and when a resume in progress turns it `running`.
+type Targets = Arc<Mutex<HashMap<String, (&'static str, Option<Instant>)>>>;
+
 struct Plane {
     port: u16,
-    targets: Arc<Mutex<HashMap<String, (&'static str, Option<Instant>)>>>,
+    targets: Targets,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -107,7 +110,6 @@ impl Plane {
         use axum::extract::{Path, Query, State};
         use axum::http::StatusCode;
         use axum::response::{IntoResponse, Response};
-        type Targets = Arc<Mutex<HashMap<String, (&'static str, Option<Instant>)>>>;
         fn state(targets: &Targets, id: &str) -> Option<&'static str> {
             let mut targets = targets.lock().unwrap();
             let entry = targets.get_mut(id)?;
