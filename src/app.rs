@@ -25,7 +25,8 @@ use crate::control::{
 };
 use crate::helper::Placer;
 use crate::kubernetes;
-use crate::ssh::{self, Gateway, hostkeys};
+use crate::route::Routing;
+use crate::ssh::{self, Front, Gateway, hostkeys};
 use crate::store::Store;
 
 /// How long a shutdown waits for connections to end after telling them to.
@@ -37,6 +38,8 @@ pub struct Bound {
     pub api_addr: SocketAddr,
     ssh_listener: TcpListener,
     api_listener: TcpListener,
+    /// The HTTP CONNECT front, when configured.
+    connect_listener: Option<TcpListener>,
     config: Config,
     store: Store,
     host_key: russh::keys::PrivateKey,
@@ -55,11 +58,20 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     let api_listener = TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("binding API listener {}", config.api.listen))?;
+    let connect_listener = match &config.fronts.connect {
+        Some(front) => Some(
+            TcpListener::bind(front.listen)
+                .await
+                .with_context(|| format!("binding the CONNECT front {}", front.listen))?,
+        ),
+        None => None,
+    };
     Ok(Bound {
         ssh_addr: ssh_listener.local_addr()?,
         api_addr: api_listener.local_addr()?,
         ssh_listener,
         api_listener,
+        connect_listener,
         config,
         store,
         host_key,
@@ -76,6 +88,7 @@ impl Bound {
         let Bound {
             ssh_listener,
             api_listener,
+            connect_listener,
             mut config,
             store,
             ssh_addr,
@@ -186,6 +199,7 @@ impl Bound {
             admission: Admission::new(limits),
             sftp_server: config.sftp.server,
             placer: Arc::new(Placer::new(config.sftp.helper_dir.as_deref())),
+            routing: Routing::new(config.routing.domain.as_deref()),
         });
         ssh::log_listening(ssh_addr, &host_key);
         tracing::info!(addr = %api_addr, "API listening");
@@ -196,10 +210,33 @@ impl Bound {
             &config.api,
             stop.clone().cancelled_owned(),
         );
-        let ssh = ssh::serve(ssh_listener, russh_config, gateway, stop.clone());
-        tokio::pin!(api, ssh);
+        let connect = async {
+            match connect_listener {
+                Some(listener) => {
+                    tracing::info!(addr = %listener.local_addr()?, "HTTP CONNECT front listening");
+                    ssh::serve(
+                        listener,
+                        Front::Connect,
+                        russh_config.clone(),
+                        gateway.clone(),
+                        stop.clone(),
+                    )
+                    .await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let ssh = ssh::serve(
+            ssh_listener,
+            Front::Plain,
+            russh_config.clone(),
+            gateway.clone(),
+            stop.clone(),
+        );
+        tokio::pin!(api, ssh, connect);
         tokio::select! {
             r = &mut ssh => r.context("SSH listener failed")?,
+            r = &mut connect => r.context("CONNECT front failed")?,
             r = &mut api => r.context("API server failed")?,
             _ = shutdown_signal() => {}
         }

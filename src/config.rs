@@ -52,6 +52,33 @@ pub struct Config {
     /// How to reach the cluster, when the backend or control plane is `kubernetes`.
     #[serde(default)]
     pub kubernetes: Option<KubernetesConfig>,
+    /// What host names route (a front passes them on).
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    /// Extra listeners that learn a host name before SSH starts.
+    #[serde(default)]
+    pub fronts: FrontsConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// `ssh.example.com`: `<target>.ssh.example.com` reaches `<target>`.
+    pub domain: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FrontsConfig {
+    pub connect: Option<ConnectFrontConfig>,
+}
+
+/// HTTP CONNECT (`CONNECT <host>:<port> HTTP/1.1`, then SSH): for `proxytunnel`,
+/// `ssh-gateway proxy`, and clients that can only leave through an HTTP proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectFrontConfig {
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -645,6 +672,26 @@ impl Config {
             if h.retry_budget_secs > 300 {
                 return invalid("control.retry_budget_secs", "must be at most 300");
             }
+        }
+        if let Some(domain) = &self.routing.domain {
+            let d = domain.trim_end_matches('.');
+            if d.is_empty()
+                || d.len() > 200
+                || !d.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+            {
+                return invalid(
+                    "routing.domain",
+                    "must be a DNS name such as ssh.example.com",
+                );
+            }
+        }
+        if self.fronts.connect.is_some() && self.routing.domain.is_none() {
+            return invalid(
+                "fronts.connect",
+                "needs [routing] domain, so that the host names it receives route",
+            );
         }
         let needs_kube = matches!(self.backend, BackendConfig::Kubernetes)
             || matches!(self.control, ControlConfig::Kubernetes);

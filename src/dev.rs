@@ -65,6 +65,8 @@ pub fn config(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -
             sandbox_root: data_dir.join("sandboxes"),
         },
         kubernetes: None,
+        routing: Default::default(),
+        fronts: Default::default(),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod dev;
 pub mod helper;
 pub mod keys;
 pub mod kubernetes;
+pub mod proxy;
 pub mod route;
 pub mod ssh;
 pub mod store;

@@ -53,6 +53,15 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Tunnel SSH through the gateway's HTTP CONNECT front to HOST (which routes):
+    /// `ProxyCommand ssh-gateway proxy --connect gw:8022 %h %p`.
+    Proxy {
+        /// The CONNECT front, host:port.
+        #[arg(long, env = "SSH_GATEWAY_CONNECT")]
+        connect: String,
+        host: String,
+        port: u16,
+    },
     /// Create or update the database schema.
     Migrate {
         #[command(flatten)]
@@ -161,6 +170,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&config, std::env::vars())?;
             app::bind(config).await?.run().await
         }
+        Command::Proxy {
+            connect,
+            host,
+            port,
+        } => ssh_gateway::proxy::run(&connect, &host, port).await,
         Command::Migrate { db } => {
             let store = open_store(&db).await?;
             store.migrate().await?;

@@ -1,5 +1,12 @@
-//! Route stage: the SSH username (and later a front-door hint such as a TLS SNI host)
-//! becomes a `TargetRef`. Pure: no I/O, so it is table-tested and fuzzable.
+//! Route stage: the SSH username and the hostname a front learned (HTTP CONNECT, later
+//! TLS SNI) become a `TargetRef`. Pure: no I/O, so it is table-tested and fuzzable.
+//!
+//! - username only: `demo`, `training-job-<id>-<node>`;
+//! - hostname `<target>.<domain>` (`[routing] domain`): the first label is the target,
+//!   compared in lower case as DNS does; the username is then free (VS Code puts the
+//!   local user's name there), unless it is itself a training-job name for another
+//!   target, which is refused as contradictory;
+//! - the bare domain as hostname: the username routes, as without a front.
 
 use std::fmt;
 
@@ -35,20 +42,138 @@ impl fmt::Display for TargetRef {
 
 const JOB_PREFIX: &str = "training-job-";
 
-/// Only a malformed name fails here; its message reads like any unknown sandbox so a
-/// prober learns nothing from the difference.
+/// Why a name routes nowhere. A malformed user name reads like any unknown sandbox, as
+/// it always has; a host name says which part is wrong (only its form is judged).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("sandbox {0:?} does not exist or you have no access to it")]
-pub struct RouteError(pub String);
+pub enum RouteError {
+    #[error("sandbox {0:?} does not exist or you have no access to it")]
+    Unknown(String),
+    #[error(transparent)]
+    Host(#[from] HostError),
+}
+
+impl RouteError {
+    /// What the client asked for, as shown in logs.
+    pub fn shown(&self) -> String {
+        match self {
+            RouteError::Unknown(name) => name.clone(),
+            RouteError::Host(HostError::Disagree { host, .. })
+            | RouteError::Host(HostError::ForeignDomain(host, _))
+            | RouteError::Host(HostError::Malformed(host, _)) => host.clone(),
+            RouteError::Host(HostError::NoDomain) => "(host name)".into(),
+        }
+    }
+}
 
 const MAX_ID: usize = 63;
+
+/// `[routing]`: what hostnames route.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routing {
+    /// Lower case, without a trailing dot; `None`: hostnames do not route.
+    pub domain: Option<String>,
+}
+
+impl Routing {
+    pub fn new(domain: Option<&str>) -> Self {
+        Self {
+            domain: domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
+        }
+    }
+}
+
+/// Why what the client gave names no target. Only about the name's form: whether a
+/// well-formed target exists is the control plane's to say (in its one message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("host name {0:?} is not under this gateway's domain {1:?}")]
+    ForeignDomain(String, String),
+    #[error(
+        "this gateway does not route by host name (no [routing] domain); use the sandbox id as the user name"
+    )]
+    NoDomain,
+    #[error("host name {0:?} is malformed: {1}")]
+    Malformed(String, &'static str),
+    #[error(
+        "the user name {user:?} names another target than the host name {host:?}; use one of them"
+    )]
+    Disagree { user: String, host: String },
+}
+
+/// The target for a connection whose username is `user` and whose front (if any)
+/// learned the hostname `host` (no port). A hostname route wins over the username.
+pub fn resolve(user: &str, host: Option<&str>, routing: &Routing) -> Result<TargetRef, RouteError> {
+    let Some(label) = host_label(host, routing)? else {
+        return route(user);
+    };
+    let by_host = match route(&label) {
+        Ok(target) => target,
+        // The label failed the id rules: say which part.
+        Err(_) => {
+            return Err(HostError::Malformed(
+                host.unwrap_or_default().chars().take(255).collect(),
+                "its first label must be a sandbox id (letters, digits, - and _) or training-job-<id>-<node>",
+            )
+            .into());
+        }
+    };
+    if let Ok(by_user @ TargetRef::TrainingJob { .. }) = route(user)
+        && by_user != by_host
+    {
+        return Err(HostError::Disagree {
+            user: user.chars().take(MAX_ID + 1).collect(),
+            host: host.unwrap_or_default().to_owned(),
+        }
+        .into());
+    }
+    Ok(by_host)
+}
+
+/// The target label of `host` under the domain, or `None` when the hostname does not
+/// route (absent, or the domain itself).
+fn host_label(host: Option<&str>, routing: &Routing) -> Result<Option<String>, HostError> {
+    let Some(host) = host else { return Ok(None) };
+    let shown: String = host.chars().take(255).collect();
+    if host.is_empty() || host.len() > 253 {
+        return Err(HostError::Malformed(shown, "it must be 1-253 characters"));
+    }
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        return Err(HostError::Malformed(
+            shown,
+            "only letters, digits, '-', '_' and '.' may appear in it",
+        ));
+    }
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let Some(domain) = routing.domain.as_deref() else {
+        return Err(HostError::NoDomain);
+    };
+    if host == domain {
+        return Ok(None);
+    }
+    let Some(prefix) = host.strip_suffix(domain).and_then(|p| p.strip_suffix('.')) else {
+        return Err(HostError::ForeignDomain(shown, domain.to_owned()));
+    };
+    if prefix.is_empty() || prefix.split('.').any(str::is_empty) {
+        return Err(HostError::Malformed(shown, "it has an empty label"));
+    }
+    if prefix.contains('.') {
+        return Err(HostError::Malformed(
+            shown,
+            "exactly one label may come before the domain (remotes are not configured)",
+        ));
+    }
+    Ok(Some(prefix.to_owned()))
+}
 
 /// `username` is the SSH user name: a sandbox id (`ssh demo@gw`) or a training job
 /// node (`ssh training-job-<id>-<node>@gw`).
 pub fn route(username: &str) -> Result<TargetRef, RouteError> {
     let shown: String = username.chars().take(MAX_ID + 1).collect();
     if !valid_id(username) {
-        return Err(RouteError(shown));
+        return Err(RouteError::Unknown(shown));
     }
     if let Some(rest) = username.strip_prefix(JOB_PREFIX)
         && let Some((job, node_text)) = rest.rsplit_once('-')
@@ -126,6 +251,105 @@ mod tests {
             Some(TargetRef::Sandbox("training-job--1".into()))
         );
         assert_eq!(job("x", 3).unwrap().name(), "training-job-x-3");
+    }
+
+    #[test]
+    fn host_names_route_under_the_domain() {
+        let r = Routing::new(Some("SSH.Example.com."));
+        let sb = |s: &str| Ok(TargetRef::Sandbox(s.into()));
+        let job = |j: &str, n| {
+            Ok(TargetRef::TrainingJob {
+                job: j.into(),
+                node: n,
+            })
+        };
+        let host_err = |e: HostError| Err(RouteError::Host(e));
+        let cases: Vec<(&str, Option<&str>, Result<TargetRef, RouteError>)> = vec![
+            // No front: the username.
+            ("demo", None, sb("demo")),
+            // The host wins; the username is free.
+            ("alice", Some("demo.ssh.example.com"), sb("demo")),
+            ("alice", Some("Demo.SSH.example.com."), sb("demo")),
+            (
+                "x",
+                Some("training-job-abc1234-1.ssh.example.com"),
+                job("abc1234", 1),
+            ),
+            // A username that is the same job node agrees.
+            (
+                "training-job-abc-0",
+                Some("training-job-abc-0.ssh.example.com"),
+                job("abc", 0),
+            ),
+            // The bare domain: the username routes.
+            ("demo", Some("ssh.example.com"), sb("demo")),
+            (
+                "training-job-abc-1",
+                Some("training-job-abc-0.ssh.example.com"),
+                host_err(HostError::Disagree {
+                    user: "training-job-abc-1".into(),
+                    host: "training-job-abc-0.ssh.example.com".into(),
+                }),
+            ),
+            (
+                "u",
+                Some("demo.other.org"),
+                host_err(HostError::ForeignDomain(
+                    "demo.other.org".into(),
+                    "ssh.example.com".into(),
+                )),
+            ),
+            // `evilssh.example.com` is not under `ssh.example.com`.
+            (
+                "u",
+                Some("evilssh.example.com"),
+                host_err(HostError::ForeignDomain(
+                    "evilssh.example.com".into(),
+                    "ssh.example.com".into(),
+                )),
+            ),
+        ];
+        for (user, host, want) in cases {
+            assert_eq!(resolve(user, host, &r), want, "{user:?} {host:?}");
+        }
+        for (host, part) in [
+            ("a.b.ssh.example.com", "exactly one label"),
+            (".ssh.example.com", "empty label"),
+            ("a..ssh.example.com", "empty label"),
+            ("-rf.ssh.example.com", "first label"),
+            ("a b.ssh.example.com", "only letters"),
+            ("ü.ssh.example.com", "only letters"),
+            ("", "1-253"),
+        ] {
+            let err = resolve("u", Some(host), &r).unwrap_err().to_string();
+            assert!(err.contains(part), "{host:?}: {err}");
+        }
+        assert_eq!(
+            resolve("u", Some("demo.ssh.example.com"), &Routing::default()),
+            Err(RouteError::Host(HostError::NoDomain))
+        );
+    }
+
+    #[test]
+    fn arbitrary_input_never_panics() {
+        // A cheap stand-in for the fuzz target (fuzz/fuzz_targets/route.rs) in the
+        // normal suite: pseudo-random bytes from a fixed seed.
+        let r = Routing::new(Some("ssh.example.com"));
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let alphabet = b"ab-_.0Z9 \0\xffssh.example.comtraining-job-";
+        for _ in 0..20_000 {
+            let mut s = String::new();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for i in 0..(x % 40) {
+                let c = alphabet[((x >> (i % 50)) as usize + i as usize) % alphabet.len()];
+                s.push(c as char);
+            }
+            let _ = resolve(&s, Some(&s), &r);
+            let _ = resolve(&s, Some(&format!("{s}.ssh.example.com")), &r);
+            let _ = route(&s);
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod activity;
 pub mod admission;
+pub mod connect;
 pub mod events;
 pub mod registry;
 pub mod stream;

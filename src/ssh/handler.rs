@@ -29,6 +29,8 @@ const MAX_OPEN_CHANNELS: usize = 64;
 pub struct ConnectionHandler {
     gw: Arc<Gateway>,
     conn: ConnRef,
+    /// The host name a front (HTTP CONNECT) learned; it routes before the username.
+    route_hint: Option<String>,
     login: Option<Login>,
     /// Keys offered so far. russh does not count offers it rejects, but OpenSSH's
     /// MaxAuthTries does, and so do we: otherwise a client could probe keys forever.
@@ -51,10 +53,12 @@ struct PendingSession {
 }
 
 impl ConnectionHandler {
-    pub fn new(gw: Arc<Gateway>, conn: ConnRef) -> Self {
+    /// `route_hint`: the host name a front learned, if any.
+    pub fn new(gw: Arc<Gateway>, conn: ConnRef, route_hint: Option<String>) -> Self {
         Self {
             gw,
             conn,
+            route_hint,
             login: None,
             offers: 0,
             accepted_offer: None,
@@ -161,7 +165,11 @@ impl russh::server::Handler for ConnectionHandler {
             Ok(principal) => {
                 self.login = Some(Login {
                     principal,
-                    route: Arc::new(route::route(user)),
+                    route: Arc::new(route::resolve(
+                        user,
+                        self.route_hint.as_deref(),
+                        &self.gw.routing,
+                    )),
                 });
                 Ok(Auth::Accept)
             }
@@ -180,7 +188,7 @@ impl russh::server::Handler for ConnectionHandler {
         if let Some(login) = &self.login {
             let target = match login.route.as_ref() {
                 Ok(t) => t.name(),
-                Err(e) => e.0.clone(),
+                Err(e) => e.shown(),
             };
             self.conn.authenticated(&login.principal, &target);
         }

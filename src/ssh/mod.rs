@@ -48,6 +48,17 @@ pub struct Gateway {
     pub sftp_server: SftpServer,
     /// What each workload has for file transfers, and the helper copies placed there.
     pub placer: Arc<Placer>,
+    /// What host names route (`[routing]`).
+    pub routing: crate::route::Routing,
+}
+
+/// What a listener expects before SSH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// SSH from the first byte.
+    Plain,
+    /// An HTTP CONNECT prelude naming the host (`conn::connect`).
+    Connect,
 }
 
 /// Modern algorithms only: no SHA-1 (`ssh-rsa` signatures, hmac-sha1, group1/14-sha1),
@@ -142,6 +153,7 @@ pub fn russh_config(settings: &SshConfig, host_key: PrivateKey) -> russh::server
 /// registry tracks; refused ones are closed at once, so accepting never stalls.
 pub async fn serve(
     listener: TcpListener,
+    front: Front,
     config: Arc<russh::server::Config>,
     gw: Arc<Gateway>,
     stop: CancellationToken,
@@ -173,10 +185,56 @@ pub async fn serve(
         let conn = gw.registry.register(peer, None, preauth);
         let span = tracing::info_span!("conn", id = conn.id(), %peer);
         gw.registry.spawn(
-            handle_connection(stream, conn, conn_permit, config.clone(), gw.clone())
+            handle_front(front, stream, conn, conn_permit, config.clone(), gw.clone())
                 .instrument(span),
         );
     }
+}
+
+/// Reads what the front expects before SSH (under the login deadline, counted by
+/// admission like any unauthenticated connection), then runs SSH.
+async fn handle_front(
+    front: Front,
+    mut tcp: TcpStream,
+    conn: Conn,
+    permit: ConnPermit,
+    config: Arc<russh::server::Config>,
+    gw: Arc<Gateway>,
+) {
+    let hint = match front {
+        Front::Plain => None,
+        Front::Connect => {
+            let deadline = conn.meta().accepted_at + gw.settings.login_grace();
+            use crate::conn::connect::{Prelude, answer, parse, read_prelude};
+            let prelude = tokio::select! {
+                read = tokio::time::timeout_at(deadline, read_prelude(&mut tcp)) => read,
+                _ = conn.cancelled() => return,
+            };
+            let prelude = match prelude {
+                Ok(Ok(bytes)) => parse(&bytes, &gw.routing),
+                Ok(Err(_)) => {
+                    conn.set_reason(CloseReason::ProtocolError);
+                    return;
+                }
+                Err(_) => {
+                    conn.set_reason(CloseReason::LoginTimeout);
+                    return;
+                }
+            };
+            let answered = tokio::time::timeout_at(deadline, answer(&mut tcp, &prelude)).await;
+            match prelude {
+                Prelude::Tunnel(host) if matches!(answered, Ok(Ok(()))) => Some(host),
+                Prelude::Refuse(status, why) => {
+                    info!(status, %why, "CONNECT refused");
+                    conn.set_reason(CloseReason::ProtocolError);
+                    gw.admission.penalize(conn.meta().peer.ip(), false);
+                    return;
+                }
+                Prelude::Tunnel(_) => return,
+            }
+        }
+    };
+    handle_connection(tcp, conn, permit, config, gw, hint).await
 }
 
 async fn handle_connection(
@@ -185,6 +243,7 @@ async fn handle_connection(
     _permit: ConnPermit,
     config: Arc<russh::server::Config>,
     gw: Arc<Gateway>,
+    route_hint: Option<String>,
 ) {
     // The login deadline is absolute, from accept: nothing the client sends moves it.
     let deadline = conn.meta().accepted_at + gw.settings.login_grace();
@@ -192,7 +251,7 @@ async fn handle_connection(
     // Whatever way this task ends, the socket is shut.
     let _shut = kill.clone().drop_guard();
     let stream = ConnStream::new(tcp, kill.clone());
-    let handler = ConnectionHandler::new(gw.clone(), conn.handle());
+    let handler = ConnectionHandler::new(gw.clone(), conn.handle(), route_hint);
     // Boxed: the handshake's state is only needed until the session starts, and this
     // task lives as long as the connection (~3 KiB less per idle connection).
     let session = tokio::select! {

@@ -1,0 +1,201 @@
+//! The HTTP CONNECT front: real OpenSSH through `ssh-gateway proxy` and through
+//! `proxytunnel` as ProxyCommand, routed by host name whatever the SSH user name;
+//! bad, oversized and stalled preludes refused within the login deadline; a user name
+//! that contradicts the host name refused with a message.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{
+    KeyPair, Serve, admin_with_config, free_port, keygen, register_key, run, stderr, stdout,
+};
+
+const DOMAIN: &str = "ssh.test.example";
+
+struct Front {
+    dir: tempfile::TempDir,
+    connect_port: u16,
+    alice: KeyPair,
+    _server: Serve,
+}
+
+fn start() -> Front {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let (ssh_port, api_port, connect_port) = (free_port(), free_port(), free_port());
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\nhost_key_dir = \"{d}/keys\"\npublic_host = \"gw\"\nlogin_grace_secs = 3\n\
+             [api]\nlisten = \"127.0.0.1:{api_port}\"\n[database]\nurl = \"sqlite://{d}/gw.db\"\n\
+             [control]\nkind = \"static\"\nsandbox_root = \"{d}/sandboxes\"\n\
+             [routing]\ndomain = \"{DOMAIN}\"\n\
+             [fronts.connect]\nlisten = \"127.0.0.1:{connect_port}\"\n"
+        ),
+    )
+    .unwrap();
+    admin_with_config(&config, &["user", "add", "alice"]);
+    for id in ["demo", "other", "training-job-abc-1"] {
+        admin_with_config(&config, &["sandbox", "add", id, "--owner", "alice"]);
+    }
+    let alice = keygen(dir.path(), "alice", &["-t", "ed25519"]);
+    register_key(&format!("sqlite://{d}/gw.db"), "alice", &alice);
+    let server = Serve::start(&config, &dir.path().join("gateway.log"), api_port);
+    Front {
+        dir,
+        connect_port,
+        alice,
+        _server: server,
+    }
+}
+
+impl Front {
+    fn ssh_via(&self, proxy_command: &str) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(support::Gateway::client_opts_for(&self.alice.private))
+            .args(["-o", &format!("ProxyCommand={proxy_command}")]);
+        cmd
+    }
+
+    fn proxy(&self) -> String {
+        format!(
+            "{} proxy --connect 127.0.0.1:{} %h %p",
+            support::BIN,
+            self.connect_port
+        )
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    fn sandbox(&self, id: &str) -> std::path::PathBuf {
+        self.dir.path().join("sandboxes").join(id)
+    }
+}
+
+#[test]
+fn host_names_route_through_ssh_gateway_proxy_whatever_the_user_name() {
+    let f = start();
+    // VS Code puts the local user's name in the user name: it does not matter.
+    let mut ssh = f.ssh_via(&f.proxy());
+    ssh.args([&format!("someone@demo.{DOMAIN}"), "pwd"]);
+    let out = run(ssh);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), f.log());
+    assert_eq!(
+        Path::new(stdout(&out).trim()).canonicalize().unwrap(),
+        f.sandbox("demo").canonicalize().unwrap()
+    );
+    // Upper case is the same host; a job node routes as a job name.
+    let mut ssh = f.ssh_via(&f.proxy());
+    ssh.args([&format!("x@OTHER.{DOMAIN}"), "pwd"]);
+    let out = run(ssh);
+    assert!(stdout(&out).trim().ends_with("/other"), "{}", stderr(&out));
+
+    // scp too, through the same ProxyCommand.
+    let local = f.dir.path().join("up.txt");
+    std::fs::write(&local, "through CONNECT\n").unwrap();
+    let mut scp = Command::new("scp");
+    scp.args(support::Gateway::client_opts_for(&f.alice.private))
+        .args(["-o", &format!("ProxyCommand={}", f.proxy())])
+        .arg(&local)
+        .arg(format!("me@demo.{DOMAIN}:up.txt"));
+    let out = run(scp);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(f.sandbox("demo").join("up.txt")).unwrap(),
+        "through CONNECT\n"
+    );
+
+    // The bare domain: the user name routes, as without a front.
+    let mut ssh = f.ssh_via(&f.proxy());
+    ssh.args([&format!("other@{DOMAIN}"), "pwd"]);
+    assert!(stdout(&run(ssh)).trim().ends_with("/other"));
+}
+
+#[test]
+fn proxytunnel_reaches_the_host_it_names() {
+    let f = start();
+    let mut ssh = f.ssh_via(&format!(
+        "proxytunnel -q -p 127.0.0.1:{} -d %h:%p",
+        f.connect_port
+    ));
+    ssh.args([
+        &format!("laptop-user@demo.{DOMAIN}"),
+        "echo via proxytunnel; pwd",
+    ]);
+    let out = run(ssh);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), f.log());
+    assert!(stdout(&out).starts_with("via proxytunnel\n"));
+    assert!(stdout(&out).trim().ends_with("/demo"));
+}
+
+#[test]
+fn wrong_host_names_are_refused_with_what_is_wrong() {
+    let f = start();
+    for (host, part) in [
+        ("demo.elsewhere.org", "not under this gateway's domain"),
+        (&format!("a.b.{DOMAIN}")[..], "exactly one label"),
+        (&format!("_x.{DOMAIN}")[..], "first label"),
+    ] {
+        let mut ssh = f.ssh_via(&f.proxy());
+        ssh.args([&format!("u@{host}"), "true"]);
+        let out = run(ssh);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(part), "{host}: {}", stderr(&out));
+    }
+    // A user name that is itself a job node, for another target than the host name.
+    let mut ssh = f.ssh_via(&f.proxy());
+    ssh.args([&format!("training-job-abc-1@demo.{DOMAIN}"), "true"]);
+    let out = run(ssh);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("names another target than the host name"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn raw(port: u16, send: &[u8]) -> (String, Duration) {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let _ = s.write_all(send);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn bad_oversized_and_stalled_preludes_get_an_answer_and_a_closed_socket() {
+    let f = start();
+    let (answer, _) = raw(f.connect_port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("expected CONNECT"), "{answer}");
+
+    let mut huge = b"CONNECT demo.ssh.test.example:22 HTTP/1.1\r\n".to_vec();
+    huge.extend(std::iter::repeat_n(b'h', 20_000));
+    let (answer, _) = raw(f.connect_port, &huge);
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+
+    // Half a prelude, then silence: closed at the login deadline (3 s), answerless.
+    let (answer, took) = raw(f.connect_port, b"CONNECT demo.ssh.test.example:22 HTT");
+    assert_eq!(answer, "");
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+
+    // A tunnel is granted, but SSH never starts: the same deadline closes it.
+    let (answer, _) = raw(
+        f.connect_port,
+        b"CONNECT demo.ssh.test.example:22 HTTP/1.1\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+}
