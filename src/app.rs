@@ -200,6 +200,7 @@ impl Bound {
             sftp_server: config.sftp.server,
             placer: Arc::new(Placer::new(config.sftp.helper_dir.as_deref())),
             routing: Routing::new(config.routing.domain.as_deref()),
+            proxy_sources: config.ssh.proxy_sources()?,
         });
         ssh::log_listening(ssh_addr, &host_key);
         tracing::info!(addr = %api_addr, "API listening");
@@ -228,7 +229,11 @@ impl Bound {
         };
         let ssh = ssh::serve(
             ssh_listener,
-            Front::Plain,
+            if config.ssh.proxy_protocol {
+                Front::Proxied
+            } else {
+                Front::Plain
+            },
             russh_config.clone(),
             gateway.clone(),
             stop.clone(),

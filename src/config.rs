@@ -109,6 +109,15 @@ pub struct SshConfig {
     /// matches a prefix (`LC_*`).
     #[serde(default = "default_accept_env")]
     pub accept_env: Vec<String>,
+    /// Every connection on this listener starts with a PROXY protocol (v1 or v2)
+    /// header naming the client, as a load balancer sends it; that address is what
+    /// logs, limits and penalties see. Off by default.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// The balancers allowed to send one (CIDR ranges); empty: any peer. Others are
+    /// refused.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<String>,
 }
 
 /// In the spirit of OpenSSH's MaxStartups and PerSourcePenalties. A source is one
@@ -146,6 +155,20 @@ impl Default for AdmissionConfig {
             penalty_max_secs: 600,
             penalty_exempt: Vec::new(),
         }
+    }
+}
+
+impl SshConfig {
+    /// `proxy_protocol_from`, parsed.
+    pub fn proxy_sources(&self) -> Result<Vec<crate::conn::admission::IpNet>, ConfigError> {
+        self.proxy_protocol_from
+            .iter()
+            .map(|n| crate::conn::admission::IpNet::parse(n))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| ConfigError::Invalid {
+                field: "ssh.proxy_protocol_from",
+                message,
+            })
     }
 }
 
@@ -673,6 +696,7 @@ impl Config {
                 return invalid("control.retry_budget_secs", "must be at most 300");
             }
         }
+        self.ssh.proxy_sources()?;
         if let Some(domain) = &self.routing.domain {
             let d = domain.trim_end_matches('.');
             if d.is_empty()

@@ -46,6 +46,8 @@ pub fn config(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -
             max_connections: 256,
             inactivity_timeout_secs: 3600,
             accept_env: vec!["LANG".into(), "LC_*".into(), "COLORTERM".into()],
+            proxy_protocol: false,
+            proxy_protocol_from: Vec::new(),
         },
         api: ApiConfig {
             listen: api_listen,

@@ -146,27 +146,36 @@ impl Admission {
     /// Admits a new connection from `ip`, or says why not. Decided before any SSH
     /// byte is exchanged, so a refusal costs the gateway almost nothing.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<(ConnPermit, PreAuthPermit), Rejection> {
-        let source = source_of(ip);
-        let now = Instant::now();
+        self.admit_from(Some(ip))
+    }
+
+    /// Admits a connection whose real source is not known yet (a PROXY protocol
+    /// header will say): counted in the totals now, and against its source once
+    /// `PreAuthPermit::assign` names it.
+    pub fn admit_pending(self: &Arc<Self>) -> Result<(ConnPermit, PreAuthPermit), Rejection> {
+        self.admit_from(None)
+    }
+
+    fn admit_from(
+        self: &Arc<Self>,
+        ip: Option<IpAddr>,
+    ) -> Result<(ConnPermit, PreAuthPermit), Rejection> {
+        let source = ip.map(source_of);
         let mut s = self.lock();
         if s.connections >= self.limits.max_connections {
             return Err(Rejection::ConnectionCap);
         }
-        if let Some(p) = s.penalties.get(&source)
-            && p.now(now) > self.limits.penalty_threshold
-        {
-            return Err(Rejection::Penalized);
+        if let Some(source) = source {
+            self.check_source(&s, source)?;
         }
         if s.unauthenticated >= self.limits.max_unauthenticated {
             return Err(Rejection::UnauthenticatedCap);
         }
-        let from_source = s.per_source.get(&source).copied().unwrap_or(0);
-        if from_source >= self.limits.max_unauthenticated_per_source {
-            return Err(Rejection::SourceCap);
-        }
         s.connections += 1;
         s.unauthenticated += 1;
-        *s.per_source.entry(source).or_insert(0) += 1;
+        if let Some(source) = source {
+            *s.per_source.entry(source).or_insert(0) += 1;
+        }
         Ok((
             ConnPermit {
                 admission: self.clone(),
@@ -176,6 +185,20 @@ impl Admission {
                 source,
             },
         ))
+    }
+
+    /// Penalty and per-source cap for `source`.
+    fn check_source(&self, s: &State, source: IpAddr) -> Result<(), Rejection> {
+        if let Some(p) = s.penalties.get(&source)
+            && p.now(Instant::now()) > self.limits.penalty_threshold
+        {
+            return Err(Rejection::Penalized);
+        }
+        let from_source = s.per_source.get(&source).copied().unwrap_or(0);
+        if from_source >= self.limits.max_unauthenticated_per_source {
+            return Err(Rejection::SourceCap);
+        }
+        Ok(())
     }
 
     /// A connection from `ip` ended without authenticating.
@@ -240,17 +263,36 @@ impl Drop for ConnPermit {
 /// Counts a connection as unauthenticated until dropped (at authentication or close).
 pub struct PreAuthPermit {
     admission: Arc<Admission>,
-    source: IpAddr,
+    /// `None` until a pending connection's source is known.
+    source: Option<IpAddr>,
+}
+
+impl PreAuthPermit {
+    /// Names the source of a connection admitted pending, subject to its penalty and
+    /// per-source cap.
+    pub fn assign(&mut self, ip: IpAddr) -> Result<(), Rejection> {
+        let source = source_of(ip);
+        let mut s = self.admission.lock();
+        if self.source.is_some() {
+            return Ok(());
+        }
+        self.admission.check_source(&s, source)?;
+        *s.per_source.entry(source).or_insert(0) += 1;
+        self.source = Some(source);
+        Ok(())
+    }
 }
 
 impl Drop for PreAuthPermit {
     fn drop(&mut self) {
         let mut s = self.admission.lock();
         s.unauthenticated = s.unauthenticated.saturating_sub(1);
-        if let Some(n) = s.per_source.get_mut(&self.source) {
+        if let Some(source) = self.source
+            && let Some(n) = s.per_source.get_mut(&source)
+        {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                s.per_source.remove(&self.source);
+                s.per_source.remove(&source);
             }
         }
     }
@@ -298,6 +340,26 @@ mod tests {
         );
         drop((one.0, two.0, three, four));
         assert_eq!(a.counts(), (0, 0));
+    }
+
+    #[test]
+    fn pending_connections_count_in_totals_then_against_their_source() {
+        let a = Admission::new(limits());
+        let mut one = a.admit_pending().unwrap();
+        let mut two = a.admit_pending().unwrap();
+        let mut three = a.admit_pending().unwrap();
+        assert_eq!(a.admit_pending().err(), Some(Rejection::UnauthenticatedCap));
+        one.1.assign(ip("192.0.2.1")).unwrap();
+        two.1.assign(ip("192.0.2.1")).unwrap();
+        assert_eq!(three.1.assign(ip("192.0.2.1")), Err(Rejection::SourceCap));
+        three.1.assign(ip("192.0.2.2")).unwrap();
+        drop((one, two, three));
+        assert_eq!(a.counts(), (0, 0));
+        for _ in 0..4 {
+            a.penalize(ip("192.0.2.7"), true);
+        }
+        let mut late = a.admit_pending().unwrap();
+        assert_eq!(late.1.assign(ip("192.0.2.7")), Err(Rejection::Penalized));
     }
 
     #[test]

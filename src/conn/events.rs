@@ -62,6 +62,10 @@ pub enum Rejection {
     SourceCap,
     /// The address keeps failing authentication and is penalized.
     Penalized,
+    /// PROXY protocol is on and this peer is not in `ssh.proxy_protocol_from`.
+    UntrustedProxy,
+    /// PROXY protocol is on and the header is missing or malformed.
+    BadProxyHeader,
 }
 
 impl Rejection {
@@ -71,6 +75,10 @@ impl Rejection {
             Rejection::UnauthenticatedCap => "too many unauthenticated connections",
             Rejection::SourceCap => "too many unauthenticated connections from this address",
             Rejection::Penalized => "address penalized for failed logins",
+            Rejection::UntrustedProxy => {
+                "PROXY protocol from an address not in ssh.proxy_protocol_from"
+            }
+            Rejection::BadProxyHeader => "missing or malformed PROXY protocol header",
         }
     }
 }

@@ -104,12 +104,25 @@ impl Registry {
         route_hint: Option<String>,
         preauth: PreAuthPermit,
     ) -> Conn {
+        self.register_accepted(peer, route_hint, preauth, Instant::now())
+    }
+
+    /// As `register`, for a connection accepted at `accepted_at` whose client address
+    /// was learned since (a PROXY protocol header): the login deadline still counts
+    /// from the accept.
+    pub fn register_accepted(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        route_hint: Option<String>,
+        preauth: PreAuthPermit,
+        accepted_at: Instant,
+    ) -> Conn {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let meta = ConnMeta {
             id,
             peer,
             route_hint,
-            accepted_at: Instant::now(),
+            accepted_at,
         };
         let cancel = self.shutdown.child_token();
         let mut conns = self.lock();
@@ -137,6 +150,11 @@ impl Registry {
             },
             meta,
         }
+    }
+
+    /// Resolves once the gateway starts draining.
+    pub fn shutting_down(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.shutdown.cancelled()
     }
 
     /// Runs `task` as part of the gateway: drain waits for it.

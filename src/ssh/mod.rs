@@ -24,7 +24,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::backend::Backend;
 use crate::config::{SftpServer, SshConfig};
 use crate::conn::admission::{Admission, ConnPermit};
-use crate::conn::events::{CloseReason, Event};
+use crate::conn::events::{CloseReason, Event, Rejection};
 use crate::conn::stream::ConnStream;
 use crate::conn::{Conn, Registry};
 use crate::control::ControlPlane;
@@ -50,6 +50,9 @@ pub struct Gateway {
     pub placer: Arc<Placer>,
     /// What host names route (`[routing]`).
     pub routing: crate::route::Routing,
+    /// Balancers allowed to send a PROXY protocol header (`ssh.proxy_protocol_from`;
+    /// empty: any).
+    pub proxy_sources: Vec<crate::conn::admission::IpNet>,
 }
 
 /// What a listener expects before SSH.
@@ -59,6 +62,8 @@ pub enum Front {
     Plain,
     /// An HTTP CONNECT prelude naming the host (`conn::connect`).
     Connect,
+    /// A PROXY protocol header naming the client (`conn::proxy_protocol`), then SSH.
+    Proxied,
 }
 
 /// Modern algorithms only: no SHA-1 (`ssh-rsa` signatures, hmac-sha1, group1/14-sha1),
@@ -175,13 +180,38 @@ pub async fn serve(
             },
             _ = stop.cancelled() => return Ok(()),
         };
-        let (conn_permit, preauth) = match gw.admission.admit(peer.ip()) {
+        let admitted = match front {
+            Front::Proxied
+                if !gw.proxy_sources.is_empty()
+                    && !gw.proxy_sources.iter().any(|n| n.contains(peer.ip())) =>
+            {
+                Err(Rejection::UntrustedProxy)
+            }
+            // Whose connection it is, the header will say.
+            Front::Proxied => gw.admission.admit_pending(),
+            Front::Plain | Front::Connect => gw.admission.admit(peer.ip()),
+        };
+        let (conn_permit, preauth) = match admitted {
             Ok(permits) => permits,
             Err(reason) => {
                 gw.registry.events().emit(Event::Rejected { peer, reason });
                 continue; // dropping the socket closes it
             }
         };
+        if front == Front::Proxied {
+            gw.registry.spawn(
+                handle_proxied(
+                    stream,
+                    peer,
+                    conn_permit,
+                    preauth,
+                    config.clone(),
+                    gw.clone(),
+                )
+                .instrument(tracing::info_span!("proxied", balancer = %peer)),
+            );
+            continue;
+        }
         let conn = gw.registry.register(peer, None, preauth);
         let span = tracing::info_span!("conn", id = conn.id(), %peer);
         gw.registry.spawn(
@@ -189,6 +219,52 @@ pub async fn serve(
                 .instrument(span),
         );
     }
+}
+
+/// Reads the PROXY protocol header under the login deadline, counts the connection
+/// against the client it names, registers it with that address, then runs SSH.
+async fn handle_proxied(
+    mut tcp: TcpStream,
+    balancer: SocketAddr,
+    permit: ConnPermit,
+    mut preauth: crate::conn::admission::PreAuthPermit,
+    config: Arc<russh::server::Config>,
+    gw: Arc<Gateway>,
+) {
+    let accepted_at = tokio::time::Instant::now();
+    let deadline = accepted_at + gw.settings.login_grace();
+    let header = tokio::select! {
+        h = tokio::time::timeout_at(deadline, crate::conn::proxy_protocol::read_header(&mut tcp)) => h,
+        _ = gw.registry.shutting_down() => return,
+    };
+    let client = match header {
+        Ok(Ok(Some(client))) => client,
+        // A balancer's own health check: the balancer is the peer.
+        Ok(Ok(None)) => balancer,
+        Ok(Err(e)) => {
+            debug!(error = %e, "PROXY protocol header refused");
+            gw.registry.events().emit(Event::Rejected {
+                peer: balancer,
+                reason: Rejection::BadProxyHeader,
+            });
+            return;
+        }
+        Err(_) => return,
+    };
+    if let Err(reason) = preauth.assign(client.ip()) {
+        gw.registry.events().emit(Event::Rejected {
+            peer: client,
+            reason,
+        });
+        return;
+    }
+    let conn = gw
+        .registry
+        .register_accepted(client, None, preauth, accepted_at);
+    let span = tracing::info_span!("conn", id = conn.id(), peer = %client);
+    handle_connection(tcp, conn, permit, config, gw, None)
+        .instrument(span)
+        .await
 }
 
 /// Reads what the front expects before SSH (under the login deadline, counted by
@@ -202,7 +278,7 @@ async fn handle_front(
     gw: Arc<Gateway>,
 ) {
     let hint = match front {
-        Front::Plain => None,
+        Front::Plain | Front::Proxied => None,
         Front::Connect => {
             let deadline = conn.meta().accepted_at + gw.settings.login_grace();
             use crate::conn::connect::{Prelude, answer, parse, read_prelude};
