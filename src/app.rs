@@ -20,6 +20,7 @@ use crate::conn::Registry;
 use crate::conn::activity::ActivityTracker;
 use crate::conn::admission::Admission;
 use crate::conn::events::{Events, LogSubscriber};
+use crate::conn::tls::CertFiles;
 use crate::control::{
     ControlPlane, HttpControlPlane, KubernetesControlPlane, StaticControlPlane, Workloads,
 };
@@ -40,6 +41,8 @@ pub struct Bound {
     api_listener: TcpListener,
     /// The HTTP CONNECT front, when configured.
     connect_listener: Option<TcpListener>,
+    /// The TLS front and its certificate, when configured.
+    tls_front: Option<(TcpListener, Arc<CertFiles>)>,
     config: Config,
     store: Store,
     host_key: russh::keys::PrivateKey,
@@ -66,12 +69,22 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         ),
         None => None,
     };
+    let tls_front = match &config.fronts.tls {
+        Some(front) => Some((
+            TcpListener::bind(front.listen)
+                .await
+                .with_context(|| format!("binding the TLS front {}", front.listen))?,
+            CertFiles::load(&front.cert_file, &front.key_file)?,
+        )),
+        None => None,
+    };
     Ok(Bound {
         ssh_addr: ssh_listener.local_addr()?,
         api_addr: api_listener.local_addr()?,
         ssh_listener,
         api_listener,
         connect_listener,
+        tls_front,
         config,
         store,
         host_key,
@@ -89,6 +102,7 @@ impl Bound {
             ssh_listener,
             api_listener,
             connect_listener,
+            tls_front,
             mut config,
             store,
             ssh_addr,
@@ -201,7 +215,14 @@ impl Bound {
             placer: Arc::new(Placer::new(config.sftp.helper_dir.as_deref())),
             routing: Routing::new(config.routing.domain.as_deref()),
             proxy_sources: config.ssh.proxy_sources()?,
+            tls: match &tls_front {
+                Some((_, certs)) => Some(certs.acceptor()?),
+                None => None,
+            },
         });
+        if let Some((_, certs)) = &tls_front {
+            registry.spawn(certs.clone().watch(stop.clone()));
+        }
         ssh::log_listening(ssh_addr, &host_key);
         tracing::info!(addr = %api_addr, "API listening");
         let app = api::router(api_state, &config.api);
@@ -238,9 +259,26 @@ impl Bound {
             gateway.clone(),
             stop.clone(),
         );
-        tokio::pin!(api, ssh, connect);
+        let tls = async {
+            match tls_front {
+                Some((listener, _)) => {
+                    tracing::info!(addr = %listener.local_addr()?, "TLS front listening");
+                    ssh::serve(
+                        listener,
+                        Front::Tls,
+                        russh_config.clone(),
+                        gateway.clone(),
+                        stop.clone(),
+                    )
+                    .await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(api, ssh, connect, tls);
         tokio::select! {
             r = &mut ssh => r.context("SSH listener failed")?,
+            r = &mut tls => r.context("TLS front failed")?,
             r = &mut connect => r.context("CONNECT front failed")?,
             r = &mut api => r.context("API server failed")?,
             _ = shutdown_signal() => {}

@@ -71,6 +71,19 @@ pub struct RoutingConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct FrontsConfig {
     pub connect: Option<ConnectFrontConfig>,
+    pub tls: Option<TlsFrontConfig>,
+}
+
+/// TLS, then SSH inside; the SNI host name routes. For laptops that may only leave on
+/// 443: `ProxyCommand openssl s_client -quiet -connect gw:443 -servername %h`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFrontConfig {
+    pub listen: SocketAddr,
+    /// PEM certificate chain for the front's host names (`*.ssh.example.com`).
+    pub cert_file: PathBuf,
+    /// PEM private key. Both are reloaded when they change on disk, or on SIGHUP.
+    pub key_file: PathBuf,
 }
 
 /// HTTP CONNECT (`CONNECT <host>:<port> HTTP/1.1`, then SSH): for `proxytunnel`,
@@ -715,6 +728,12 @@ impl Config {
             return invalid(
                 "fronts.connect",
                 "needs [routing] domain, so that the host names it receives route",
+            );
+        }
+        if self.fronts.tls.is_some() && self.routing.domain.is_none() {
+            return invalid(
+                "fronts.tls",
+                "needs [routing] domain, so that the SNI host names it receives route",
             );
         }
         let needs_kube = matches!(self.backend, BackendConfig::Kubernetes)

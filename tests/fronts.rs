@@ -20,6 +20,7 @@ const DOMAIN: &str = "ssh.test.example";
 struct Front {
     dir: tempfile::TempDir,
     connect_port: u16,
+    tls_port: u16,
     alice: KeyPair,
     _server: Serve,
 }
@@ -27,7 +28,9 @@ struct Front {
 fn start() -> Front {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
-    let (ssh_port, api_port, connect_port) = (free_port(), free_port(), free_port());
+    let (ssh_port, api_port, connect_port, tls_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    self_signed(dir.path(), "first");
     let config = dir.path().join("gateway.toml");
     std::fs::write(
         &config,
@@ -36,7 +39,8 @@ fn start() -> Front {
              [api]\nlisten = \"127.0.0.1:{api_port}\"\n[database]\nurl = \"sqlite://{d}/gw.db\"\n\
              [control]\nkind = \"static\"\nsandbox_root = \"{d}/sandboxes\"\n\
              [routing]\ndomain = \"{DOMAIN}\"\n\
-             [fronts.connect]\nlisten = \"127.0.0.1:{connect_port}\"\n"
+             [fronts.connect]\nlisten = \"127.0.0.1:{connect_port}\"\n\
+             [fronts.tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert_file = \"{d}/cert.pem\"\nkey_file = \"{d}/key.pem\"\n"
         ),
     )
     .unwrap();
@@ -50,9 +54,55 @@ fn start() -> Front {
     Front {
         dir,
         connect_port,
+        tls_port,
         alice,
         _server: server,
     }
+}
+
+/// A self-signed certificate for `*.{DOMAIN}` in `dir/cert.pem`, `dir/key.pem`.
+fn self_signed(dir: &Path, cn: &str) {
+    // Written beside, then renamed: the gateway may reload between the two files.
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            "key.new",
+            "-out",
+            "cert.new",
+            "-subj",
+        ])
+        .arg(format!("/CN={cn}.{DOMAIN}"))
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::rename(dir.join("key.new"), dir.join("key.pem")).unwrap();
+    std::fs::rename(dir.join("cert.new"), dir.join("cert.pem")).unwrap();
+}
+
+/// The subject of the certificate the TLS front serves now.
+fn served_subject(port: u16) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername demo.{DOMAIN} </dev/null 2>/dev/null | openssl x509 -noout -subject"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Front {
@@ -117,6 +167,42 @@ fn host_names_route_through_ssh_gateway_proxy_whatever_the_user_name() {
     let mut ssh = f.ssh_via(&f.proxy());
     ssh.args([&format!("other@{DOMAIN}"), "pwd"]);
     assert!(stdout(&run(ssh)).trim().ends_with("/other"));
+}
+
+#[test]
+fn the_tls_front_routes_by_sni_and_reloads_its_certificate() {
+    let f = start();
+    let via_tls = format!(
+        "openssl s_client -quiet -verify_quiet -connect 127.0.0.1:{} -servername %h",
+        f.tls_port
+    );
+    let mut ssh = f.ssh_via(&via_tls);
+    ssh.args([&format!("laptop@other.{DOMAIN}"), "echo over tls; pwd"]);
+    let out = run(ssh);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), f.log());
+    assert!(stdout(&out).starts_with("over tls\n"));
+    assert!(stdout(&out).trim().ends_with("/other"));
+
+    // A host name the SNI carries that does not route: told what is wrong.
+    let mut ssh = f.ssh_via(&via_tls);
+    ssh.args(["u@demo.elsewhere.org", "true"]);
+    let out = run(ssh);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not under this gateway's domain"),
+        "{}",
+        stderr(&out)
+    );
+
+    // New files on disk are served without a restart.
+    assert!(served_subject(f.tls_port).contains("first"));
+    self_signed(f.dir.path(), "second");
+    assert!(
+        support::process::wait_until(Duration::from_secs(15), || served_subject(f.tls_port)
+            .contains("second")),
+        "{}",
+        f.log()
+    );
 }
 
 #[test]

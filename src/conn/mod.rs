@@ -10,6 +10,7 @@ pub mod events;
 pub mod proxy_protocol;
 pub mod registry;
 pub mod stream;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -16,16 +16,34 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-pub struct ConnStream {
-    inner: TcpStream,
+/// What a connection runs over: the TCP socket itself, or TLS on it (the TLS
+/// front). Either way the socket options and the kill switch act on the TCP socket.
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Socket for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+pub struct ConnStream<S = TcpStream> {
+    inner: S,
     killed: Pin<Box<WaitForCancellationFutureOwned>>,
     dead: bool,
 }
 
-impl ConnStream {
-    pub fn new(inner: TcpStream, kill: CancellationToken) -> Self {
-        let _ = inner.set_nodelay(true);
-        quickack(&inner);
+impl<S: Socket> ConnStream<S> {
+    pub fn new(inner: S, kill: CancellationToken) -> Self {
+        let _ = inner.tcp().set_nodelay(true);
+        quickack(inner.tcp());
         Self {
             inner,
             killed: Box::pin(kill.cancelled_owned()),
@@ -38,7 +56,7 @@ impl ConnStream {
     fn poll_killed(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.dead && self.killed.as_mut().poll(cx).is_ready() {
             self.dead = true;
-            let _ = socket2::SockRef::from(&self.inner).shutdown(std::net::Shutdown::Both);
+            let _ = socket2::SockRef::from(self.inner.tcp()).shutdown(std::net::Shutdown::Both);
         }
         self.dead
     }
@@ -65,7 +83,7 @@ fn quickack(stream: &TcpStream) {
     }
 }
 
-impl AsyncRead for ConnStream {
+impl<S: Socket> AsyncRead for ConnStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -77,13 +95,13 @@ impl AsyncRead for ConnStream {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            quickack(&self.inner);
+            quickack(self.inner.tcp());
         }
         polled
     }
 }
 
-impl AsyncWrite for ConnStream {
+impl<S: Socket> AsyncWrite for ConnStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

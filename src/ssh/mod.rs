@@ -53,6 +53,8 @@ pub struct Gateway {
     /// Balancers allowed to send a PROXY protocol header (`ssh.proxy_protocol_from`;
     /// empty: any).
     pub proxy_sources: Vec<crate::conn::admission::IpNet>,
+    /// The TLS front's acceptor, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// What a listener expects before SSH.
@@ -64,6 +66,8 @@ pub enum Front {
     Connect,
     /// A PROXY protocol header naming the client (`conn::proxy_protocol`), then SSH.
     Proxied,
+    /// TLS (`conn::tls`), its SNI host name the route hint, then SSH inside.
+    Tls,
 }
 
 /// Modern algorithms only: no SHA-1 (`ssh-rsa` signatures, hmac-sha1, group1/14-sha1),
@@ -189,7 +193,7 @@ pub async fn serve(
             }
             // Whose connection it is, the header will say.
             Front::Proxied => gw.admission.admit_pending(),
-            Front::Plain | Front::Connect => gw.admission.admit(peer.ip()),
+            Front::Plain | Front::Connect | Front::Tls => gw.admission.admit(peer.ip()),
         };
         let (conn_permit, preauth) = match admitted {
             Ok(permits) => permits,
@@ -279,6 +283,30 @@ async fn handle_front(
 ) {
     let hint = match front {
         Front::Plain | Front::Proxied => None,
+        Front::Tls => {
+            let Some(acceptor) = gw.tls.clone() else {
+                return;
+            };
+            let deadline = conn.meta().accepted_at + gw.settings.login_grace();
+            let accepted = tokio::select! {
+                a = tokio::time::timeout_at(deadline, acceptor.accept(tcp)) => a,
+                _ = conn.cancelled() => return,
+            };
+            let tls = match accepted {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    debug!(error = %e, "TLS handshake failed");
+                    conn.set_reason(CloseReason::ProtocolError);
+                    return;
+                }
+                Err(_) => {
+                    conn.set_reason(CloseReason::LoginTimeout);
+                    return;
+                }
+            };
+            let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase);
+            return handle_connection(tls, conn, permit, config, gw, sni).await;
+        }
         Front::Connect => {
             let deadline = conn.meta().accepted_at + gw.settings.login_grace();
             use crate::conn::connect::{Prelude, answer, parse, read_prelude};
@@ -313,8 +341,8 @@ async fn handle_front(
     handle_connection(tcp, conn, permit, config, gw, hint).await
 }
 
-async fn handle_connection(
-    tcp: TcpStream,
+async fn handle_connection<S: crate::conn::stream::Socket>(
+    tcp: S,
     conn: Conn,
     _permit: ConnPermit,
     config: Arc<russh::server::Config>,
