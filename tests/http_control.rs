@@ -75,7 +75,7 @@ fn server_errors_are_retried_and_client_errors_are_not() {
     let gw = HttpGateway::start("", "");
     gw.plane.add("demo", "running", "alice", &[]);
 
-    gw.plane.fail_next(&[503, 502]);
+    gw.plane.fail_next("GET", "demo", &[503, 502]);
     let mut ssh = gw.ssh(&gw.alice);
     ssh.args(["demo@127.0.0.1", "echo ok"]);
     let out = run(ssh);
@@ -84,7 +84,7 @@ fn server_errors_are_retried_and_client_errors_are_not() {
     let after_retries = gw.plane.count("GET", "demo");
     assert!(after_retries >= 3, "{:?}", gw.plane.calls());
 
-    gw.plane.fail_next(&[400]);
+    gw.plane.fail_next("GET", "demo", &[400]);
     let mut ssh = gw.ssh(&gw.alice);
     ssh.args(["demo@127.0.0.1", "echo ok"]);
     let out = run(ssh);

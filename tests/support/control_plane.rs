@@ -38,8 +38,8 @@ struct Plane {
     token: String,
     targets: HashMap<String, Entry>,
     calls: Vec<Call>,
-    /// Statuses the next calls (any path) answer with instead.
-    fail_next: VecDeque<u16>,
+    /// Statuses the next calls of a method on a path answer with instead.
+    fail_next: VecDeque<(&'static str, String, u16)>,
     activity: Vec<(String, Value)>,
     /// Whether `?wait=` is honoured.
     long_poll: bool,
@@ -127,8 +127,12 @@ impl ControlPlaneServer {
         self.plane().long_poll = on;
     }
 
-    pub fn fail_next(&self, statuses: &[u16]) {
-        self.plane().fail_next.extend(statuses);
+    /// The next calls of `method` on `path` (after `/v1/sandboxes/`) answer these
+    /// statuses, in order; other calls are unaffected.
+    pub fn fail_next(&self, method: &'static str, path: &str, statuses: &[u16]) {
+        self.plane()
+            .fail_next
+            .extend(statuses.iter().map(|s| (method, path.to_owned(), *s)));
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -171,12 +175,16 @@ fn admit(
 ) -> Option<Response> {
     let authorized = headers.get("authorization").and_then(|v| v.to_str().ok())
         == Some(format!("Bearer {}", plane.token).as_str());
+    let failure = plane
+        .fail_next
+        .iter()
+        .position(|(m, p, _)| *m == method && *p == path);
     plane.calls.push(Call {
         method,
         path,
         authorized,
     });
-    if let Some(status) = plane.fail_next.pop_front() {
+    if let Some((_, _, status)) = failure.and_then(|i| plane.fail_next.remove(i)) {
         return Some(
             (
                 StatusCode::from_u16(status).unwrap(),
