@@ -278,6 +278,14 @@ fn bad_oversized_and_stalled_preludes_get_an_answer_and_a_closed_socket() {
     assert_eq!(answer, "");
     assert!(took >= Duration::from_secs(2), "{took:?}");
 
+    // The TLS front: a client that never starts its handshake is closed at the
+    // deadline; one that sends something else than TLS, at once.
+    let (answer, took) = raw(f.tls_port, b"");
+    assert_eq!(answer, "");
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    let (_, took) = raw(f.tls_port, b"SSH-2.0-OpenSSH_9.2\r\n");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+
     // A tunnel is granted, but SSH never starts: the same deadline closes it.
     let (answer, _) = raw(
         f.connect_port,
