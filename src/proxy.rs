@@ -10,6 +10,8 @@ use tokio::net::TcpStream;
 
 /// Largest answer header read from the front.
 const MAX_ANSWER: usize = 8 * 1024;
+/// Each direction's relay buffer.
+const RELAY_BUFFER: usize = 256 * 1024;
 /// Bound on reaching the front and hearing its answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -26,16 +28,20 @@ pub async fn run(front: &str, host: &str, port: u16) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("the gateway at {front} did not answer in time"))??;
     let _ = stream.set_nodelay(true);
-    let (mut from_gw, mut to_gw) = stream.split();
-    let mut stdin = tokio::io::stdin();
+    let (from_gw, mut to_gw) = stream.split();
+    // tokio's stdin and stdout go through its blocking pool, one hop per read or
+    // write: large buffers make those hops few (8 KiB ones moved a sixth as much,
+    // measured with benches/fronts.rs).
+    let mut stdin = tokio::io::BufReader::with_capacity(RELAY_BUFFER, tokio::io::stdin());
+    let mut from_gw = tokio::io::BufReader::with_capacity(RELAY_BUFFER, from_gw);
     let mut stdout = tokio::io::stdout();
     let up = async {
-        let r = tokio::io::copy(&mut stdin, &mut to_gw).await;
+        let r = tokio::io::copy_buf(&mut stdin, &mut to_gw).await;
         let _ = to_gw.shutdown().await;
         r
     };
     let down = async {
-        let r = tokio::io::copy(&mut from_gw, &mut stdout).await;
+        let r = tokio::io::copy_buf(&mut from_gw, &mut stdout).await;
         let _ = stdout.flush().await;
         r
     };

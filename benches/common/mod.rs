@@ -229,7 +229,12 @@ pub fn start_kube_gateway_with(
 }
 
 /// Adds user `bench` with `pubkey` to the store of the gateway configured by `config`.
-fn add_bench_user(runtime: &tokio::runtime::Runtime, config: &Path, db_url: &str, pubkey: &str) {
+pub fn add_bench_user(
+    runtime: &tokio::runtime::Runtime,
+    config: &Path,
+    db_url: &str,
+    pubkey: &str,
+) {
     let out = Command::new(GATEWAY)
         .arg("admin")
         .arg("--config")
