@@ -103,36 +103,42 @@ pub enum HostError {
 /// The target for a connection whose username is `user` and whose front (if any)
 /// learned the hostname `host` (no port). A hostname route wins over the username.
 pub fn resolve(user: &str, host: Option<&str>, routing: &Routing) -> Result<TargetRef, RouteError> {
-    let Some(label) = host_label(host, routing)? else {
+    let Some(host) = host else {
         return route(user);
     };
-    let by_host = match route(&label) {
-        Ok(target) => target,
-        // The label failed the id rules: say which part.
-        Err(_) => {
-            return Err(HostError::Malformed(
-                host.unwrap_or_default().chars().take(255).collect(),
-                "its first label must be a sandbox id (letters, digits, - and _) or training-job-<id>-<node>",
-            )
-            .into());
-        }
+    let Some(by_host) = host_target(host, routing)? else {
+        return route(user);
     };
     if let Ok(by_user @ TargetRef::TrainingJob { .. }) = route(user)
         && by_user != by_host
     {
         return Err(HostError::Disagree {
             user: user.chars().take(MAX_ID + 1).collect(),
-            host: host.unwrap_or_default().to_owned(),
+            host: host.to_owned(),
         }
         .into());
     }
     Ok(by_host)
 }
 
-/// The target label of `host` under the domain, or `None` when the hostname does not
-/// route (absent, or the domain itself).
-fn host_label(host: Option<&str>, routing: &Routing) -> Result<Option<String>, HostError> {
-    let Some(host) = host else { return Ok(None) };
+/// The target a host name names, `None` for the bare domain (the user name routes
+/// then), or what is wrong with it. Fronts judge a host with this before SSH starts.
+pub fn host_target(host: &str, routing: &Routing) -> Result<Option<TargetRef>, HostError> {
+    let Some(label) = host_label(host, routing)? else {
+        return Ok(None);
+    };
+    match route(&label) {
+        Ok(target) => Ok(Some(target)),
+        // The label failed the id rules: say which part.
+        Err(_) => Err(HostError::Malformed(
+            host.chars().take(255).collect(),
+            "its first label must be a sandbox id (letters, digits, - and _) or training-job-<id>-<node>",
+        )),
+    }
+}
+
+/// The target label of `host` under the domain, or `None` for the domain itself.
+fn host_label(host: &str, routing: &Routing) -> Result<Option<String>, HostError> {
     let shown: String = host.chars().take(255).collect();
     if host.is_empty() || host.len() > 253 {
         return Err(HostError::Malformed(shown, "it must be 1-253 characters"));

@@ -7,7 +7,7 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::route::{Routing, resolve};
+use crate::route::{Routing, host_target};
 
 /// Request line plus headers.
 pub const MAX_PRELUDE: usize = 8 * 1024;
@@ -74,12 +74,11 @@ pub fn parse(prelude: &[u8], routing: &Routing) -> Prelude {
     if port.parse::<u16>().is_err() {
         return Prelude::Refuse(400, "CONNECT needs a numeric port".into());
     }
-    // Routing the host with an empty user name: a host that names a target, or the
-    // bare domain (then the SSH user name routes), passes; anything else is refused
-    // here with what is wrong with it.
-    match resolve("", Some(host), routing) {
-        Err(crate::route::RouteError::Host(e)) => Prelude::Refuse(400, e.to_string()),
-        _ => Prelude::Tunnel(host.trim_end_matches('.').to_ascii_lowercase()),
+    // A host that names a target, or the bare domain (then the SSH user name
+    // routes), passes; anything else is refused here with what is wrong with it.
+    match host_target(host, routing) {
+        Err(e) => Prelude::Refuse(400, e.to_string()),
+        Ok(_) => Prelude::Tunnel(host.trim_end_matches('.').to_ascii_lowercase()),
     }
 }
 
