@@ -137,7 +137,7 @@ impl ActivityTracker {
                 _ = stop.cancelled() => return,
             }
             let now = self.snapshot();
-            self.pause_quiet(&mut quiet, &now).await;
+            self.pause_quiet(&mut quiet).await;
             let churn = std::mem::take(&mut self.seen().churn);
             let mut targets: Vec<String> = now.keys().cloned().collect();
             for t in reported.keys().chain(churn.keys()) {
@@ -213,7 +213,7 @@ impl ActivityTracker {
 
     /// Pauses the quiet targets whose time has come, unless a connection to them has
     /// authenticated meanwhile. Each is asked once; the plane may decline.
-    async fn pause_quiet(&self, quiet: &mut HashMap<String, u64>, now: &HashMap<String, Activity>) {
+    async fn pause_quiet(&self, quiet: &mut HashMap<String, u64>) {
         let Some(after) = self.pause_after else {
             return;
         };
@@ -226,8 +226,8 @@ impl ActivityTracker {
             .collect();
         for (target, since) in due {
             quiet.remove(&target);
-            let in_use = now.get(&target).is_some_and(|a| a.open_sessions > 0)
-                || self.seen().conns.values().any(|c| c.target == target);
+            // Every open connection to it is among the authenticated ones seen.
+            let in_use = self.seen().conns.values().any(|c| c.target == target);
             if in_use {
                 continue;
             }

@@ -26,8 +26,6 @@ pub type ConnId = u64;
 pub struct ConnMeta {
     pub id: ConnId,
     pub peer: SocketAddr,
-    /// A route hint from the front door (TLS SNI, HTTP CONNECT host); none on plain TCP.
-    pub route_hint: Option<String>,
     /// The login deadline counts from here.
     pub accepted_at: Instant,
 }

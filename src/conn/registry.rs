@@ -98,13 +98,8 @@ impl Registry {
 
     /// Registers an accepted connection. The returned `Conn` is its owner: dropping
     /// it unregisters the connection and cancels everything still running for it.
-    pub fn register(
-        self: &Arc<Self>,
-        peer: SocketAddr,
-        route_hint: Option<String>,
-        preauth: PreAuthPermit,
-    ) -> Conn {
-        self.register_accepted(peer, route_hint, preauth, Instant::now())
+    pub fn register(self: &Arc<Self>, peer: SocketAddr, preauth: PreAuthPermit) -> Conn {
+        self.register_accepted(peer, preauth, Instant::now())
     }
 
     /// As `register`, for a connection accepted at `accepted_at` whose client address
@@ -113,7 +108,6 @@ impl Registry {
     pub fn register_accepted(
         self: &Arc<Self>,
         peer: SocketAddr,
-        route_hint: Option<String>,
         preauth: PreAuthPermit,
         accepted_at: Instant,
     ) -> Conn {
@@ -121,7 +115,6 @@ impl Registry {
         let meta = ConnMeta {
             id,
             peer,
-            route_hint,
             accepted_at,
         };
         let cancel = self.shutdown.child_token();

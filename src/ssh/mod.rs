@@ -216,7 +216,7 @@ pub async fn serve(
             );
             continue;
         }
-        let conn = gw.registry.register(peer, None, preauth);
+        let conn = gw.registry.register(peer, preauth);
         let span = tracing::info_span!("conn", id = conn.id(), %peer);
         gw.registry.spawn(
             handle_front(front, stream, conn, conn_permit, config.clone(), gw.clone())
@@ -262,9 +262,7 @@ async fn handle_proxied(
         });
         return;
     }
-    let conn = gw
-        .registry
-        .register_accepted(client, None, preauth, accepted_at);
+    let conn = gw.registry.register_accepted(client, preauth, accepted_at);
     let span = tracing::info_span!("conn", id = conn.id(), peer = %client);
     handle_connection(tcp, conn, permit, config, gw, None)
         .instrument(span)
