@@ -22,8 +22,8 @@ use tracing::{info, warn};
 
 use super::resume::{Progress, Resumes};
 use super::{
-    Activity, ActivityEvent, ControlError, ControlPlane, KubernetesControlPlane, Location,
-    Principal, Target, TargetInfo, rfc3339_ms,
+    Activity, ActivityEvent, ControlError, ControlPlane, KubernetesControlPlane, Principal, Target,
+    TargetInfo, local_target, rfc3339_ms,
 };
 use crate::config::HttpControlConfig;
 use crate::route::TargetRef;
@@ -172,11 +172,7 @@ impl HttpControlPlane {
     async fn locate(&self, target: &TargetRef) -> Result<Target, ControlError> {
         match &self.workloads {
             Workloads::Local { root } => {
-                let workdir = root.join(target.name());
-                tokio::fs::create_dir_all(&workdir).await.map_err(|e| {
-                    ControlError::Unavailable(format!("creating {}: {e}", workdir.display()))
-                })?;
-                Ok(Target::new(target.name(), Location::Local { workdir }))
+                local_target(target.name(), root.join(target.name())).await
             }
             Workloads::Pods(kube) => kube.locate(target).await,
         }
@@ -296,15 +292,15 @@ struct Wake {
 impl Wake {
     async fn run(self, progress: Progress) -> Result<Duration, String> {
         let started = Instant::now();
-        match tokio::time::timeout(self.limit, self.until_running(&progress)).await {
-            Ok(Ok(())) => Ok(started.elapsed()),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!(
-                "it did not start within {} s (last state: {}); check it on your platform",
-                self.limit.as_secs(),
-                progress.last().unwrap_or_else(|| "paused".into())
-            )),
-        }
+        progress
+            .within(self.limit, self.until_running(&progress), |secs, last| {
+                format!(
+                    "it did not start within {secs} s (last state: {}); check it on your platform",
+                    last.unwrap_or_else(|| "paused".into())
+                )
+            })
+            .await?;
+        Ok(started.elapsed())
     }
 
     async fn until_running(&self, progress: &Progress) -> Result<(), String> {

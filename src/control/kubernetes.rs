@@ -640,15 +640,15 @@ impl Wake {
         if self.scale {
             self.scale_up(&progress).await?;
         }
-        match tokio::time::timeout(self.limit, self.until_ready(&progress)).await {
-            Ok(Ok(())) => Ok(started.elapsed()),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!(
-                "it did not become ready within {} s (last seen: {}); check its events with kubectl describe",
-                self.limit.as_secs(),
-                progress.last().unwrap_or_else(|| "no pod yet".into())
-            )),
-        }
+        progress
+            .within(self.limit, self.until_ready(&progress), |secs, last| {
+                format!(
+                    "it did not become ready within {secs} s (last seen: {}); check its events with kubectl describe",
+                    last.unwrap_or_else(|| "no pod yet".into())
+                )
+            })
+            .await?;
+        Ok(started.elapsed())
     }
 
     async fn scale_up(&self, progress: &Progress) -> Result<(), String> {

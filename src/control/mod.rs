@@ -106,6 +106,18 @@ pub enum Location {
     },
 }
 
+/// A target of local processes in `workdir`, made on first use (a sandbox added by the
+/// CLI, or named by a platform, has no directory yet).
+pub(in crate::control) async fn local_target(
+    id: String,
+    workdir: PathBuf,
+) -> Result<Target, ControlError> {
+    tokio::fs::create_dir_all(&workdir)
+        .await
+        .map_err(|e| ControlError::Unavailable(format!("creating {}: {e}", workdir.display())))?;
+    Ok(Target::new(id, Location::Local { workdir }))
+}
+
 /// How a target is being used, as the gateway reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Activity {

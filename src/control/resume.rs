@@ -36,8 +36,22 @@ impl Progress {
     }
 
     /// The latest note, for a message about where it got stuck.
-    pub fn last(&self) -> Option<String> {
+    fn last(&self) -> Option<String> {
         self.0.borrow().note.clone()
+    }
+
+    /// Runs `work` for at most `limit`; past it, the error is `timed_out(seconds, the
+    /// latest note)`, so the user reads what the wait was last about.
+    pub async fn within(
+        &self,
+        limit: Duration,
+        work: impl Future<Output = Result<(), String>>,
+        timed_out: impl FnOnce(u64, Option<String>) -> String,
+    ) -> Result<(), String> {
+        match tokio::time::timeout(limit, work).await {
+            Ok(done) => done,
+            Err(_) => Err(timed_out(limit.as_secs(), self.last())),
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::{ControlError, ControlPlane, Location, Principal, Target, TargetInfo};
+use super::{ControlError, ControlPlane, Principal, Target, TargetInfo, local_target};
 use crate::route::TargetRef;
 use crate::store::{Sandbox, Store, StoreError};
 
@@ -49,11 +49,7 @@ impl ControlPlane for StaticControlPlane {
     async fn resolve(&self, who: &Principal, target: &TargetRef) -> Result<Target, ControlError> {
         let sandbox = self.authorized(who, target).await?;
         let workdir = self.workdir(&sandbox);
-        // A sandbox added by the CLI gets its directory on first use.
-        tokio::fs::create_dir_all(&workdir).await.map_err(|e| {
-            ControlError::Unavailable(format!("creating {}: {e}", workdir.display()))
-        })?;
-        Ok(Target::new(sandbox.id, Location::Local { workdir }))
+        local_target(sandbox.id, workdir).await
     }
 
     async fn describe(
