@@ -11,9 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{
-    KeyPair, Serve, admin_with_config, free_port, keygen, register_key, run, stderr, stdout,
-};
+use support::{KeyPair, Serve, admin_with_config, free_port, run, stderr, stdout, users_with_keys};
 
 const DOMAIN: &str = "ssh.test.example";
 
@@ -44,12 +42,16 @@ fn start() -> Front {
         ),
     )
     .unwrap();
-    admin_with_config(&config, &["user", "add", "alice"]);
+    let alice = users_with_keys(
+        &config,
+        &format!("sqlite://{d}/gw.db"),
+        dir.path(),
+        &["alice"],
+    )
+    .remove(0);
     for id in ["demo", "other", "training-job-abc-1"] {
         admin_with_config(&config, &["sandbox", "add", id, "--owner", "alice"]);
     }
-    let alice = keygen(dir.path(), "alice", &["-t", "ed25519"]);
-    register_key(&format!("sqlite://{d}/gw.db"), "alice", &alice);
     let server = Serve::start(&config, &dir.path().join("gateway.log"), api_port);
     Front {
         dir,

@@ -7,9 +7,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{
-    KeyPair, Serve, admin_with_config, free_port, keygen, register_key, run, stderr, stdout,
-};
+use support::{KeyPair, Serve, admin_with_config, free_port, run, stderr, stdout, users_with_keys};
 
 /// A ProxyCommand that sends the header in `header.bin` and then relays stdio.
 const RELAY: &str = r#"
@@ -53,10 +51,14 @@ fn start(from: &str) -> Gw {
         ),
     )
     .unwrap();
-    admin_with_config(&config, &["user", "add", "alice"]);
+    let alice = users_with_keys(
+        &config,
+        &format!("sqlite://{d}/gw.db"),
+        dir.path(),
+        &["alice"],
+    )
+    .remove(0);
     admin_with_config(&config, &["sandbox", "add", "demo", "--owner", "alice"]);
-    let alice = keygen(dir.path(), "alice", &["-t", "ed25519"]);
-    register_key(&format!("sqlite://{d}/gw.db"), "alice", &alice);
     std::fs::write(dir.path().join("relay.py"), RELAY).unwrap();
     let server = Serve::start(&config, &dir.path().join("gateway.log"), api_port);
     Gw {
@@ -131,10 +133,8 @@ fn the_client_named_by_a_v1_or_v2_header_is_the_one_logged() {
     );
 
     // Straight SSH, with no header, is refused.
-    let mut plain = Command::new("ssh");
-    plain
-        .args(support::Gateway::client_opts_for(&gw.alice.private))
-        .args(["-p", &gw.ssh_port.to_string(), "demo@127.0.0.1", "echo no"]);
+    let mut plain = support::client("ssh", &gw.alice, gw.ssh_port);
+    plain.args(["demo@127.0.0.1", "echo no"]);
     let out = run(plain);
     assert!(!out.status.success());
     assert!(

@@ -331,13 +331,7 @@ impl HttpGateway {
         )
         .unwrap();
         let db = format!("sqlite://{d}/gw.db");
-        let mut keys = Vec::new();
-        for user in ["alice", "bob"] {
-            super::admin_with_config(&config, &["user", "add", user]);
-            let key = super::keygen(dir.path(), user, &["-t", "ed25519"]);
-            super::register_key(&db, user, &key);
-            keys.push(key);
-        }
+        let mut keys = super::users_with_keys(&config, &db, dir.path(), &["alice", "bob"]);
         let server = super::Serve::start(&config, &dir.path().join("gateway.log"), api_port);
         let bob = keys.pop().unwrap();
         let alice = keys.pop().unwrap();
@@ -352,22 +346,12 @@ impl HttpGateway {
         }
     }
 
-    fn opts(&self, key: &super::KeyPair) -> Vec<String> {
-        super::Gateway::client_opts_for(&key.private)
-    }
-
     pub fn ssh(&self, key: &super::KeyPair) -> std::process::Command {
-        let mut cmd = std::process::Command::new("ssh");
-        cmd.args(self.opts(key))
-            .args(["-p", &self.ssh_port.to_string()]);
-        cmd
+        super::client("ssh", key, self.ssh_port)
     }
 
     pub fn sftp(&self, key: &super::KeyPair) -> std::process::Command {
-        let mut cmd = std::process::Command::new("sftp");
-        cmd.args(self.opts(key))
-            .args(["-P", &self.ssh_port.to_string()]);
-        cmd
+        super::client("sftp", key, self.ssh_port)
     }
 
     pub fn sandbox_dir(&self, id: &str) -> std::path::PathBuf {

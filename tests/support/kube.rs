@@ -8,7 +8,7 @@ use std::time::Duration;
 use kube_emulator::{Emulator, Kind, Options};
 use serde_json::{Value, json};
 
-use super::{KeyPair, Serve, admin_with_config, free_port, keygen, register_key};
+use super::{KeyPair, Serve, free_port};
 
 /// The emulator on a runtime thread of its own, so tests can block on clients.
 pub struct EmulatorThread {
@@ -168,13 +168,7 @@ impl KubeGateway {
         )
         .unwrap();
         let db = format!("sqlite://{}/gw.db", dir.path().display());
-        let mut keys = Vec::new();
-        for user in ["alice", "bob"] {
-            admin_with_config(&config, &["user", "add", user]);
-            let key = keygen(dir.path(), user, &["-t", "ed25519"]);
-            register_key(&db, user, &key);
-            keys.push(key);
-        }
+        let mut keys = super::users_with_keys(&config, &db, dir.path(), &["alice", "bob"]);
         let server = Serve::start(&config, &dir.path().join("gateway.log"), api_port);
         let bob = keys.pop().unwrap();
         let alice = keys.pop().unwrap();
@@ -190,24 +184,15 @@ impl KubeGateway {
     }
 
     pub fn ssh(&self, key: &KeyPair) -> Command {
-        let mut cmd = Command::new("ssh");
-        cmd.args(super::Gateway::client_opts_for(&key.private))
-            .args(["-p", &self.ssh_port.to_string()]);
-        cmd
+        super::client("ssh", key, self.ssh_port)
     }
 
     pub fn scp(&self, key: &KeyPair) -> Command {
-        let mut cmd = Command::new("scp");
-        cmd.args(super::Gateway::client_opts_for(&key.private))
-            .args(["-P", &self.ssh_port.to_string()]);
-        cmd
+        super::client("scp", key, self.ssh_port)
     }
 
     pub fn sftp(&self, key: &KeyPair) -> Command {
-        let mut cmd = Command::new("sftp");
-        cmd.args(super::Gateway::client_opts_for(&key.private))
-            .args(["-P", &self.ssh_port.to_string()]);
-        cmd
+        super::client("sftp", key, self.ssh_port)
     }
 
     pub fn log(&self) -> String {

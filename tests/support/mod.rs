@@ -434,6 +434,30 @@ pub fn admin_with_config(config: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `program` (`ssh`, `scp` or `sftp`) with the common client options and `key`,
+/// pointed at `port` on loopback; add the destination and arguments yourself.
+pub fn client(program: &str, key: &KeyPair, port: u16) -> Command {
+    let port_flag = if program == "ssh" { "-p" } else { "-P" };
+    let mut cmd = Command::new(program);
+    cmd.args(Gateway::client_opts_for(&key.private))
+        .args([port_flag, &port.to_string()]);
+    cmd
+}
+
+/// Adds each of `users` to the store of the gateway configured by `config` (database
+/// `db_url`), each with a fresh ed25519 key in `dir`, in order.
+pub fn users_with_keys(config: &Path, db_url: &str, dir: &Path, users: &[&str]) -> Vec<KeyPair> {
+    users
+        .iter()
+        .map(|user| {
+            admin_with_config(config, &["user", "add", user]);
+            let key = keygen(dir, user, &["-t", "ed25519"]);
+            register_key(db_url, user, &key);
+            key
+        })
+        .collect()
+}
+
 /// Registers `key` for `user` straight in the store at `db_url` (the key API itself
 /// is tested on its own).
 pub fn register_key(db_url: &str, user: &str, key: &KeyPair) {
