@@ -10,11 +10,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{
-    Client, GATEWAY, add_bench_user, client_key, env_usize, free_port, median, timed, wait_port,
-    write_payload,
+    Client, GATEWAY, add_bench_user, client_key, env_usize, free_port, median, spawn_serve, timed,
+    wait_port, write_payload,
 };
 
 const CIPHER: &str = "aes128-gcm@openssh.com";
@@ -84,15 +84,7 @@ fn main() {
         .output()
         .unwrap();
     assert!(added.status.success());
-    let mut server = Command::new(GATEWAY)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(ssh_port);
+    let mut server = spawn_serve(GATEWAY, &config, ssh_port);
     wait_port(tls_port);
     let payload = dir.join("payload");
     write_payload(&payload, mib);

@@ -207,15 +207,7 @@ pub fn start_kube_gateway_with(
         "kgwb" => std::env::var("BENCH_KUBE_B").unwrap_or_else(|_| GATEWAY.into()),
         _ => GATEWAY.into(),
     };
-    let child = Command::new(binary)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(ssh_port);
+    let child = spawn_serve(&binary, &config, ssh_port);
     Server {
         name,
         port: ssh_port,
@@ -226,6 +218,20 @@ pub fn start_kube_gateway_with(
             runtime,
         }),
     }
+}
+
+/// `binary serve --config config`, quiet, once `ssh_port` accepts.
+pub fn spawn_serve(binary: &str, config: &Path, ssh_port: u16) -> Child {
+    let child = Command::new(binary)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(ssh_port);
+    child
 }
 
 /// Adds user `bench` with `pubkey` to the store of the gateway configured by `config`.
@@ -287,15 +293,7 @@ pub fn start_http_gateway(dir: &Path, pubkey: &str, url: &str, tag: &str) -> Ser
         &format!("sqlite://{}/{tag}.db", dir.display()),
         pubkey,
     );
-    let child = Command::new(GATEWAY)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(ssh_port);
+    let child = spawn_serve(GATEWAY, &config, ssh_port);
     Server {
         name: "ssh-gateway (HTTP control plane)",
         port: ssh_port,
