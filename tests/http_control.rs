@@ -328,3 +328,44 @@ fn a_platform_that_long_polls_is_asked_once_while_it_wakes() {
     assert!(gets <= 5, "{gets} GETs: {:?}", gw.plane.calls());
     assert_eq!(gw.plane.count("POST", "lp/resume"), 1);
 }
+
+#[test]
+fn an_answer_about_another_target_or_none_at_all_lets_nobody_in() {
+    let gw = HttpGateway::start("request_timeout_secs = 1\nretry_budget_secs = 2", "");
+    // Asked about "decoy", the plane answers about alice's "real" (owned by alice):
+    // the gateway must not decide on an object it did not ask about.
+    gw.plane.add("decoy", "paused", "alice", &[]);
+    gw.plane.set_answer_id("decoy", "real");
+    let mut ssh = gw.ssh(&gw.alice);
+    ssh.args(["decoy@127.0.0.1", "echo in"]);
+    let out = run(ssh);
+    assert!(!out.status.success());
+    assert_eq!(stdout(&out), "");
+    assert!(
+        stderr(&out).contains("cannot reach its control plane"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(gw.plane.count("POST", "decoy/resume"), 0);
+
+    // A plane that never answers in time: retried within the budget, then the user
+    // is told, rather than left waiting.
+    gw.plane.add("slow", "running", "alice", &[]);
+    gw.plane.set_stall("slow", Duration::from_secs(30));
+    let mut ssh = gw.ssh(&gw.alice);
+    ssh.args(["slow@127.0.0.1", "echo in"]);
+    let started = std::time::Instant::now();
+    let out = run(ssh);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot reach its control plane"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(gw.plane.count("GET", "slow") >= 2, "{:?}", gw.plane.calls());
+}

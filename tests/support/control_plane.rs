@@ -31,6 +31,10 @@ struct Entry {
     /// How long a resume takes; `None`: it never finishes.
     resume_delay: Option<Duration>,
     running_at: Option<Instant>,
+    /// The id its answers name (a confused or hostile plane answers about another).
+    answer_id: Option<String>,
+    /// Hold every GET about it this long before answering (a stalled plane).
+    stall: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -101,6 +105,8 @@ impl ControlPlaneServer {
                 members: members.iter().map(|m| (*m).to_owned()).collect(),
                 resume_delay: Some(Duration::from_millis(800)),
                 running_at: None,
+                answer_id: None,
+                stall: None,
             },
         );
     }
@@ -108,6 +114,16 @@ impl ControlPlaneServer {
     /// How long a resume of `id` takes (`None`: forever).
     pub fn set_resume_delay(&self, id: &str, delay: Option<Duration>) {
         self.plane().targets.get_mut(id).unwrap().resume_delay = delay;
+    }
+
+    /// Answers about `id` name `other` instead.
+    pub fn set_answer_id(&self, id: &str, other: &str) {
+        self.plane().targets.get_mut(id).unwrap().answer_id = Some(other.to_owned());
+    }
+
+    /// GETs about `id` are answered only after `delay`.
+    pub fn set_stall(&self, id: &str, delay: Duration) {
+        self.plane().targets.get_mut(id).unwrap().stall = Some(delay);
     }
 
     pub fn set_members(&self, id: &str, members: &[&str]) {
@@ -229,13 +245,23 @@ async fn get_target(
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+    let stall = shared
+        .lock()
+        .unwrap()
+        .targets
+        .get(&id)
+        .and_then(|e| e.stall);
+    if let Some(stall) = stall {
+        tokio::time::sleep(stall).await;
+    }
     let mut plane = shared.lock().unwrap();
     let Some(entry) = plane.targets.get_mut(&id) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     advance(entry);
+    let named = entry.answer_id.clone().unwrap_or(id);
     axum::Json(json!({
-        "id": id, "state": entry.state, "owner": entry.owner, "members": entry.members,
+        "id": named, "state": entry.state, "owner": entry.owner, "members": entry.members,
     }))
     .into_response()
 }
