@@ -15,6 +15,7 @@ use crate::api::{self, ApiState};
 use crate::backend::Backend;
 use crate::backend::kubernetes::KubernetesBackend;
 use crate::backend::local::LocalBackend;
+use crate::certs::{self, Authority, Trust};
 use crate::config::{BackendConfig, Config, ControlConfig};
 use crate::conn::Registry;
 use crate::conn::activity::ActivityTracker;
@@ -46,6 +47,10 @@ pub struct Bound {
     config: Config,
     store: Store,
     host_key: russh::keys::PrivateKey,
+    /// The gateway's user CA, when it issues certificates.
+    authority: Option<Arc<Authority>>,
+    /// The CAs whose user certificates log in.
+    trust: Trust,
 }
 
 /// Opens the store (migrating it), loads host keys and binds both listeners, so
@@ -55,6 +60,10 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         .await
         .context("opening the database")?;
     let host_key = hostkeys::load_or_generate(&config.ssh.host_key_dir)?;
+    let (authority, trust) = match &config.certificates {
+        Some(c) => certs::load(c)?,
+        None => (None, Trust::default()),
+    };
     let ssh_listener = TcpListener::bind(config.ssh.listen)
         .await
         .with_context(|| format!("binding SSH listener {}", config.ssh.listen))?;
@@ -88,6 +97,8 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         config,
         store,
         host_key,
+        authority,
+        trust,
     })
 }
 
@@ -108,6 +119,8 @@ impl Bound {
             ssh_addr,
             api_addr,
             host_key,
+            authority,
+            trust,
         } = self;
         let kube = match &config.kubernetes {
             Some(k) => Some((
@@ -170,6 +183,9 @@ impl Bound {
             control: control.clone(),
             public_host: config.ssh.public_host.clone(),
             public_port: config.ssh.public_port,
+            authority,
+            domain: config.routing.domain.clone(),
+            host_keys: vec![host_key.public_key().clone()],
         });
         let fd_limit = raise_fd_limit();
         let limits = config.admission.limits(config.ssh.max_connections)?;
@@ -214,6 +230,7 @@ impl Bound {
             sftp_server: config.sftp.server,
             placer: Arc::new(Placer::new(config.sftp.helper_dir.as_deref())),
             routing: Routing::new(config.routing.domain.as_deref()),
+            trust,
             proxy_sources: config.ssh.proxy_sources()?,
             tls: match &tls_front {
                 Some((_, certs)) => Some(certs.acceptor()?),

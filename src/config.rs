@@ -58,6 +58,38 @@ pub struct Config {
     /// Extra listeners that learn a host name before SSH starts.
     #[serde(default)]
     pub fronts: FrontsConfig,
+    /// Short-lived user certificates: the gateway's own CA, and other trusted CAs.
+    #[serde(default)]
+    pub certificates: Option<CertificatesConfig>,
+}
+
+/// `[certificates]`. With `ca_key_file`, the gateway issues certificates
+/// (`POST /users/me/ssh-certificates`) and accepts them; with `trusted_ca_files`, it
+/// accepts certificates other CAs signed for its users (principal = user name).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificatesConfig {
+    /// The user CA's OpenSSH private key (mode 0600). Generated there on first start
+    /// if absent; replicas of one region must share it (a mounted Secret).
+    pub ca_key_file: Option<PathBuf>,
+    /// Longest lifetime a certificate may be issued for (default 16 h).
+    #[serde(default = "default_cert_max_ttl")]
+    pub max_ttl_secs: u64,
+    /// How far before the time of issue a certificate becomes valid, so that a
+    /// replica or client whose clock lags still accepts it (default 60 s).
+    #[serde(default = "default_cert_skew")]
+    pub clock_skew_secs: u64,
+    /// Files of CA public keys (one OpenSSH public key line each, `#` comments
+    /// allowed) whose user certificates are also accepted.
+    #[serde(default)]
+    pub trusted_ca_files: Vec<PathBuf>,
+}
+
+fn default_cert_max_ttl() -> u64 {
+    16 * 3600
+}
+fn default_cert_skew() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -721,6 +753,23 @@ impl Config {
                 return invalid(
                     "routing.domain",
                     "must be a DNS name such as ssh.example.com",
+                );
+            }
+        }
+        if let Some(c) = &self.certificates {
+            if c.max_ttl_secs == 0 || c.max_ttl_secs > 31 * 24 * 3600 {
+                return invalid(
+                    "certificates.max_ttl_secs",
+                    "must be between 1 and 2678400 (31 days)",
+                );
+            }
+            if c.clock_skew_secs > 3600 {
+                return invalid("certificates.clock_skew_secs", "must be at most 3600");
+            }
+            if c.ca_key_file.is_none() && c.trusted_ca_files.is_empty() {
+                return invalid(
+                    "certificates",
+                    "set ca_key_file (to issue certificates) or trusted_ca_files (to accept other CAs'), or remove the section",
                 );
             }
         }

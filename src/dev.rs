@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::config::{
-    AdmissionConfig, ApiConfig, BackendConfig, Config, ControlConfig, DatabaseConfig, SshConfig,
-    default_shell,
+    AdmissionConfig, ApiConfig, BackendConfig, CertificatesConfig, Config, ControlConfig,
+    DatabaseConfig, SshConfig, default_shell,
 };
 use crate::keys::{Escaped, check_key_name, escape, parse_public_key};
 use crate::store::{NewKey, Store, StoreError, ensure_private_dir};
@@ -23,10 +23,13 @@ pub const DEMO_SANDBOX: &str = "demo";
 pub fn prepare_data_dir(data_dir: &Path) -> anyhow::Result<()> {
     ensure_private_dir(data_dir)?;
     ensure_private_dir(&data_dir.join(HOST_KEY_DIR))?;
+    ensure_private_dir(&data_dir.join(USER_CA_DIR))?;
     Ok(())
 }
 
 const HOST_KEY_DIR: &str = "host-keys";
+const USER_CA_DIR: &str = "user-ca";
+const USER_CA_FILE: &str = "user_ca_ed25519_key";
 
 pub fn sqlite_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("gateway.db").display())
@@ -69,6 +72,13 @@ pub fn config(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -
         kubernetes: None,
         routing: Default::default(),
         fronts: Default::default(),
+        // dev issues certificates too, from a CA of its own in the data directory.
+        certificates: Some(CertificatesConfig {
+            ca_key_file: Some(data_dir.join(USER_CA_DIR).join(USER_CA_FILE)),
+            max_ttl_secs: 16 * 3600,
+            clock_skew_secs: 60,
+            trusted_ca_files: Vec::new(),
+        }),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod backend;
 pub mod bridge;
+pub mod certs;
 pub mod config;
 pub mod conn;
 pub mod control;

@@ -3,6 +3,7 @@
 //! error is JSON that says what is wrong and nothing about internals.
 
 mod auth;
+mod certificates;
 mod error;
 mod keys;
 mod sandboxes;
@@ -21,6 +22,7 @@ use axum::routing::get;
 pub use error::ApiError;
 pub use serve::serve;
 
+use crate::certs::Authority;
 use crate::config::ApiConfig;
 use crate::control::ControlPlane;
 use crate::store::Store;
@@ -32,11 +34,18 @@ pub struct ApiState {
     /// The address users type, for `ssh.host`/`ssh.port` in sandbox details.
     pub public_host: String,
     pub public_port: u16,
+    /// The user CA, when the gateway issues certificates.
+    pub authority: Option<Arc<Authority>>,
+    /// `[routing] domain`, for clients that set themselves up (`ssh-gateway setup`).
+    pub domain: Option<String>,
+    /// The SSH host keys' public halves, for clients' known_hosts.
+    pub host_keys: Vec<russh::keys::PublicKey>,
 }
 
 pub fn router(state: Arc<ApiState>, limits: &ApiConfig) -> Router {
     Router::new()
         .merge(keys::router())
+        .merge(certificates::router())
         .merge(sandboxes::router())
         .route("/healthz", get(health))
         .route("/control-plane.openapi.yaml", get(control_plane_contract))

@@ -108,6 +108,8 @@ pub enum Event {
         conn: ConnId,
         user: String,
         key_id: String,
+        /// The serial of the certificate that logged in, if one did.
+        certificate: Option<u64>,
         target: String,
     },
     ChannelOpened {
@@ -201,6 +203,16 @@ impl Subscriber for LogSubscriber {
                 conn,
                 user,
                 key_id,
+                certificate: Some(serial),
+                target,
+            } => {
+                info!(conn, account = %user, key = %key_id, certificate = serial, target = %target, "authenticated")
+            }
+            Event::Authenticated {
+                conn,
+                user,
+                key_id,
+                certificate: None,
                 target,
             } => info!(conn, account = %user, key = %key_id, target = %target, "authenticated"),
             Event::ChannelOpened {

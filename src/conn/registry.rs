@@ -377,6 +377,7 @@ impl ConnRef {
             conn: self.id,
             user: principal.user_name().to_owned(),
             key_id: principal.key_id().unwrap_or_default().to_owned(),
+            certificate: principal.certificate_serial(),
             target: target.to_owned(),
         });
     }

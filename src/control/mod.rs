@@ -13,15 +13,17 @@ pub use http::{HttpControlPlane, Workloads};
 pub use kubernetes::KubernetesControlPlane;
 pub use static_plane::StaticControlPlane;
 
+use crate::certs::{Issuer, Permits};
 use crate::route::TargetRef;
 
-/// Who is connecting. Only authentication constructs one (a verified SSH key, or an
-/// API token), so nothing built from client input can stand in for it.
+/// Who is connecting. Only authentication constructs one (a verified SSH key or
+/// certificate, or an API token), so nothing built from client input can stand in for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     user_id: String,
     user_name: String,
     credential: Credential,
+    permits: Permits,
 }
 
 /// What proved the identity.
@@ -30,16 +32,35 @@ pub enum Credential {
     /// An SSH public key: its id in the store and its SHA-256 fingerprint, so each
     /// new channel can check the key is still registered.
     Key { id: String, fingerprint: String },
+    /// An OpenSSH user certificate. `key_id` is the store's key it was issued for
+    /// (the gateway's own CA), `None` for a configured CA's.
+    Certificate {
+        serial: u64,
+        issuer: Issuer,
+        key_id: Option<String>,
+        fingerprint: String,
+    },
     /// A REST API bearer token.
     ApiToken,
 }
 
 impl Principal {
+    /// A principal that may do everything a connection can (keys, tokens).
     pub(crate) fn new(user_id: String, user_name: String, credential: Credential) -> Self {
+        Self::with_permits(user_id, user_name, credential, Permits::ALL)
+    }
+
+    pub(crate) fn with_permits(
+        user_id: String,
+        user_name: String,
+        credential: Credential,
+        permits: Permits,
+    ) -> Self {
         Self {
             user_id,
             user_name,
             credential,
+            permits,
         }
     }
 
@@ -55,11 +76,26 @@ impl Principal {
         &self.credential
     }
 
-    /// The SSH key that authenticated this principal, if one did.
+    /// What this connection may do (a certificate's extensions).
+    pub fn permits(&self) -> Permits {
+        self.permits
+    }
+
+    /// The SSH key that authenticated this principal, if one did (directly or
+    /// through a certificate the gateway issued for it).
     pub fn key_id(&self) -> Option<&str> {
         match &self.credential {
             Credential::Key { id, .. } => Some(id),
+            Credential::Certificate { key_id, .. } => key_id.as_deref(),
             Credential::ApiToken => None,
+        }
+    }
+
+    /// The serial of the certificate that authenticated this principal, if one did.
+    pub fn certificate_serial(&self) -> Option<u64> {
+        match &self.credential {
+            Credential::Certificate { serial, .. } => Some(*serial),
+            _ => None,
         }
     }
 }

@@ -4,22 +4,28 @@
 //! so no callback ever waits on a workload.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use russh::keys::Certificate;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, MethodKind, MethodSet};
 use tokio::sync::oneshot;
-use tracing::{Instrument, debug, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::Gateway;
-use super::auth::{Refusal as AuthRefusal, authenticate, check_signature_algorithm};
+use super::auth::{
+    Refusal as AuthRefusal, authenticate, authenticate_certificate, check_signature_algorithm,
+};
 use super::channel::{ChannelCtx, serve_direct_tcpip, serve_session};
 use super::refusal::Refusal;
 use super::request::{self, SessionSetup};
 use crate::backend::{ExecSpec, Program};
+use crate::certs::{CertRefusal, Permits};
 use crate::conn::ConnRef;
 use crate::conn::events::CloseReason;
 use crate::control::Principal;
+use crate::keys::Escaped;
 use crate::route::{self, RouteError, TargetRef};
 
 /// Channels open at once on one connection (VS Code uses a handful; closed channels
@@ -35,10 +41,20 @@ pub struct ConnectionHandler {
     /// Keys offered so far. russh does not count offers it rejects, but OpenSSH's
     /// MaxAuthTries does, and so do we: otherwise a client could probe keys forever.
     offers: usize,
-    /// The key whose offer was just accepted, and its owner.
-    accepted_offer: Option<(russh::keys::PublicKey, Principal)>,
+    /// The key or certificate whose offer was just accepted, and its owner.
+    accepted_offer: Option<(Offered, Principal)>,
+    /// The client's address (the PROXY-protocol one when present): a certificate's
+    /// `source-address` is checked against it.
+    peer: IpAddr,
     /// Session channels whose program has not started yet.
     setups: HashMap<ChannelId, PendingSession>,
+}
+
+/// What an accepted offer was.
+#[derive(PartialEq)]
+enum Offered {
+    Key(russh::keys::PublicKey),
+    Certificate(Box<Certificate>),
 }
 
 /// Who logged in, and what they asked for.
@@ -54,7 +70,7 @@ struct PendingSession {
 
 impl ConnectionHandler {
     /// `route_hint`: the host name a front learned, if any.
-    pub fn new(gw: Arc<Gateway>, conn: ConnRef, route_hint: Option<String>) -> Self {
+    pub fn new(gw: Arc<Gateway>, conn: ConnRef, peer: IpAddr, route_hint: Option<String>) -> Self {
         Self {
             gw,
             conn,
@@ -62,8 +78,70 @@ impl ConnectionHandler {
             login: None,
             offers: 0,
             accepted_offer: None,
+            peer,
             setups: HashMap::new(),
         }
+    }
+
+    async fn authenticate_certificate(
+        &self,
+        cert: &Certificate,
+        algorithm: &russh::keys::Algorithm,
+    ) -> Result<Principal, AuthRefusal> {
+        authenticate_certificate(
+            self.gw.keys.as_ref(),
+            &self.gw.trust,
+            cert,
+            algorithm,
+            self.peer,
+        )
+        .await
+    }
+
+    /// Records a successful login, or logs why there was none.
+    fn logged_in(&mut self, user: &str, looked_up: Result<Principal, AuthRefusal>) -> Auth {
+        match looked_up {
+            Ok(principal) => {
+                self.login = Some(Login {
+                    principal,
+                    route: Arc::new(route::resolve(
+                        user,
+                        self.route_hint.as_deref(),
+                        &self.gw.routing,
+                    )),
+                });
+                Auth::Accept
+            }
+            Err(refusal) => {
+                self.log_refusal(user, &refusal);
+                Self::publickey_only()
+            }
+        }
+    }
+
+    fn log_refusal(&self, user: &str, refusal: &AuthRefusal) {
+        let conn = self.conn.id();
+        match refusal {
+            AuthRefusal::StoreFailed(e) => {
+                warn!(conn, error = %e, "key store unavailable during auth");
+            }
+            // Worth an operator's attention: someone holds a certificate (from a CA we
+            // trust, or claiming to be) that does not fit.
+            AuthRefusal::Certificate(reason) => {
+                info!(conn, user = %Escaped(user), %reason, "certificate refused");
+            }
+            AuthRefusal::CertificateRevoked => {
+                info!(conn, user = %Escaped(user), "certificate refused: its user, key or record is gone");
+            }
+            other => debug!(conn, user = %Escaped(user), refusal = ?other, "key refused"),
+        }
+    }
+
+    /// What the login may do; nothing before there is one.
+    fn permits(&self) -> Permits {
+        self.login
+            .as_ref()
+            .map_or(Permits::NONE, |l| l.principal.permits())
     }
 
     fn publickey_only() -> Auth {
@@ -134,13 +212,23 @@ impl russh::server::Handler for ConnectionHandler {
             return Err(russh::Error::NoAuthMethod);
         }
         // Saying no before the client signs saves it a signature per unknown key.
-        match authenticate(self.gw.keys.as_ref(), offer.public_key, offer.algorithm).await {
+        let (offered, verdict) = match offer.certificate {
+            Some(cert) => (
+                Offered::Certificate(Box::new(cert.clone())),
+                self.authenticate_certificate(cert, offer.algorithm).await,
+            ),
+            None => (
+                Offered::Key(offer.public_key.clone()),
+                authenticate(self.gw.keys.as_ref(), offer.public_key, offer.algorithm).await,
+            ),
+        };
+        match verdict {
             Ok(principal) => {
-                self.accepted_offer = Some((offer.public_key.clone(), principal));
+                self.accepted_offer = Some((offered, principal));
                 Ok(Auth::Accept)
             }
             Err(refusal) => {
-                debug!(conn = self.conn.id(), user, ?refusal, "key offer refused");
+                self.log_refusal(user, &refusal);
                 Ok(Self::publickey_only())
             }
         }
@@ -154,34 +242,31 @@ impl russh::server::Handler for ConnectionHandler {
         // The client signs right after we accepted its offer: reuse that lookup rather
         // than asking the store twice per login.
         let looked_up = match self.accepted_offer.take() {
-            Some((offered, principal))
+            Some((Offered::Key(offered), principal))
                 if &offered == key.public_key && check_signature_algorithm(key.algorithm) =>
             {
                 Ok(principal)
             }
             _ => authenticate(self.gw.keys.as_ref(), key.public_key, key.algorithm).await,
         };
-        match looked_up {
-            Ok(principal) => {
-                self.login = Some(Login {
-                    principal,
-                    route: Arc::new(route::resolve(
-                        user,
-                        self.route_hint.as_deref(),
-                        &self.gw.routing,
-                    )),
-                });
-                Ok(Auth::Accept)
+        Ok(self.logged_in(user, looked_up))
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        let looked_up = match self.accepted_offer.take() {
+            Some((Offered::Certificate(offered), principal)) if *offered == *certificate => {
+                Ok(principal)
             }
-            Err(AuthRefusal::StoreFailed(e)) => {
-                warn!(conn = self.conn.id(), error = %e, "key store unavailable during auth");
-                Ok(Self::publickey_only())
-            }
-            Err(refusal) => {
-                debug!(conn = self.conn.id(), user, ?refusal, "key refused");
-                Ok(Self::publickey_only())
-            }
-        }
+            // russh asks `auth_publickey_offered` about every certificate right before
+            // this, signed or not, so an accepted offer is always there; without one
+            // (and russh gives no signature algorithm here to judge it) refuse.
+            _ => Err(AuthRefusal::Certificate(CertRefusal::NotOffered)),
+        };
+        Ok(self.logged_in(user, looked_up))
     }
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
@@ -249,6 +334,16 @@ impl russh::server::Handler for ConnectionHandler {
                 return Ok(());
             }
         };
+        if !self.permits().port_forwarding {
+            let refusal = Refusal::NotPermitted(crate::certs::EXT_PORT_FORWARDING);
+            debug!(
+                conn = self.conn.id(),
+                "forward refused: {}",
+                refusal.user_message()
+            );
+            reply.reject(refusal.open_failure()).await;
+            return Ok(());
+        }
         let detail = format!("localhost:{port}");
         let ctx = match self.channel_ctx(channel.id(), "direct-tcpip", detail, session) {
             Ok(ctx) => ctx,
@@ -277,13 +372,16 @@ impl russh::server::Handler for ConnectionHandler {
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        // Without permit-pty the client hears "PTY allocation request failed" and
+        // goes on without one, as with sshd.
+        let permitted = self.permits().pty;
         let ok = match self.setups.get_mut(&channel) {
-            Some(p) => {
+            Some(p) if permitted => {
                 p.setup
                     .pty(term, col_width, row_height, pix_width, pix_height);
                 true
             }
-            None => false,
+            _ => false,
         };
         Self::reply(session, channel, ok)
     }

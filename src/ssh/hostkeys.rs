@@ -14,44 +14,67 @@ pub const ED25519_FILE: &str = "ssh_host_ed25519_key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostKeyError {
-    #[error("host key {path}: {source}")]
+    #[error("{what} {path}: {source}")]
     Io {
+        what: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("host key {path} is not an OpenSSH private key: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("host key {path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
-    Unprotected { path: PathBuf, mode: u32 },
+    #[error("{what} {path} is not an OpenSSH private key: {message}")]
+    Parse {
+        what: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("{what} {path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
+    Unprotected {
+        what: &'static str,
+        path: PathBuf,
+        mode: u32,
+    },
 }
 
 /// Loads the host key from `dir`, generating an Ed25519 key there if none exists.
 pub fn load_or_generate(dir: &Path) -> Result<PrivateKey, HostKeyError> {
-    let path = dir.join(ED25519_FILE);
+    load_or_generate_key(&dir.join(ED25519_FILE), "host key")
+}
+
+/// Loads the private key at `path`, generating an Ed25519 key there (0600, its public
+/// half beside it as `.pub`) if none exists. Refused if group or others may read it,
+/// as sshd refuses. `what` names the key in errors ("host key", "user CA key").
+pub fn load_or_generate_key(path: &Path, what: &'static str) -> Result<PrivateKey, HostKeyError> {
     let io = |source| HostKeyError::Io {
-        path: path.clone(),
+        what,
+        path: path.to_owned(),
         source,
     };
     if !path.exists() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-        generate(&path).map_err(io)?;
-        tracing::info!(path = %path.display(), "generated a new host key");
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        generate(path, &format!("ssh-gateway {what}")).map_err(io)?;
+        tracing::info!(path = %path.display(), "generated a new {what}");
     }
-    let mode = std::fs::metadata(&path).map_err(io)?.permissions().mode() & 0o777;
+    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(HostKeyError::Unprotected { path, mode });
+        return Err(HostKeyError::Unprotected {
+            what,
+            path: path.to_owned(),
+            mode,
+        });
     }
-    let text = std::fs::read_to_string(&path).map_err(io)?;
+    let text = std::fs::read_to_string(path).map_err(io)?;
     PrivateKey::from_openssh(text).map_err(|e| HostKeyError::Parse {
-        path: path.clone(),
+        what,
+        path: path.to_owned(),
         message: e.to_string(),
     })
 }
 
-fn generate(path: &Path) -> std::io::Result<()> {
+fn generate(path: &Path, comment: &str) -> std::io::Result<()> {
     let seed: [u8; 32] = rand::random();
     let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
-    key.set_comment("ssh-gateway host key");
+    key.set_comment(comment);
     let pem = key
         .to_openssh(LineEnding::LF)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -65,7 +88,9 @@ fn generate(path: &Path) -> std::io::Result<()> {
     file.write_all(pem.as_bytes())?;
     file.sync_all()?;
     if let Ok(public) = key.public_key().to_openssh() {
-        let _ = std::fs::write(path.with_extension("pub"), format!("{public}\n"));
+        let mut name = path.as_os_str().to_owned();
+        name.push(".pub");
+        let _ = std::fs::write(PathBuf::from(name), format!("{public}\n"));
     }
     Ok(())
 }

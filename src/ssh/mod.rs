@@ -50,6 +50,8 @@ pub struct Gateway {
     pub placer: Arc<Placer>,
     /// What host names route (`[routing]`).
     pub routing: crate::route::Routing,
+    /// The CAs whose user certificates log in (`[certificates]`).
+    pub trust: crate::certs::Trust,
     /// Balancers allowed to send a PROXY protocol header (`ssh.proxy_protocol_from`;
     /// empty: any).
     pub proxy_sources: Vec<crate::conn::admission::IpNet>,
@@ -353,7 +355,8 @@ async fn handle_connection<S: crate::conn::stream::Socket>(
     // Whatever way this task ends, the socket is shut.
     let _shut = kill.clone().drop_guard();
     let stream = ConnStream::new(tcp, kill.clone());
-    let handler = ConnectionHandler::new(gw.clone(), conn.handle(), route_hint);
+    let handler =
+        ConnectionHandler::new(gw.clone(), conn.handle(), conn.meta().peer.ip(), route_hint);
     // Boxed: the handshake's state is only needed until the session starts, and this
     // task lives as long as the connection (~3 KiB less per idle connection).
     let session = tokio::select! {

@@ -31,6 +31,8 @@ pub enum Refusal {
     UnknownSubsystem(String),
     /// An exec request longer than the gateway accepts.
     CommandTooLong,
+    /// The certificate that logged in lacks the extension (`permit-…`) this needs.
+    NotPermitted(&'static str),
 }
 
 impl Refusal {
@@ -57,6 +59,9 @@ impl Refusal {
                 format!("subsystem {name:?} is not available (only sftp is)")
             }
             Refusal::CommandTooLong => "the command line is too long".to_owned(),
+            Refusal::NotPermitted(extension) => {
+                format!("the certificate you logged in with does not permit this ({extension} is not among its extensions)")
+            }
         }
     }
 

@@ -2,6 +2,7 @@
 //! default) or PostgreSQL (region deployment). All SQL lives under this module; the
 //! same queries run on both through sqlx's `Any` driver (`$N` placeholders work in both).
 
+mod certificates;
 mod files;
 mod keys;
 mod sandboxes;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
+pub use certificates::{CertificateLogin, IssuedCertificate};
 pub use files::{FileModeError, ensure_private_dir};
 pub use keys::{KeyLogin, NewKey, SshKey};
 pub use sandboxes::Sandbox;

@@ -1201,6 +1201,7 @@ impl Encrypted {
                         let offer = PublicKeyOffer {
                             public_key: &pubkey,
                             algorithm: &algorithm,
+                            certificate: pk_or_cert.certificate(),
                         };
                         let auth = handler.auth_publickey_offered(user, offer).await?;
                         auth == Auth::Accept
@@ -1272,6 +1273,7 @@ impl Encrypted {
                     let offer = PublicKeyOffer {
                         public_key: &pubkey,
                         algorithm: &algorithm,
+                        certificate: pk_or_cert.certificate(),
                     };
                     let auth = handler.auth_publickey_offered(user, offer).await?;
                     match auth {

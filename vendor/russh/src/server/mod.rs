@@ -225,6 +225,10 @@ pub struct PublicKeyOffer<'a> {
     /// signature algorithm the certificate type maps to (for example
     /// `rsa-sha2-256` for `rsa-sha2-256-cert-v01@openssh.com`).
     pub algorithm: &'a ssh_key::Algorithm,
+    /// The OpenSSH certificate carrying `public_key`, when one was offered
+    /// (ssh-gateway patch): without it a handler cannot tell a certificate offer
+    /// from a plain key offer, and would judge a certificate by its bare key.
+    pub certificate: Option<&'a Certificate>,
 }
 
 /// A public key whose ownership has been verified, passed to

@@ -1,0 +1,88 @@
+//! Short-lived OpenSSH user certificates: the gateway's own user CA issues them
+//! (`authority`), and auth accepts them from that CA and from configured ones
+//! (`check`). A certificate names its user in its one principal and carries what the
+//! connection may do in its extensions (`Permits`).
+
+mod authority;
+mod check;
+
+pub use authority::{Authority, CertRequest, IssueError};
+pub use check::{CertClaims, CertRefusal, Issuer, Trust, check, parse_source_address};
+
+/// What a connection may do beyond running programs. Keys and tokens may do all of
+/// it; a certificate only what its extensions permit, as sshd decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permits {
+    pub pty: bool,
+    pub port_forwarding: bool,
+    pub agent_forwarding: bool,
+}
+
+impl Permits {
+    pub const ALL: Permits = Permits {
+        pty: true,
+        port_forwarding: true,
+        agent_forwarding: true,
+    };
+    pub const NONE: Permits = Permits {
+        pty: false,
+        port_forwarding: false,
+        agent_forwarding: false,
+    };
+}
+
+/// The extensions the gateway's CA grants; what `Permits` reads back.
+pub const EXT_PTY: &str = "permit-pty";
+pub const EXT_PORT_FORWARDING: &str = "permit-port-forwarding";
+pub const EXT_AGENT_FORWARDING: &str = "permit-agent-forwarding";
+pub const EXT_USER_RC: &str = "permit-user-rc";
+/// The one critical option honoured; any other makes a certificate unusable, as
+/// PROTOCOL.certkeys requires of options a server does not recognise.
+pub const OPT_SOURCE_ADDRESS: &str = "source-address";
+
+/// Loads `[certificates]`: the gateway's CA (generated on first start) and the other
+/// trusted CAs' keys. Errors name the file and line.
+pub fn load(
+    config: &crate::config::CertificatesConfig,
+) -> anyhow::Result<(Option<std::sync::Arc<Authority>>, Trust)> {
+    use anyhow::Context;
+    use std::time::Duration;
+
+    let authority = match &config.ca_key_file {
+        Some(path) => {
+            let key = crate::ssh::hostkeys::load_or_generate_key(path, "user CA key")?;
+            let authority = Authority::new(
+                key,
+                Duration::from_secs(config.max_ttl_secs),
+                Duration::from_secs(config.clock_skew_secs),
+            )
+            .map_err(anyhow::Error::msg)?;
+            Some(std::sync::Arc::new(authority))
+        }
+        None => None,
+    };
+    let mut external = Vec::new();
+    for path in &config.trusted_ca_files {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading trusted CA file {}", path.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let key = russh::keys::PublicKey::from_openssh(line).map_err(|e| {
+                anyhow::anyhow!(
+                    "trusted CA file {}, line {}: not an OpenSSH public key: {e}",
+                    path.display(),
+                    n + 1
+                )
+            })?;
+            external.push(key.key_data().clone());
+        }
+    }
+    let trust = Trust {
+        own: authority.as_ref().map(|a| a.public_key().clone()),
+        external,
+    };
+    Ok((authority, trust))
+}
