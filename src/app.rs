@@ -186,6 +186,18 @@ impl Bound {
             authority,
             domain: config.routing.domain.clone(),
             host_keys: vec![host_key.public_key().clone()],
+            fronts: api::AdvertisedFronts {
+                tls: config
+                    .fronts
+                    .tls
+                    .as_ref()
+                    .and_then(|f| f.public_address.clone()),
+                connect: config
+                    .fronts
+                    .connect
+                    .as_ref()
+                    .and_then(|f| f.public_address.clone()),
+            },
         });
         let fd_limit = raise_fd_limit();
         let limits = config.admission.limits(config.ssh.max_connections)?;

@@ -116,6 +116,10 @@ pub struct TlsFrontConfig {
     pub cert_file: PathBuf,
     /// PEM private key. Both are reloaded when they change on disk, or on SIGHUP.
     pub key_file: PathBuf,
+    /// The `host:port` clients dial for this front (`gw.example.com:443`), which
+    /// `ssh-gateway setup` learns from the API; unset: not advertised.
+    #[serde(default)]
+    pub public_address: Option<String>,
 }
 
 /// HTTP CONNECT (`CONNECT <host>:<port> HTTP/1.1`, then SSH): for `proxytunnel`,
@@ -124,6 +128,9 @@ pub struct TlsFrontConfig {
 #[serde(deny_unknown_fields)]
 pub struct ConnectFrontConfig {
     pub listen: SocketAddr,
+    /// The `host:port` clients dial for this front, advertised to `ssh-gateway setup`.
+    #[serde(default)]
+    pub public_address: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

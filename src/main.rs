@@ -1,4 +1,5 @@
-//! Command line: `dev`, `serve`, `migrate`, `admin …`.
+//! Command line: `dev`, `serve`, `migrate`, `admin …`, and the client side: `setup`,
+//! `proxy`, `refresh`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -6,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use ssh_gateway::client::{self, FrontAddr};
 use ssh_gateway::config::Config;
 use ssh_gateway::store::Store;
 use ssh_gateway::{app, dev};
@@ -53,14 +55,61 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Tunnel SSH through the gateway's HTTP CONNECT front to HOST (which routes):
-    /// `ProxyCommand ssh-gateway proxy --connect gw:8022 %h %p`.
+    /// Tunnel SSH through the gateway's TLS or HTTP CONNECT front to HOST (which
+    /// routes): `ProxyCommand ssh-gateway proxy %h %p`. Without --tls or --connect,
+    /// the front comes from the profile `setup` wrote for HOST's domain.
     Proxy {
+        /// The TLS front, host:port (HOST is the SNI name and must match its certificate).
+        #[arg(long, env = "SSH_GATEWAY_TLS", conflicts_with = "connect")]
+        tls: Option<String>,
         /// The CONNECT front, host:port.
         #[arg(long, env = "SSH_GATEWAY_CONNECT")]
-        connect: String,
+        connect: Option<String>,
+        /// A PEM CA file the TLS front's certificate may chain to (beside the system's).
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
         host: String,
         port: u16,
+    },
+    /// Set this machine up for a gateway: a key under ~/.ssh/ssh-gateway, a
+    /// certificate (or the key registered), its host keys, and one block in
+    /// ~/.ssh/config for `*.<domain>`. Run again to renew; --remove to undo.
+    Setup {
+        /// The gateway's API, e.g. https://api.ssh.example.com.
+        #[arg(long, required_unless_present = "remove")]
+        api: Option<String>,
+        /// An API token of yours.
+        #[arg(long, env = "SSH_GATEWAY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Host names `<target>.<domain>` route; default: the gateway's own.
+        #[arg(long, required_if_eq("remove", "true"))]
+        domain: Option<String>,
+        /// tls://host:port or connect://host:port; default: what the gateway advertises.
+        #[arg(long)]
+        front: Option<String>,
+        /// A PEM CA file for the API and TLS front (beside the system's roots).
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
+        /// Register the key instead of fetching certificates.
+        #[arg(long)]
+        no_certificate: bool,
+        /// Take the block out of the ssh config again.
+        #[arg(long)]
+        remove: bool,
+        /// Default: ~/.ssh/config.
+        #[arg(long)]
+        ssh_config: Option<PathBuf>,
+        /// Default: ~/.ssh/ssh-gateway.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Renew the certificate for HOST's gateway if it is near its end (run by the
+    /// block `setup` writes, before OpenSSH reads the certificate). Always exits 0.
+    Refresh {
+        host: String,
+        /// Default: ~/.ssh/ssh-gateway.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Create or update the database schema.
     Migrate {
@@ -171,10 +220,103 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             app::bind(config).await?.run().await
         }
         Command::Proxy {
+            tls,
             connect,
+            tls_ca,
             host,
             port,
-        } => ssh_gateway::proxy::run(&connect, &host, port).await,
+        } => {
+            let (front, tls_ca) = match (tls, connect) {
+                (Some(addr), _) => (FrontAddr::Tls(addr), tls_ca),
+                (None, Some(addr)) => (FrontAddr::Connect(addr), tls_ca),
+                (None, None) => {
+                    let dir = client::default_dir()?;
+                    let profile = client::profile_for_host(&dir, &host)?.with_context(|| {
+                        format!("no --tls or --connect given, and no gateway set up for {host:?} in {} (run `ssh-gateway setup`)", dir.display())
+                    })?;
+                    (
+                        FrontAddr::parse(&profile.front)?,
+                        tls_ca.or(profile.tls_ca_file),
+                    )
+                }
+            };
+            ssh_gateway::proxy::run(&front, tls_ca.as_deref(), &host, port).await
+        }
+        Command::Setup {
+            api,
+            token,
+            domain,
+            front,
+            tls_ca,
+            no_certificate,
+            remove,
+            ssh_config,
+            dir,
+        } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => client::default_dir()?,
+            };
+            let ssh_config = match ssh_config {
+                Some(p) => p,
+                None => client::home()?.join(".ssh").join("config"),
+            };
+            if remove {
+                let domain = domain.context("--remove needs --domain")?;
+                if client::setup::remove(&dir, &ssh_config, &domain)? {
+                    eprintln!(
+                        "removed the ssh-gateway block for {domain} from {}",
+                        ssh_config.display()
+                    );
+                } else {
+                    eprintln!(
+                        "{} has no ssh-gateway block for {domain}",
+                        ssh_config.display()
+                    );
+                }
+                return Ok(());
+            }
+            let args = client::setup::SetupArgs {
+                api: api.context("--api is required")?,
+                token: token.context("--token (or SSH_GATEWAY_TOKEN) is required")?,
+                domain,
+                front,
+                tls_ca_file: tls_ca,
+                no_certificate,
+                dir,
+                ssh_config: ssh_config.clone(),
+                program: std::env::current_exe()?,
+            };
+            let done = client::setup::run(&args).await?;
+            eprintln!(
+                "set up {} through {} ({}); try: ssh <sandbox-id>.{}",
+                done.domain,
+                done.front,
+                if done.certificate {
+                    "certificates, renewed automatically"
+                } else {
+                    "registered key"
+                },
+                done.domain
+            );
+            eprintln!(
+                "wrote a block for *.{} in {}",
+                done.domain,
+                ssh_config.display()
+            );
+            Ok(())
+        }
+        Command::Refresh { host, dir } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => client::default_dir()?,
+            };
+            // OpenSSH goes on either way; a failure is worth a line, not an error.
+            if let Err(e) = client::refresh(&dir, &host).await {
+                eprintln!("ssh-gateway: could not renew the certificate: {e:#}");
+            }
+            Ok(())
+        }
         Command::Migrate { db } => {
             let store = open_store(&db).await?;
             store.migrate().await?;

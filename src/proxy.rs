@@ -1,12 +1,18 @@
-//! `ssh-gateway proxy HOST PORT`: the client side of the CONNECT front, for
-//! `ProxyCommand ssh-gateway proxy --connect gw:8022 %h %p`. It asks the front to
-//! tunnel to HOST (which routes), then relays stdin and stdout until either side ends.
+//! `ssh-gateway proxy HOST PORT`: the client side of the fronts, for
+//! `ProxyCommand ssh-gateway proxy %h %p`. Through the TLS front it connects with HOST
+//! as the SNI name (which routes); through the CONNECT front it asks for a tunnel to
+//! HOST. Then it relays stdin and stdout until either side ends. Which front: `--tls`
+//! or `--connect`, or else the profile `ssh-gateway setup` wrote for HOST's domain.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::client::FrontAddr;
 
 /// Largest answer header read from the front.
 const MAX_ANSWER: usize = 8 * 1024;
@@ -15,8 +21,14 @@ const RELAY_BUFFER: usize = 256 * 1024;
 /// Bound on reaching the front and hearing its answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Tunnels to `host:port` through the CONNECT front at `front`, relaying stdio.
-pub async fn run(front: &str, host: &str, port: u16) -> anyhow::Result<()> {
+/// Reaches `host:port` through `front`, relaying stdio. `tls_ca`: a CA file the TLS
+/// front's certificate may chain to, beside the system's roots.
+pub async fn run(
+    front: &FrontAddr,
+    tls_ca: Option<&Path>,
+    host: &str,
+    port: u16,
+) -> anyhow::Result<()> {
     if host.is_empty()
         || host
             .bytes()
@@ -24,11 +36,44 @@ pub async fn run(front: &str, host: &str, port: u16) -> anyhow::Result<()> {
     {
         bail!("host {host:?} is not a host name");
     }
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, open(front, host, port))
+    match front {
+        FrontAddr::Connect(addr) => {
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, open(addr, host, port))
+                .await
+                .with_context(|| format!("the gateway at {addr} did not answer in time"))??;
+            let _ = stream.set_nodelay(true);
+            relay(stream).await
+        }
+        FrontAddr::Tls(addr) => {
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, open_tls(addr, tls_ca, host))
+                .await
+                .with_context(|| format!("the gateway at {addr} did not answer in time"))??;
+            relay(stream).await
+        }
+    }
+}
+
+/// TLS to the front at `addr`, naming (and verifying the certificate for) `host`.
+async fn open_tls(
+    addr: &str,
+    tls_ca: Option<&Path>,
+    host: &str,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .with_context(|| format!("{host:?} cannot be a TLS server name"))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(crate::tls_client::config(tls_ca)?));
+    let tcp = TcpStream::connect(addr)
         .await
-        .with_context(|| format!("the gateway at {front} did not answer in time"))??;
-    let _ = stream.set_nodelay(true);
-    let (from_gw, mut to_gw) = stream.split();
+        .with_context(|| format!("connecting to the gateway's TLS front at {addr}"))?;
+    let _ = tcp.set_nodelay(true);
+    connector
+        .connect(name, tcp)
+        .await
+        .with_context(|| format!("TLS with the gateway's front at {addr} as {host}"))
+}
+
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> anyhow::Result<()> {
+    let (from_gw, mut to_gw) = tokio::io::split(stream);
     // tokio's stdin and stdout go through its blocking pool, one hop per read or
     // write: large buffers make those hops few (8 KiB ones moved a sixth as much,
     // measured with benches/fronts.rs).

@@ -237,6 +237,8 @@ struct GatewayInfo {
     user_ca: Option<String>,
     /// Longest certificate lifetime, when it issues them.
     certificate_max_ttl_secs: Option<u64>,
+    /// Where clients reach the TLS and CONNECT fronts, where advertised.
+    fronts: super::AdvertisedFronts,
 }
 
 /// Public: a client needs it before it has anything to authenticate with, and it holds
@@ -255,5 +257,6 @@ async fn gateway_info(State(state): State<Arc<ApiState>>) -> Json<GatewayInfo> {
             .collect(),
         user_ca: state.authority.as_ref().map(|a| a.public_line().to_owned()),
         certificate_max_ttl_secs: state.authority.as_ref().map(|a| a.max_ttl().as_secs()),
+        fronts: state.fronts.clone(),
     })
 }

@@ -40,6 +40,14 @@ pub struct ApiState {
     pub domain: Option<String>,
     /// The SSH host keys' public halves, for clients' known_hosts.
     pub host_keys: Vec<russh::keys::PublicKey>,
+    /// The fronts' public addresses (`fronts.*.public_address`), for clients.
+    pub fronts: AdvertisedFronts,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AdvertisedFronts {
+    pub tls: Option<String>,
+    pub connect: Option<String>,
 }
 
 pub fn router(state: Arc<ApiState>, limits: &ApiConfig) -> Router {

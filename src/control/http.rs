@@ -137,7 +137,7 @@ impl HttpControlPlane {
             None => None,
         };
         let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls_config()?)
+            .use_preconfigured_tls(crate::tls_client::config(None)?)
             .timeout(config.request_timeout())
             .connect_timeout(config.request_timeout())
             .redirect(reqwest::redirect::Policy::none())
@@ -495,20 +495,6 @@ fn encode_segment(s: &str) -> String {
         }
     }
     out
-}
-
-/// rustls with the aws-lc-rs provider (the one kube uses) and the system's roots.
-fn tls_config() -> anyhow::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod forward;
 pub mod images;
 pub mod kube;
 pub mod mux;
+pub mod pki;
 pub mod postgres;
 pub mod process;
 pub mod terminal;
