@@ -203,6 +203,10 @@ async fn an_issued_certificate_logs_in_until_its_key_is_deleted() {
         .unwrap();
     assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
 
+    // A multiplexed connection (as VS Code keeps) that logged in with the certificate.
+    let master = support::mux::Master::open(gw.ssh_port, &laptop.private, gw.dir.path(), "demo");
+    assert_eq!(stdout(&master.run("echo first")).trim(), "first");
+
     // Deleting the key ends every certificate issued for it.
     let key_id = body["key_id"].as_str().unwrap();
     let resp = http()
@@ -375,6 +379,17 @@ async fn a_trusted_ca_logs_its_users_in_and_wrong_certificates_are_refused() {
                 ],
             ),
             "unsupported critical option",
+        ),
+        (
+            // The gateway's own CA key, used offline: not on record, so not accepted.
+            "signed offline with the gateway's CA",
+            gw.sign(
+                &gw.dir.path().join("ca/user_ca"),
+                &key,
+                "offline",
+                &["-n", "alice", "-V", "-5m:+1h"],
+            ),
+            "record is gone",
         ),
         (
             "host certificate",

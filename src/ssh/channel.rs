@@ -42,6 +42,9 @@ impl ChannelCtx {
     async fn authorize(&self, notes: Option<&mpsc::Sender<String>>) -> Result<Target, Refusal> {
         match still_valid(self.gw.keys.as_ref(), &self.principal).await {
             Ok(true) => {}
+            Ok(false) if self.principal.certificate_serial().is_some() => {
+                return Err(Refusal::CertificateRevoked);
+            }
             Ok(false) => return Err(Refusal::KeyRevoked),
             Err(e) => return Err(Refusal::KeyStoreUnavailable(e)),
         }

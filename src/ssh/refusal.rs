@@ -13,6 +13,9 @@ use crate::route::RouteError;
 pub enum Refusal {
     /// The key that opened this connection is no longer registered to its user.
     KeyRevoked,
+    /// The certificate that opened this connection is no longer accepted (its key
+    /// deleted, or its user).
+    CertificateRevoked,
     /// The key store could not be asked (database down).
     KeyStoreUnavailable(String),
     Route(RouteError),
@@ -41,6 +44,9 @@ impl Refusal {
         match self {
             Refusal::KeyRevoked => {
                 "the key this connection logged in with is no longer registered; reconnect with a registered key".to_owned()
+            }
+            Refusal::CertificateRevoked => {
+                "the certificate this connection logged in with is no longer accepted (its key was deleted); reconnect with a current one".to_owned()
             }
             Refusal::KeyStoreUnavailable(_) => {
                 "the gateway cannot check your key right now; try again in a moment".to_owned()
