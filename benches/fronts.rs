@@ -1,7 +1,8 @@
 //! The fronts against the plain listener: `ssh host true` latency and 1-channel
 //! throughput (`cat > /dev/null` up, `cat file` down) through the same gateway,
 //! reached directly, through the HTTP CONNECT front (`ssh-gateway proxy` as
-//! ProxyCommand) and through the TLS front (`openssl s_client` as ProxyCommand).
+//! ProxyCommand) and through the TLS front (`ssh-gateway proxy --tls`, which verifies
+//! the front's certificate, and `openssl s_client`, as ProxyCommands).
 //! The ProxyCommand's own copying is part of what a user pays, so it is measured in.
 //!
 //!     cargo bench --bench fronts          # BENCH_MIB=256 BENCH_ROUNDS=3
@@ -9,6 +10,8 @@
 //! Not run by CI.
 
 mod common;
+#[path = "../tests/support/pki.rs"]
+mod pki;
 
 use std::process::Command;
 
@@ -29,28 +32,7 @@ fn main() {
         .unwrap();
     let dir = dir.path();
     let (client, pubkey) = client_key(dir);
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-            "-subj",
-        ])
-        .arg(format!("/CN=*.{DOMAIN}"))
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    pki::ca_and_leaf(dir, DOMAIN);
     let (ssh_port, api_port, connect_port, tls_port) =
         (free_port(), free_port(), free_port(), free_port());
     let d = dir.display();
@@ -91,7 +73,7 @@ fn main() {
     std::fs::create_dir_all(dir.join("sandboxes/bench")).unwrap();
     std::fs::copy(&payload, dir.join("sandboxes/bench/payload")).unwrap();
 
-    let paths: [(&str, Vec<String>, String); 3] = [
+    let paths: [(&str, Vec<String>, String); 4] = [
         (
             "plain listener",
             vec!["-p".into(), ssh_port.to_string()],
@@ -102,6 +84,16 @@ fn main() {
             vec![
                 "-o".into(),
                 format!("ProxyCommand={GATEWAY} proxy --connect 127.0.0.1:{connect_port} %h %p"),
+            ],
+            format!("u@bench.{DOMAIN}"),
+        ),
+        (
+            "TLS/SNI (`ssh-gateway proxy --tls`)",
+            vec![
+                "-o".into(),
+                format!(
+                    "ProxyCommand={GATEWAY} proxy --tls 127.0.0.1:{tls_port} --tls-ca {d}/ca.pem %h %p"
+                ),
             ],
             format!("u@bench.{DOMAIN}"),
         ),

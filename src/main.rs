@@ -65,7 +65,7 @@ enum Command {
         /// The CONNECT front, host:port.
         #[arg(long, env = "SSH_GATEWAY_CONNECT")]
         connect: Option<String>,
-        /// A PEM CA file the TLS front's certificate may chain to (beside the system's).
+        /// A PEM CA file the TLS front's certificate may chain to (instead of the system's roots).
         #[arg(long)]
         tls_ca: Option<PathBuf>,
         host: String,
@@ -87,7 +87,7 @@ enum Command {
         /// tls://host:port or connect://host:port; default: what the gateway advertises.
         #[arg(long)]
         front: Option<String>,
-        /// A PEM CA file for the API and TLS front (beside the system's roots).
+        /// A PEM CA file for the API and TLS front (instead of the system's roots).
         #[arg(long)]
         tls_ca: Option<PathBuf>,
         /// Register the key instead of fetching certificates.

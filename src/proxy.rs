@@ -22,7 +22,7 @@ const RELAY_BUFFER: usize = 256 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Reaches `host:port` through `front`, relaying stdio. `tls_ca`: a CA file the TLS
-/// front's certificate may chain to, beside the system's roots.
+/// front's certificate must chain to, instead of the system's roots.
 pub async fn run(
     front: &FrontAddr,
     tls_ca: Option<&Path>,

@@ -23,7 +23,15 @@ fn the_route_fuzz_target_builds_and_finds_nothing() {
     let triple = "x86_64-unknown-linux-gnu";
     // --target: RUSTFLAGS then reach the target only, not build scripts.
     let out = Command::new(cargo)
-        .args(["build", "--locked", "--release", "--bin", "route", "--target", triple])
+        .args([
+            "build",
+            "--locked",
+            "--release",
+            "--bin",
+            "route",
+            "--target",
+            triple,
+        ])
         .current_dir(&fuzz)
         .env("RUSTFLAGS", COVERAGE_FLAGS)
         .env("CARGO_TARGET_DIR", &target_dir)
@@ -41,7 +49,10 @@ fn the_route_fuzz_target_builds_and_finds_nothing() {
         .output()
         .expect("the fuzz target runs");
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the fuzzer found a failing input:\n{log}");
+    assert!(
+        out.status.success(),
+        "the fuzzer found a failing input:\n{log}"
+    );
     // Guided, not blind: libFuzzer saw coverage counters and grew a corpus.
     assert!(log.contains("cov:"), "{log}");
     assert!(

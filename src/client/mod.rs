@@ -21,7 +21,7 @@ pub struct Profile {
     pub api: String,
     /// How `proxy` reaches the gateway: `tls://host:port` or `connect://host:port`.
     pub front: String,
-    /// A CA file for the TLS front and API, beside the system's roots.
+    /// A CA file for the TLS front and API, instead of the system's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca_file: Option<PathBuf>,
     pub identity_file: PathBuf,

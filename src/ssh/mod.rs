@@ -288,6 +288,9 @@ async fn handle_front(
                 return;
             };
             let deadline = conn.meta().accepted_at + gw.settings.login_grace();
+            // Before the handshake, not after: with Nagle on, the server's flight
+            // waited for the client's delayed ACK (40 ms on Linux) on every login.
+            let _ = tcp.set_nodelay(true);
             let accepted = tokio::select! {
                 a = tokio::time::timeout_at(deadline, acceptor.accept(tcp)) => a,
                 _ = conn.cancelled() => return,
