@@ -542,44 +542,6 @@ fn ready(pod: &Pod) -> bool {
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::rendezvous;
-
-    #[test]
-    fn rendezvous_is_stable_and_moves_only_what_it_must() {
-        let names: Vec<String> = (0..5).map(|i| format!("ns/pod-{i}")).collect();
-        assert_eq!(rendezvous("u", &[]), None);
-        let users: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
-        let before: Vec<usize> = users
-            .iter()
-            .map(|u| rendezvous(u, &names).unwrap())
-            .collect();
-        // Same answer every time, and the users spread over every pod.
-        for (u, &b) in users.iter().zip(&before) {
-            assert_eq!(rendezvous(u, &names), Some(b));
-        }
-        for i in 0..names.len() {
-            assert!(before.contains(&i), "no user on pod {i}");
-        }
-        // Order of listing does not matter.
-        let mut reversed = names.clone();
-        reversed.reverse();
-        for (u, &b) in users.iter().zip(&before) {
-            let r = rendezvous(u, &reversed).unwrap();
-            assert_eq!(reversed[r], names[b]);
-        }
-        // Pod 2 goes: only its users move.
-        let fewer: Vec<String> = names.iter().filter(|n| *n != "ns/pod-2").cloned().collect();
-        for (u, &b) in users.iter().zip(&before) {
-            let now = &fewer[rendezvous(u, &fewer).unwrap()];
-            if b != 2 {
-                assert_eq!(now, &names[b], "{u} moved");
-            }
-        }
-    }
-}
-
 #[async_trait::async_trait]
 impl ControlPlane for KubernetesControlPlane {
     async fn resolve(&self, who: &Principal, target: &TargetRef) -> Result<Target, ControlError> {
@@ -889,6 +851,44 @@ impl Wake {
                     WatchEvent::Error(_) => break,
                     WatchEvent::Deleted(_) | WatchEvent::Bookmark(_) => {}
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rendezvous;
+
+    #[test]
+    fn rendezvous_is_stable_and_moves_only_what_it_must() {
+        let names: Vec<String> = (0..5).map(|i| format!("ns/pod-{i}")).collect();
+        assert_eq!(rendezvous("u", &[]), None);
+        let users: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
+        let before: Vec<usize> = users
+            .iter()
+            .map(|u| rendezvous(u, &names).unwrap())
+            .collect();
+        // Same answer every time, and the users spread over every pod.
+        for (u, &b) in users.iter().zip(&before) {
+            assert_eq!(rendezvous(u, &names), Some(b));
+        }
+        for i in 0..names.len() {
+            assert!(before.contains(&i), "no user on pod {i}");
+        }
+        // Order of listing does not matter.
+        let mut reversed = names.clone();
+        reversed.reverse();
+        for (u, &b) in users.iter().zip(&before) {
+            let r = rendezvous(u, &reversed).unwrap();
+            assert_eq!(reversed[r], names[b]);
+        }
+        // Pod 2 goes: only its users move.
+        let fewer: Vec<String> = names.iter().filter(|n| *n != "ns/pod-2").cloned().collect();
+        for (u, &b) in users.iter().zip(&before) {
+            let now = &fewer[rendezvous(u, &fewer).unwrap()];
+            if b != 2 {
+                assert_eq!(now, &names[b], "{u} moved");
             }
         }
     }
