@@ -447,6 +447,17 @@ pub struct KubernetesConfig {
     /// Label holding a pod's node index within its job (node 0 is the leader).
     #[serde(default = "default_node_label")]
     pub node_label: String,
+    /// Label whose value is an inference model id
+    /// (`model-<model-id>-<deployment-id>[-<replica>]`).
+    #[serde(default = "default_model_label")]
+    pub model_label: String,
+    /// Label whose value is that model's deployment id.
+    #[serde(default = "default_deployment_label")]
+    pub deployment_label: String,
+    /// Label holding a pod's replica index within its deployment, which `-<replica>`
+    /// picks (a StatefulSet's pods carry `apps.kubernetes.io/pod-index`).
+    #[serde(default = "default_replica_label")]
+    pub replica_label: String,
     /// Annotation naming the container to use; otherwise `default_container`, then
     /// the pod's first container.
     #[serde(default = "default_container_annotation")]
@@ -482,6 +493,15 @@ fn default_job_label() -> String {
 }
 fn default_node_label() -> String {
     "ssh-gateway.io/node-index".into()
+}
+fn default_model_label() -> String {
+    "ssh-gateway.io/model".into()
+}
+fn default_deployment_label() -> String {
+    "ssh-gateway.io/deployment".into()
+}
+fn default_replica_label() -> String {
+    "ssh-gateway.io/replica".into()
 }
 fn default_container_annotation() -> String {
     "ssh-gateway.io/container".into()
@@ -810,7 +830,10 @@ impl Config {
             Some(k)
                 if k.sandbox_label.is_empty()
                     || k.job_label.is_empty()
-                    || k.node_label.is_empty() =>
+                    || k.node_label.is_empty()
+                    || k.model_label.is_empty()
+                    || k.deployment_label.is_empty()
+                    || k.replica_label.is_empty() =>
             {
                 return invalid("kubernetes.sandbox_label", "labels must not be empty");
             }

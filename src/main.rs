@@ -397,6 +397,12 @@ async fn admin(store: &Store, command: AdminCommand) -> anyhow::Result<()> {
                     "sandbox id {id:?} is not valid (1-63 of A-Z a-z 0-9 - _ ., starting with a letter or digit)"
                 );
             }
+            if id.starts_with(ssh_gateway::route::MODEL_PREFIX) {
+                bail!(
+                    "sandbox id {id:?} is not valid: ids starting with {:?} name model deployments",
+                    ssh_gateway::route::MODEL_PREFIX
+                );
+            }
             let owner = store
                 .user_by_name(&owner)
                 .await

@@ -1,12 +1,21 @@
 //! Route stage: the SSH username and the hostname a front learned (HTTP CONNECT, later
 //! TLS SNI) become a `TargetRef`. Pure: no I/O, so it is table-tested and fuzzable.
 //!
-//! - username only: `demo`, `training-job-<id>-<node>`;
+//! - username only: `demo`, `training-job-<id>-<node>`,
+//!   `model-<model-id>-<deployment-id>[-<replica>]`;
 //! - hostname `<target>.<domain>` (`[routing] domain`): the first label is the target,
 //!   compared in lower case as DNS does; the username is then free (VS Code puts the
-//!   local user's name there), unless it is itself a training-job name for another
-//!   target, which is refused as contradictory;
+//!   local user's name there), unless it is itself a training-job or model name for
+//!   another target, which is refused as contradictory;
 //! - the bare domain as hostname: the username routes, as without a front.
+//!
+//! Model names: `model-` is a reserved prefix (no sandbox id starts with it), and what
+//! follows is `<model-id>-<deployment-id>` with an optional `-<replica>`. Model and
+//! deployment ids are 1 or more of `a-z 0-9` (lower case, so a host name and a user
+//! name read the same; no `-` inside an id, since `-` separates); the replica is a
+//! number without leading zeros. The whole name is at most 63 characters (one DNS
+//! label). A name under the prefix that breaks these rules is refused with which part
+//! is wrong (`invalid model id "M1": …`), never read as a sandbox id.
 
 use std::fmt;
 
@@ -19,6 +28,13 @@ pub enum TargetRef {
         job: String,
         node: u32,
     },
+    /// A replica of an inference model deployment; `None`: any Ready replica, the
+    /// same one for a user while it lives (the control plane's choice).
+    Model {
+        model: String,
+        deployment: String,
+        replica: Option<u32>,
+    },
 }
 
 impl TargetRef {
@@ -27,6 +43,16 @@ impl TargetRef {
         match self {
             TargetRef::Sandbox(id) => id.clone(),
             TargetRef::TrainingJob { job, node } => format!("{JOB_PREFIX}{job}-{node}"),
+            TargetRef::Model {
+                model,
+                deployment,
+                replica: None,
+            } => format!("{MODEL_PREFIX}{model}-{deployment}"),
+            TargetRef::Model {
+                model,
+                deployment,
+                replica: Some(r),
+            } => format!("{MODEL_PREFIX}{model}-{deployment}-{r}"),
         }
     }
 }
@@ -36,11 +62,24 @@ impl fmt::Display for TargetRef {
         match self {
             TargetRef::Sandbox(id) => write!(f, "sandbox {id:?}"),
             TargetRef::TrainingJob { job, node } => write!(f, "training job {job:?} node {node}"),
+            TargetRef::Model {
+                model,
+                deployment,
+                replica,
+            } => {
+                write!(f, "model {model:?} deployment {deployment:?}")?;
+                match replica {
+                    Some(r) => write!(f, " replica {r}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
 
 const JOB_PREFIX: &str = "training-job-";
+/// Reserved: names under it are model deployments, never sandbox ids.
+pub const MODEL_PREFIX: &str = "model-";
 
 /// Why a name routes nowhere. A malformed user name reads like any unknown sandbox, as
 /// it always has; a host name says which part is wrong (only its form is judged).
@@ -48,16 +87,37 @@ const JOB_PREFIX: &str = "training-job-";
 pub enum RouteError {
     #[error("sandbox {0:?} does not exist or you have no access to it")]
     Unknown(String),
+    /// A name under a reserved prefix (`model-`) that breaks its grammar.
+    #[error("{error}")]
+    Name { name: String, error: NameError },
     #[error(transparent)]
     Host(#[from] HostError),
 }
+
+/// What is wrong with a model name; only its form is judged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("invalid model id {0:?}: {ID_RULE}")]
+    ModelId(String),
+    #[error("invalid deployment id {0:?}: {ID_RULE}")]
+    DeploymentId(String),
+    #[error("invalid replica {0:?}: a replica is a number without leading zeros (0, 1, 2, …)")]
+    Replica(String),
+    #[error("{0:?} is not a model name: {1}; use model-<model-id>-<deployment-id>[-<replica>]")]
+    Shape(String, &'static str),
+}
+
+const ID_RULE: &str =
+    "model and deployment ids are lower-case letters and digits (a-z, 0-9), with no '-'";
 
 impl RouteError {
     /// What the client asked for, as shown in logs.
     pub fn shown(&self) -> String {
         match self {
             RouteError::Unknown(name) => name.clone(),
+            RouteError::Name { name, .. } => name.clone(),
             RouteError::Host(HostError::Disagree { host, .. })
+            | RouteError::Host(HostError::Name(host, _))
             | RouteError::Host(HostError::ForeignDomain(host, _))
             | RouteError::Host(HostError::Malformed(host, _)) => host.clone(),
             RouteError::Host(HostError::NoDomain) => "(host name)".into(),
@@ -94,6 +154,8 @@ pub enum HostError {
     NoDomain,
     #[error("host name {0:?} is malformed: {1}")]
     Malformed(String, &'static str),
+    #[error("host name {0:?} is malformed: {1}")]
+    Name(String, NameError),
     #[error(
         "the user name {user:?} names another target than the host name {host:?}; use one of them"
     )]
@@ -109,7 +171,9 @@ pub fn resolve(user: &str, host: Option<&str>, routing: &Routing) -> Result<Targ
     let Some(by_host) = host_target(host, routing)? else {
         return route(user);
     };
-    if let Ok(by_user @ TargetRef::TrainingJob { .. }) = route(user)
+    // A user name that names a job node or a model by itself must agree; any other
+    // user name is free (a local account name, say).
+    if let Ok(by_user @ (TargetRef::TrainingJob { .. } | TargetRef::Model { .. })) = route(user)
         && by_user != by_host
     {
         return Err(HostError::Disagree {
@@ -129,10 +193,13 @@ pub fn host_target(host: &str, routing: &Routing) -> Result<Option<TargetRef>, H
     };
     match route(&label) {
         Ok(target) => Ok(Some(target)),
+        Err(RouteError::Name { error, .. }) => {
+            Err(HostError::Name(host.chars().take(255).collect(), error))
+        }
         // The label failed the id rules: say which part.
         Err(_) => Err(HostError::Malformed(
             host.chars().take(255).collect(),
-            "its first label must be a sandbox id (letters, digits, - and _) or training-job-<id>-<node>",
+            "its first label must be a sandbox id (letters, digits, - and _), training-job-<id>-<node> or model-<model-id>-<deployment-id>[-<replica>]",
         )),
     }
 }
@@ -174,10 +241,14 @@ fn host_label(host: &str, routing: &Routing) -> Result<Option<String>, HostError
     Ok(Some(prefix.to_owned()))
 }
 
-/// `username` is the SSH user name: a sandbox id (`ssh demo@gw`) or a training job
-/// node (`ssh training-job-<id>-<node>@gw`).
+/// `username` is the SSH user name: a sandbox id (`ssh demo@gw`), a training job
+/// node (`ssh training-job-<id>-<node>@gw`) or a model deployment
+/// (`ssh model-<model-id>-<deployment-id>[-<replica>]@gw`).
 pub fn route(username: &str) -> Result<TargetRef, RouteError> {
     let shown: String = username.chars().take(MAX_ID + 1).collect();
+    if let Some(rest) = username.strip_prefix(MODEL_PREFIX) {
+        return model(username, rest).map_err(|error| RouteError::Name { name: shown, error });
+    }
     if !valid_id(username) {
         return Err(RouteError::Unknown(shown));
     }
@@ -194,6 +265,50 @@ pub fn route(username: &str) -> Result<TargetRef, RouteError> {
         });
     }
     Ok(TargetRef::Sandbox(username.to_owned()))
+}
+
+/// `rest` is what follows `model-` in `name`: see the module comment for the grammar.
+fn model(name: &str, rest: &str) -> Result<TargetRef, NameError> {
+    let shown = |s: &str| -> String { s.chars().take(MAX_ID + 1).collect() };
+    if name.len() > MAX_ID {
+        return Err(NameError::Shape(
+            shown(name),
+            "it is longer than 63 characters",
+        ));
+    }
+    let is_id =
+        |s: &str| !s.is_empty() && s.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9'));
+    let mut parts = rest.split('-');
+    let model = parts.next().unwrap_or_default();
+    let (Some(deployment), replica, None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(NameError::Shape(
+            shown(name),
+            if rest.contains('-') {
+                "it has more than three parts after model- (no '-' inside an id)"
+            } else {
+                "it has no deployment id"
+            },
+        ));
+    };
+    if !is_id(model) {
+        return Err(NameError::ModelId(shown(model)));
+    }
+    if !is_id(deployment) {
+        return Err(NameError::DeploymentId(shown(deployment)));
+    }
+    let replica = match replica {
+        None => None,
+        Some(text) => match text.parse::<u32>() {
+            // `-01` is not an alias of replica 1.
+            Ok(r) if r.to_string() == text => Some(r),
+            _ => return Err(NameError::Replica(shown(text))),
+        },
+    };
+    Ok(TargetRef::Model {
+        model: model.to_owned(),
+        deployment: deployment.to_owned(),
+        replica,
+    })
 }
 
 /// Sandbox ids: 1-63 of `A-Z a-z 0-9 - _ .`, starting with a letter or digit.
@@ -257,6 +372,154 @@ mod tests {
             Some(TargetRef::Sandbox("training-job--1".into()))
         );
         assert_eq!(job("x", 3).unwrap().name(), "training-job-x-3");
+    }
+
+    fn model(m: &str, d: &str, replica: Option<u32>) -> TargetRef {
+        TargetRef::Model {
+            model: m.into(),
+            deployment: d.into(),
+            replica,
+        }
+    }
+
+    #[test]
+    fn model_deployments() {
+        let ok: &[(&str, TargetRef)] = &[
+            ("model-m1-d1", model("m1", "d1", None)),
+            ("model-llama3-prod-0", model("llama3", "prod", Some(0))),
+            ("model-7b-x9-12", model("7b", "x9", Some(12))),
+        ];
+        for (input, want) in ok {
+            assert_eq!(route(input).as_ref(), Ok(want), "{input:?}");
+            // The name it prints is the name that reaches it.
+            assert_eq!(&want.name(), input);
+        }
+        // Each malformed part is named, with the rule it broke.
+        let bad: &[(&str, &str)] = &[
+            (
+                "model-x!-d1",
+                r#"invalid model id "x!": model and deployment ids are lower-case"#,
+            ),
+            ("model-M1-d1", r#"invalid model id "M1""#),
+            ("model-m_1-d1", r#"invalid model id "m_1""#),
+            ("model--d1", r#"invalid model id """#),
+            ("model-m1-D1", r#"invalid deployment id "D1""#),
+            ("model-m1-d.1", r#"invalid deployment id "d.1""#),
+            ("model-m1--0", r#"invalid deployment id """#),
+            ("model-m1-d1-x", r#"invalid replica "x""#),
+            ("model-m1-d1-01", r#"invalid replica "01""#),
+            ("model-m1-d1-", r#"invalid replica """#),
+            (
+                "model-m1-d1-99999999999",
+                r#"invalid replica "99999999999""#,
+            ),
+            ("model-m1", "has no deployment id"),
+            ("model-", "has no deployment id"),
+            ("model-a-b-c-d", "more than three parts"),
+        ];
+        for (input, part) in bad {
+            let err = route(input).unwrap_err();
+            assert!(err.to_string().contains(part), "{input:?}: {err}");
+            assert_eq!(err.shown(), *input);
+        }
+        let long = format!("model-{}-d", "m".repeat(60));
+        assert!(
+            route(&long)
+                .unwrap_err()
+                .to_string()
+                .contains("longer than 63")
+        );
+        // Only the exact lower-case prefix is reserved.
+        assert_eq!(
+            route("Model-x").ok(),
+            Some(TargetRef::Sandbox("Model-x".into()))
+        );
+        assert_eq!(
+            route("models").ok(),
+            Some(TargetRef::Sandbox("models".into()))
+        );
+        assert_eq!(
+            model("m", "d", Some(2)).to_string(),
+            r#"model "m" deployment "d" replica 2"#
+        );
+    }
+
+    #[test]
+    fn model_host_names_and_disagreement() {
+        let r = Routing::new(Some("ssh.example.com"));
+        let disagree = |user: &str, host: &str| {
+            Err(RouteError::Host(HostError::Disagree {
+                user: user.into(),
+                host: host.into(),
+            }))
+        };
+        let cases: Vec<(&str, Option<&str>, Result<TargetRef, RouteError>)> = vec![
+            (
+                "alice",
+                Some("model-m1-d1.ssh.example.com"),
+                Ok(model("m1", "d1", None)),
+            ),
+            // DNS is case-insensitive: the host is read in lower case.
+            (
+                "alice",
+                Some("Model-M1-D1-3.SSH.example.com"),
+                Ok(model("m1", "d1", Some(3))),
+            ),
+            (
+                "model-m1-d1",
+                Some("model-m1-d1.ssh.example.com"),
+                Ok(model("m1", "d1", None)),
+            ),
+            ("model-m1-d1", None, Ok(model("m1", "d1", None))),
+            (
+                "model-m1-d1-2",
+                Some("ssh.example.com"),
+                Ok(model("m1", "d1", Some(2))),
+            ),
+            // Both name a target, and not the same one: refused, whichever the kinds.
+            (
+                "model-m1-d2",
+                Some("model-m1-d1.ssh.example.com"),
+                disagree("model-m1-d2", "model-m1-d1.ssh.example.com"),
+            ),
+            // A specific replica is another target than "any replica".
+            (
+                "model-m1-d1-0",
+                Some("model-m1-d1.ssh.example.com"),
+                disagree("model-m1-d1-0", "model-m1-d1.ssh.example.com"),
+            ),
+            (
+                "model-m1-d1",
+                Some("demo.ssh.example.com"),
+                disagree("model-m1-d1", "demo.ssh.example.com"),
+            ),
+            (
+                "training-job-a-0",
+                Some("model-m1-d1.ssh.example.com"),
+                disagree("training-job-a-0", "model-m1-d1.ssh.example.com"),
+            ),
+            // A malformed model user name is no target: the host name routes.
+            (
+                "model-X",
+                Some("model-m1-d1.ssh.example.com"),
+                Ok(model("m1", "d1", None)),
+            ),
+        ];
+        for (user, host, want) in cases {
+            assert_eq!(resolve(user, host, &r), want, "{user:?} {host:?}");
+        }
+        for (host, part) in [
+            ("model-m_1-d1.ssh.example.com", r#"invalid model id "m_1""#),
+            ("model-m1.ssh.example.com", "no deployment id"),
+            ("model-m1-d1-01.ssh.example.com", r#"invalid replica "01""#),
+        ] {
+            let err = resolve("u", Some(host), &r).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("host name {host:?} is malformed: ")),
+                "{err}"
+            );
+            assert!(err.contains(part), "{host:?}: {err}");
+        }
     }
 
     #[test]
@@ -342,7 +605,7 @@ mod tests {
         // normal suite: pseudo-random bytes from a fixed seed.
         let r = Routing::new(Some("ssh.example.com"));
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let alphabet = b"ab-_.0Z9 \0\xffssh.example.comtraining-job-";
+        let alphabet = b"ab-_.0Z9 \0\xffssh.example.comtraining-job-model-";
         for _ in 0..20_000 {
             let mut s = String::new();
             x ^= x << 13;
@@ -353,8 +616,12 @@ mod tests {
                 s.push(c as char);
             }
             let _ = resolve(&s, Some(&s), &r);
-            let _ = resolve(&s, Some(&format!("{s}.ssh.example.com")), &r);
-            let _ = route(&s);
+            if let Ok(t) = resolve(&s, Some(&format!("{s}.ssh.example.com")), &r) {
+                assert_eq!(route(&t.name()), Ok(t));
+            }
+            if let Ok(t) = route(&s) {
+                assert_eq!(route(&t.name()).as_ref(), Ok(&t), "{s:?}");
+            }
         }
     }
 

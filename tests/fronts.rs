@@ -1,7 +1,8 @@
-//! The HTTP CONNECT front: real OpenSSH through `ssh-gateway proxy` and through
-//! `proxytunnel` as ProxyCommand, routed by host name whatever the SSH user name;
-//! bad, oversized and stalled preludes refused within the login deadline; a user name
-//! that contradicts the host name refused with a message.
+//! The HTTP CONNECT and TLS fronts: real OpenSSH through `ssh-gateway proxy`,
+//! `proxytunnel` (plain, and with TLS to the TLS front carrying the CONNECT) and
+//! `openssl s_client` as ProxyCommand, routed by host name whatever the SSH user name;
+//! bad, oversized and stalled preludes refused within the login deadline, inside TLS
+//! too; a user name that contradicts the host name refused with a message.
 
 mod support;
 
@@ -11,7 +12,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{KeyPair, Serve, admin_with_config, free_port, run, stderr, stdout, users_with_keys};
+use support::{
+    KeyPair, Serve, admin_with_config, free_port, run, run_with_input, stderr, stdout,
+    users_with_keys,
+};
 
 const DOMAIN: &str = "ssh.test.example";
 
@@ -225,12 +229,83 @@ fn proxytunnel_reaches_the_host_it_names() {
 }
 
 #[test]
+fn connect_inside_the_tls_front_routes_by_its_host_not_the_sni() {
+    let f = start();
+    // proxytunnel -E: TLS to the front, then CONNECT inside it (its SNI is no target).
+    let mut ssh = f.ssh_via(&format!(
+        "proxytunnel -q -E -z -p 127.0.0.1:{} -d %h:%p",
+        f.tls_port
+    ));
+    ssh.args([
+        &format!("laptop-user@demo.{DOMAIN}"),
+        "echo via tls connect; pwd",
+    ]);
+    let out = run(ssh);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), f.log());
+    assert!(stdout(&out).starts_with("via tls connect\n"));
+    assert!(stdout(&out).trim().ends_with("/demo"));
+
+    // scp through the same tunnel: the SSH stream after the 200 is intact.
+    let local = f.dir.path().join("tls-up.txt");
+    std::fs::write(&local, "through CONNECT in TLS\n").unwrap();
+    let mut scp = Command::new("scp");
+    scp.args(support::Gateway::client_opts_for(&f.alice.private))
+        .args([
+            "-o",
+            &format!(
+                "ProxyCommand=proxytunnel -q -E -z -p 127.0.0.1:{} -d %h:%p",
+                f.tls_port
+            ),
+        ])
+        .arg(&local)
+        .arg(format!("me@other.{DOMAIN}:tls-up.txt"));
+    let out = run(scp);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(f.sandbox("other").join("tls-up.txt")).unwrap(),
+        "through CONNECT in TLS\n"
+    );
+
+    // A bad prelude inside TLS gets its 400 (inside TLS) and a closed stream.
+    let s_client = || {
+        let mut cmd = Command::new("openssl");
+        cmd.args(["s_client", "-quiet", "-verify_quiet", "-connect"])
+            .arg(format!("127.0.0.1:{}", f.tls_port))
+            .args(["-servername", &format!("gw.{DOMAIN}")]);
+        cmd
+    };
+    for (request, part) in [
+        (
+            &b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n"[..],
+            "expected CONNECT",
+        ),
+        (
+            b"CONNECT demo.elsewhere.org:22 HTTP/1.1\r\n\r\n",
+            "not under this gateway's domain",
+        ),
+    ] {
+        let out = run_with_input(s_client(), request);
+        let answer = stdout(&out);
+        assert!(
+            answer.starts_with("HTTP/1.1 400 "),
+            "{answer}{}",
+            stderr(&out)
+        );
+        assert!(answer.contains(part), "{answer}");
+    }
+}
+
+#[test]
 fn wrong_host_names_are_refused_with_what_is_wrong() {
     let f = start();
     for (host, part) in [
         ("demo.elsewhere.org", "not under this gateway's domain"),
         (&format!("a.b.{DOMAIN}")[..], "exactly one label"),
         (&format!("_x.{DOMAIN}")[..], "first label"),
+        (
+            &format!("model-m_1-d1.{DOMAIN}")[..],
+            "invalid model id \"m_1\"",
+        ),
     ] {
         let mut ssh = f.ssh_via(&f.proxy());
         ssh.args([&format!("u@{host}"), "true"]);

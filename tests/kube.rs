@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::kube::{KubeGateway, sandbox};
+use support::kube::{KubeGateway, model_replica, sandbox};
 use support::terminal::check_interactive_session;
 use support::{random_file, run, run_with_input, sha256_file, stderr, stdout};
 
@@ -258,6 +258,95 @@ fn training_job_nodes_by_name() {
     cmd.args(["training-job-x1-2@127.0.0.1", "true"]);
     let out = run(cmd);
     assert!(stderr(&out).contains(NO_ACCESS), "{}", stderr(&out));
+}
+
+#[test]
+fn model_deployments_by_name_one_pod_per_user_or_the_replica_asked_for() {
+    let gw = KubeGateway::start(&["default"], None);
+    for (replica, pod) in ["m1-d1-a", "m1-d1-b", "m1-d1-c"].iter().enumerate() {
+        let (labels, annotations) = model_replica("m1", "d1", replica as u32, "alice");
+        gw.emu.pod("default", pod, labels, annotations);
+    }
+    // Replica 3 is still starting: nobody is sent to it unless they ask for it.
+    let (labels, mut annotations) = model_replica("m1", "d1", 3, "alice");
+    annotations["kube-emulator/phase"] = json!("Pending");
+    gw.emu.create_pod(
+        "default",
+        json!({"metadata": {"name": "m1-d1-d", "labels": labels, "annotations": annotations},
+               "spec": {"containers": [{"name": "main", "image": "debian:12"}]}}),
+    );
+    let hostname = |user: &str| {
+        let mut cmd = gw.ssh(&gw.alice);
+        cmd.args([&format!("{user}@127.0.0.1"), "echo $HOSTNAME"]);
+        let out = run(cmd);
+        assert!(
+            out.status.success(),
+            "{user}: {}\n{}",
+            stderr(&out),
+            gw.log()
+        );
+        stdout(&out).trim().to_owned()
+    };
+    // Repeat connections (VS Code opens several) land on the same Ready pod.
+    let first = hostname("model-m1-d1");
+    assert!(
+        ["m1-d1-a", "m1-d1-b", "m1-d1-c"].contains(&first.as_str()),
+        "{first}"
+    );
+    for _ in 0..3 {
+        assert_eq!(hostname("model-m1-d1"), first);
+    }
+    // Another replica going away does not move this user.
+    let other = ["m1-d1-a", "m1-d1-b", "m1-d1-c"]
+        .into_iter()
+        .find(|p| *p != first)
+        .unwrap();
+    gw.emu.delete_pod("default", other);
+    assert_eq!(hostname("model-m1-d1"), first);
+
+    // `-<replica>` picks the pod whose replica label says so.
+    let replica_of = |pod: &str| (pod.as_bytes()[6] - b'a').to_string();
+    assert_eq!(
+        hostname(&format!("model-m1-d1-{}", replica_of(&first))),
+        first
+    );
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args(["model-m1-d1-3@127.0.0.1", "true"]);
+    let out = run(cmd);
+    assert!(
+        stderr(&out).contains("is not ready (its pod is Pending)"),
+        "{}",
+        stderr(&out)
+    );
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args(["model-m1-d1-9@127.0.0.1", "true"]);
+    let out = run(cmd);
+    assert!(
+        stderr(&out).contains("replica 9 does not exist (its replicas: "),
+        "{}",
+        stderr(&out)
+    );
+
+    // Someone neither owner nor member reads what an unknown deployment reads.
+    for name in ["model-m1-d1", "model-m1-d1-0", "model-m1-nope"] {
+        let mut cmd = gw.ssh(&gw.bob);
+        cmd.args([&format!("{name}@127.0.0.1"), "echo in"]);
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stdout(&out));
+        assert_eq!(
+            stderr(&out),
+            format!("ssh-gateway: sandbox \"{name}\" {NO_ACCESS}\n")
+        );
+    }
+    // A malformed name says which part is wrong.
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args(["model-M1-d1@127.0.0.1", "true"]);
+    let out = run(cmd);
+    assert!(
+        stderr(&out).contains("invalid model id \"M1\""),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

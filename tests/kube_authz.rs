@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::kube::{KubeGateway, sandbox};
+use support::kube::{KubeGateway, model_replica, sandbox};
 use support::mux::Master;
 use support::{run, stderr, stdout};
 
@@ -105,6 +105,53 @@ fn a_decoy_in_another_watched_namespace_is_a_conflict() {
     let (labels, annotations) = sandbox("shared", "alice");
     gw.emu.pod("team-b", "sandbox-shared", labels, annotations);
     assert_refused(&cat_secret(&gw, &gw.alice), "alice (two namespaces)");
+}
+
+#[test]
+fn a_decoy_replica_with_another_owner_makes_a_model_deployment_unusable() {
+    let gw = KubeGateway::start(&["default"], None);
+    for replica in 0..2 {
+        let (labels, annotations) = model_replica("m1", "d1", replica, "alice");
+        gw.emu
+            .pod("default", &format!("m1-d1-{replica}"), labels, annotations);
+    }
+    let reach = |key: &support::KeyPair, name: &str| {
+        let mut cmd = gw.ssh(key);
+        cmd.args([&format!("{name}@127.0.0.1"), "echo in"]);
+        run(cmd)
+    };
+    assert_eq!(
+        stdout(&reach(&gw.alice, "model-m1-d1")),
+        "in\n",
+        "{}",
+        gw.log()
+    );
+    // Bob adds a Pending "replica" with himself as owner: neither he nor alice gets
+    // in, whichever replica is named, and the log names the decoy.
+    let (labels, _) = model_replica("m1", "d1", 1, "bob");
+    gw.emu.create_pod(
+        "default",
+        manifest(
+            "a-decoy",
+            labels,
+            json!({"ssh-gateway.io/owner": "bob", "kube-emulator/phase": "Pending"}),
+            json!({}),
+        ),
+    );
+    for name in ["model-m1-d1", "model-m1-d1-0", "model-m1-d1-1"] {
+        for (who, key) in [("alice", &gw.alice), ("bob", &gw.bob)] {
+            let out = reach(key, name);
+            assert_ne!(out.status.code(), Some(0), "{who} got into {name}");
+            assert!(
+                stderr(&out).contains(NO_ACCESS),
+                "{who} {name}: {}",
+                stderr(&out)
+            );
+        }
+    }
+    assert!(gw.log().contains("default/a-decoy"), "{}", gw.log());
+    gw.emu.delete_pod("default", "a-decoy");
+    assert_eq!(stdout(&reach(&gw.alice, "model-m1-d1-1")), "in\n");
 }
 
 fn owned_by(kind: &str, name: &str) -> Value {

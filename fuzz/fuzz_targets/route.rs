@@ -1,5 +1,5 @@
 //! Any user name and host name, under any domain: `resolve` returns, never panics, and
-//! a target it returns has a well-formed name.
+//! a target it returns has a well-formed name, and that name routes back to it.
 #![no_main]
 
 #[path = "../../src/route.rs"]
@@ -17,6 +17,9 @@ fuzz_target!(|data: &[u8]| {
     let routing = route::Routing::new(domain.as_deref().or(Some("ssh.example.com")));
     if let Ok(target) = route::resolve(&user, host.as_deref(), &routing) {
         assert!(route::valid_id(&target.name()), "{target:?}");
+        assert_eq!(route::route(&target.name()).as_ref(), Ok(&target));
     }
-    let _ = route::route(&user);
+    if let Ok(target) = route::route(&user) {
+        assert_eq!(route::route(&target.name()).as_ref(), Ok(&target));
+    }
 });

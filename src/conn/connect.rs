@@ -2,10 +2,11 @@
 //! `200 Connection established`, then the socket carries SSH with `<host>` as the
 //! route hint. Read under the connection's login deadline, at most `MAX_PRELUDE`
 //! bytes, byte by byte so nothing of the SSH stream that may follow is taken.
-//! A prelude that is not one gets `400` (or `431`) and a closed socket.
+//! A prelude that is not one gets `400` (or `431`) and a closed socket. The same
+//! prelude is read inside the TLS front when its stream does not start with SSH
+//! (`conn::tls::sniff`).
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::route::{Routing, host_target};
 
@@ -20,10 +21,15 @@ pub enum Prelude {
     Refuse(u16, String),
 }
 
-/// Reads the prelude from `stream`; on success the stream is positioned at the first
-/// byte after it. I/O errors (the client went away) are `Err`.
-pub async fn read_prelude(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut prelude = Vec::with_capacity(256);
+/// Reads the prelude from `stream`, whose first bytes (`start`) were read already;
+/// on success the stream is positioned at the first byte after it. I/O errors (the
+/// client went away) are `Err`.
+pub async fn read_prelude<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    start: Vec<u8>,
+) -> std::io::Result<Vec<u8>> {
+    let mut prelude = start;
+    prelude.reserve(256);
     let mut byte = [0u8; 1];
     while !prelude.ends_with(b"\r\n\r\n") && !prelude.ends_with(b"\n\n") {
         if prelude.len() >= MAX_PRELUDE {
@@ -83,12 +89,17 @@ pub fn parse(prelude: &[u8], routing: &Routing) -> Prelude {
 }
 
 /// Writes the answer to a prelude.
-pub async fn answer(stream: &mut TcpStream, prelude: &Prelude) -> std::io::Result<()> {
+pub async fn answer<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    prelude: &Prelude,
+) -> std::io::Result<()> {
     match prelude {
         Prelude::Tunnel(_) => {
             stream
                 .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                .await
+                .await?;
+            // Inside TLS the answer may sit in a record until flushed.
+            stream.flush().await
         }
         Prelude::Refuse(status, why) => {
             let reason = if *status == 431 {

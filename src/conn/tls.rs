@@ -1,6 +1,11 @@
-//! The TLS front: TLS on its own listener, then SSH inside; the SNI host name is the
-//! route (`ProxyCommand openssl s_client -quiet -connect gw:443 -servername %h`). No
-//! ALPN: the port carries SSH only (the API has its own listener behind your ingress).
+//! The TLS front: TLS on its own listener, then inside it either SSH, whose route is
+//! the SNI host name (`ProxyCommand openssl s_client -quiet -connect gw:443
+//! -servername %h`), or an HTTP CONNECT prelude, whose host routes (`proxytunnel -E
+//! -p gw:443 -d %h:%p`; the SNI may then be the gateway's own name). Which one is
+//! read from the first bytes inside TLS (`sniff`): an SSH client's identification
+//! starts `SSH-`, anything else is judged as an HTTP request by `conn::connect`. No
+//! ALPN: the port carries only these two (the API has its own listener behind your
+//! ingress), and neither OpenSSH through `openssl s_client` nor proxytunnel sends one.
 //! The certificate and key are PEM files, reloaded when either changes on disk
 //! (checked every few seconds) or on SIGHUP; a reload that fails keeps the old pair
 //! and says why in the log.
@@ -14,7 +19,49 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
+
+/// What the TLS stream carries, from its first bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inside {
+    /// SSH; the bytes read to see it, to be read again.
+    Ssh(Vec<u8>),
+    /// Something else: an HTTP prelude, which starts with these bytes.
+    Http(Vec<u8>),
+}
+
+const SSH_START: &[u8] = b"SSH-";
+
+/// A client that has sent nothing this long after the handshake is taken to wait for
+/// the server's SSH identification (RFC 4253 lets either side speak first; OpenSSH,
+/// and any CONNECT client, speak at once).
+pub const CLIENT_FIRST: Duration = Duration::from_secs(1);
+
+/// Reads at most the first 4 bytes inside TLS, one at a time, until they can only be
+/// SSH or can only be something else. Silence for `CLIENT_FIRST` is SSH.
+pub async fn sniff<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Inside> {
+    let mut seen = Vec::with_capacity(SSH_START.len());
+    let mut byte = [0u8; 1];
+    while seen.len() < SSH_START.len() {
+        let read = if seen.is_empty() {
+            match tokio::time::timeout(CLIENT_FIRST, stream.read(&mut byte)).await {
+                Ok(read) => read?,
+                Err(_) => return Ok(Inside::Ssh(seen)),
+            }
+        } else {
+            stream.read(&mut byte).await?
+        };
+        if read == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        seen.push(byte[0]);
+        if !SSH_START.starts_with(&seen) {
+            return Ok(Inside::Http(seen));
+        }
+    }
+    Ok(Inside::Ssh(seen))
+}
 
 /// How often the files' modification times are looked at.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
@@ -125,4 +172,35 @@ fn load_pair(cert_file: &Path, key_file: &Path) -> anyhow::Result<CertifiedKey> 
         )
     })?;
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sniffed(bytes: &[u8]) -> std::io::Result<Inside> {
+        let mut reader = bytes;
+        sniff(&mut reader).await
+    }
+
+    #[tokio::test]
+    async fn first_bytes_say_ssh_or_http() {
+        assert_eq!(
+            sniffed(b"SSH-2.0-OpenSSH_9.2\r\n").await.unwrap(),
+            Inside::Ssh(b"SSH-".to_vec())
+        );
+        assert_eq!(
+            sniffed(b"CONNECT x:22 HTTP/1.1\r\n\r\n").await.unwrap(),
+            Inside::Http(b"C".to_vec())
+        );
+        assert_eq!(
+            sniffed(b"SS").await.unwrap_err().kind(),
+            std::io::ErrorKind::UnexpectedEof
+        );
+        assert_eq!(
+            sniffed(b"SSX").await.unwrap(),
+            Inside::Http(b"SSX".to_vec())
+        );
+        assert!(sniffed(b"").await.is_err());
+    }
 }

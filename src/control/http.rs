@@ -169,12 +169,12 @@ impl HttpControlPlane {
         }
     }
 
-    async fn locate(&self, target: &TargetRef) -> Result<Target, ControlError> {
+    async fn locate(&self, who: &Principal, target: &TargetRef) -> Result<Target, ControlError> {
         match &self.workloads {
             Workloads::Local { root } => {
                 local_target(target.name(), root.join(target.name())).await
             }
-            Workloads::Pods(kube) => kube.locate(target).await,
+            Workloads::Pods(kube) => kube.locate(who, target).await,
         }
     }
 }
@@ -193,7 +193,7 @@ impl ControlPlane for HttpControlPlane {
     async fn resolve(&self, who: &Principal, target: &TargetRef) -> Result<Target, ControlError> {
         let sandbox = self.authorized(who, target).await?;
         match sandbox.state {
-            State::Running => self.locate(target).await,
+            State::Running => self.locate(who, target).await,
             State::Paused | State::Starting => Err(ControlError::Paused(target.name())),
             state => Err(state_refusal(target, state)),
         }

@@ -1,9 +1,19 @@
 //! The Kubernetes control plane: a target is the pod carrying its label (sandbox id,
-//! or training job id plus node index) in the configured namespaces, or the
-//! StatefulSet carrying it, which may be paused at 0 replicas and is then resumed on
-//! connect. Owner and members come from the StatefulSet that controls a pod (the pod
-//! can override nothing), else from the pod's annotations, else from the store's
-//! sandbox row. Every API call is bounded by the configured timeout.
+//! training job id plus node index, or model id plus deployment id) in the configured
+//! namespaces, or the StatefulSet carrying it, which may be paused at 0 replicas and
+//! is then resumed on connect (sandboxes and training jobs; model deployments are
+//! scaled by their platform, never woken from here). Owner and members come from the
+//! StatefulSet that controls a pod (the pod can override nothing), else from the pod's
+//! annotations, else from the store's sandbox row. Every API call is bounded by the
+//! configured timeout.
+//!
+//! Which pod of a model deployment: every pod carrying the model and deployment
+//! labels is a candidate for the authorization check (they must all agree); then
+//! `-<replica>` takes the one whose replica label has that value, and no replica
+//! takes the Ready pod that rendezvous hashing of the user's id over the Ready pods'
+//! names ranks first, so one user's connections (VS Code opens several, possibly
+//! through different gateway replicas) reach the same pod while it stays Ready, and
+//! a pod coming or going moves only the users it wins or loses.
 
 use std::time::{Duration, Instant};
 
@@ -67,6 +77,13 @@ impl KubernetesControlPlane {
                     self.config.job_label, self.config.node_label
                 )
             }
+            // Every replica: they are all checked, then one is chosen.
+            TargetRef::Model {
+                model, deployment, ..
+            } => format!(
+                "{}={model},{}={deployment}",
+                self.config.model_label, self.config.deployment_label
+            ),
         }
     }
 
@@ -74,7 +91,7 @@ impl KubernetesControlPlane {
     /// training job's carries the job label and runs every node (pod index = node).
     fn set_selector(&self, target: &TargetRef) -> String {
         match target {
-            TargetRef::Sandbox(_) => self.selector(target),
+            TargetRef::Sandbox(_) | TargetRef::Model { .. } => self.selector(target),
             TargetRef::TrainingJob { job, .. } => format!("{}={job}", self.config.job_label),
         }
     }
@@ -251,10 +268,14 @@ impl KubernetesControlPlane {
         Ok(Found { pods, sets })
     }
 
-    /// Where `target` runs, for a control plane that decided access itself (the HTTP
-    /// one): the pods carrying its labels must all be one workload (namespace and
+    /// Where `target` runs, for a control plane that decided `who` may use it (the
+    /// HTTP one): the pods carrying its labels must all be one workload (namespace and
     /// controller), or nobody is sent to any of them; a Ready one is used.
-    pub async fn locate(&self, target: &TargetRef) -> Result<Target, ControlError> {
+    pub async fn locate(
+        &self,
+        who: &Principal,
+        target: &TargetRef,
+    ) -> Result<Target, ControlError> {
         let pods: Vec<Pod> = self.list(&self.selector(target)).await?;
         let place = |p: &Pod| (p.metadata.namespace.clone(), workload(p));
         if let Some(first) = pods.first()
@@ -268,24 +289,98 @@ impl KubernetesControlPlane {
             );
             return Err(ControlError::NoAccess(target.name()));
         }
-        self.ready_target(target, &pods)
+        self.ready_target(who, target, &pods)
     }
 
-    /// The Ready pod among `pods` as a target, or why there is none.
-    fn ready_target(&self, target: &TargetRef, pods: &[Pod]) -> Result<Target, ControlError> {
-        let Some(pod) = pods.iter().find(|p| ready(p)) else {
+    /// The pod `who` is sent to among `pods` (all of them `target`'s, access settled):
+    /// the first Ready one, or for a model deployment the replica asked for, else the
+    /// user's rendezvous choice among the Ready ones. `Err`: why there is none.
+    fn choose<'p>(
+        &self,
+        who: &Principal,
+        target: &TargetRef,
+        pods: &'p [Pod],
+    ) -> Result<&'p Pod, ControlError> {
+        let not_ready = |pods: &[&Pod]| {
             let Some(p) = pods.first() else {
-                return Err(ControlError::NoAccess(target.name()));
+                return ControlError::NoAccess(target.name());
             };
             let state = if p.metadata.deletion_timestamp.is_some() {
                 "Terminating"
             } else {
                 phase(p)
             };
-            return Err(ControlError::NotReady(format!(
+            ControlError::NotReady(format!(
                 "{target} is not ready (its pod is {state}); try again in a moment"
-            )));
+            ))
         };
+        let all: Vec<&Pod> = pods.iter().collect();
+        match target {
+            TargetRef::Model {
+                replica: Some(r), ..
+            } => {
+                let label = |p: &Pod| {
+                    p.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(&self.config.replica_label))
+                        .map(|v| v.trim().to_owned())
+                };
+                let wanted: Vec<&Pod> = all
+                    .iter()
+                    .copied()
+                    .filter(|p| label(p).is_some_and(|v| v == r.to_string()))
+                    .collect();
+                if wanted.is_empty() && !all.is_empty() {
+                    // Only said to users allowed on the deployment.
+                    let mut known: Vec<String> = all.iter().filter_map(|p| label(p)).collect();
+                    known.sort_by_key(|v| (v.parse::<u64>().unwrap_or(u64::MAX), v.clone()));
+                    known.dedup();
+                    let known = if known.is_empty() {
+                        "none of its pods carries a replica label".to_owned()
+                    } else {
+                        format!("its replicas: {}", known.join(", "))
+                    };
+                    return Err(ControlError::NotReady(format!(
+                        "{target} does not exist ({known})"
+                    )));
+                }
+                wanted
+                    .iter()
+                    .copied()
+                    .find(|p| ready(p))
+                    .ok_or_else(|| not_ready(&wanted))
+            }
+            TargetRef::Model { replica: None, .. } => {
+                let names: Vec<String> = all
+                    .iter()
+                    .filter(|p| ready(p))
+                    .map(|p| meta_ref(&p.metadata))
+                    .collect();
+                let Some(chosen) = rendezvous(who.user_id(), &names) else {
+                    return Err(not_ready(&all));
+                };
+                all.iter()
+                    .copied()
+                    .find(|p| ready(p) && meta_ref(&p.metadata) == names[chosen])
+                    .ok_or_else(|| not_ready(&all))
+            }
+            TargetRef::Sandbox(_) | TargetRef::TrainingJob { .. } => all
+                .iter()
+                .copied()
+                .find(|p| ready(p))
+                .ok_or_else(|| not_ready(&all)),
+        }
+    }
+
+    /// The pod `choose` picks among `pods`, as a target.
+    fn ready_target(
+        &self,
+        who: &Principal,
+        target: &TargetRef,
+        pods: &[Pod],
+    ) -> Result<Target, ControlError> {
+        let pod = self.choose(who, target, pods)?;
         let name = pod.metadata.name.clone().unwrap_or_default();
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -374,12 +469,39 @@ fn meta_ref(meta: &ObjectMeta) -> String {
     )
 }
 
+/// The index in `names` that `user` goes to: the highest SHA-256 of user and name
+/// (rendezvous hashing), ties by name. Deterministic across gateway replicas and
+/// restarts; `None` when there are no names.
+fn rendezvous(user: &str, names: &[String]) -> Option<usize> {
+    use sha2::{Digest, Sha256};
+    let score = |name: &str| {
+        let digest = Sha256::new()
+            .chain_update(user.as_bytes())
+            .chain_update([0u8])
+            .chain_update(name.as_bytes())
+            .finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(first)
+    };
+    (0..names.len())
+        .max_by(|&a, &b| (score(&names[a]), &names[b]).cmp(&(score(&names[b]), &names[a])))
+}
+
 /// On a training job's StatefulSet: how many nodes to resume it with.
 pub const RESUME_REPLICAS_ANNOTATION: &str = "ssh-gateway.io/resume-replicas";
 
 /// Activity, as annotations on a sandbox's StatefulSet.
 pub const OPEN_SESSIONS_ANNOTATION: &str = "ssh-gateway.io/open-sessions";
 pub const LAST_ACTIVITY_ANNOTATION: &str = "ssh-gateway.io/last-activity";
+
+/// A model deployment with no pod at all (its StatefulSet scaled to 0): its platform
+/// scales inference, so the gateway does not. Only said to users allowed on it.
+fn model_not_woken(target: &TargetRef) -> ControlError {
+    ControlError::NotReady(format!(
+        "{target} has no replica running, and the gateway does not start model deployments; scale it up from your platform, then connect again"
+    ))
+}
 
 fn replicas(set: &StatefulSet) -> i32 {
     set.spec.replicas.unwrap_or(1)
@@ -424,12 +546,16 @@ fn ready(pod: &Pod) -> bool {
 impl ControlPlane for KubernetesControlPlane {
     async fn resolve(&self, who: &Principal, target: &TargetRef) -> Result<Target, ControlError> {
         let found = self.authorized(who, target).await?;
-        if !found.pods.iter().any(ready) && !found.sets.is_empty() {
+        if let TargetRef::Model { .. } = target {
+            if found.pods.is_empty() {
+                return Err(model_not_woken(target));
+            }
+        } else if !found.pods.iter().any(ready) && !found.sets.is_empty() {
             // Paused, or waking (by another connection, replica or anyone): either
             // way `resume` is what waits for it.
             return Err(ControlError::Paused(target.name()));
         }
-        self.ready_target(target, &found.pods)
+        self.ready_target(who, target, &found.pods)
     }
 
     async fn resume(
@@ -442,6 +568,9 @@ impl ControlPlane for KubernetesControlPlane {
         let found = self.authorized(who, target).await?;
         if found.pods.iter().any(ready) {
             return Ok(Duration::ZERO);
+        }
+        if let TargetRef::Model { .. } = target {
+            return Err(model_not_woken(target));
         }
         let Some(set) = found
             .sets
@@ -465,7 +594,7 @@ impl ControlPlane for KubernetesControlPlane {
         // A job resumes whole: the set's resume-replicas annotation, else enough
         // nodes to reach the one asked for.
         let want = match target {
-            TargetRef::Sandbox(_) => 1,
+            TargetRef::Sandbox(_) | TargetRef::Model { .. } => 1,
             TargetRef::TrainingJob { node, .. } => set
                 .metadata
                 .annotations
@@ -722,6 +851,44 @@ impl Wake {
                     WatchEvent::Error(_) => break,
                     WatchEvent::Deleted(_) | WatchEvent::Bookmark(_) => {}
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rendezvous;
+
+    #[test]
+    fn rendezvous_is_stable_and_moves_only_what_it_must() {
+        let names: Vec<String> = (0..5).map(|i| format!("ns/pod-{i}")).collect();
+        assert_eq!(rendezvous("u", &[]), None);
+        let users: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
+        let before: Vec<usize> = users
+            .iter()
+            .map(|u| rendezvous(u, &names).unwrap())
+            .collect();
+        // Same answer every time, and the users spread over every pod.
+        for (u, &b) in users.iter().zip(&before) {
+            assert_eq!(rendezvous(u, &names), Some(b));
+        }
+        for i in 0..names.len() {
+            assert!(before.contains(&i), "no user on pod {i}");
+        }
+        // Order of listing does not matter.
+        let mut reversed = names.clone();
+        reversed.reverse();
+        for (u, &b) in users.iter().zip(&before) {
+            let r = rendezvous(u, &reversed).unwrap();
+            assert_eq!(reversed[r], names[b]);
+        }
+        // Pod 2 goes: only its users move.
+        let fewer: Vec<String> = names.iter().filter(|n| *n != "ns/pod-2").cloned().collect();
+        for (u, &b) in users.iter().zip(&before) {
+            let now = &fewer[rendezvous(u, &fewer).unwrap()];
+            if b != 2 {
+                assert_eq!(now, &names[b], "{u} moved");
             }
         }
     }

@@ -25,7 +25,8 @@ impl StaticControlPlane {
         who: &Principal,
         target: &TargetRef,
     ) -> Result<Sandbox, ControlError> {
-        // Training jobs live in a cluster; this plane only knows its own sandboxes.
+        // Training jobs and model deployments live in a cluster; this plane only
+        // knows its own sandboxes, and names nothing else (the one refusal).
         let TargetRef::Sandbox(id) = target else {
             return Err(ControlError::NoAccess(target.name()));
         };

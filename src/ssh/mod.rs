@@ -68,7 +68,8 @@ pub enum Front {
     Connect,
     /// A PROXY protocol header naming the client (`conn::proxy_protocol`), then SSH.
     Proxied,
-    /// TLS (`conn::tls`), its SNI host name the route hint, then SSH inside.
+    /// TLS (`conn::tls`), then inside either SSH, its SNI host name the route hint,
+    /// or an HTTP CONNECT prelude, its host the route hint.
     Tls,
 }
 
@@ -295,7 +296,7 @@ async fn handle_front(
                 a = tokio::time::timeout_at(deadline, acceptor.accept(tcp)) => a,
                 _ = conn.cancelled() => return,
             };
-            let tls = match accepted {
+            let mut tls = match accepted {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     debug!(error = %e, "TLS handshake failed");
@@ -308,40 +309,74 @@ async fn handle_front(
                 }
             };
             let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase);
-            return handle_connection(tls, conn, permit, config, gw, sni).await;
-        }
-        Front::Connect => {
-            let deadline = conn.meta().accepted_at + gw.settings.login_grace();
-            use crate::conn::connect::{Prelude, answer, parse, read_prelude};
-            let prelude = tokio::select! {
-                read = tokio::time::timeout_at(deadline, read_prelude(&mut tcp)) => read,
+            use crate::conn::{stream::Replay, tls::Inside};
+            let inside = tokio::select! {
+                s = tokio::time::timeout_at(deadline, crate::conn::tls::sniff(&mut tls)) => s,
                 _ = conn.cancelled() => return,
             };
-            let prelude = match prelude {
-                Ok(Ok(bytes)) => parse(&bytes, &gw.routing),
-                Ok(Err(_)) => {
-                    conn.set_reason(CloseReason::ProtocolError);
-                    return;
+            return match inside {
+                Ok(Ok(Inside::Ssh(seen))) => {
+                    handle_connection(Replay::new(tls, seen), conn, permit, config, gw, sni).await
                 }
-                Err(_) => {
-                    conn.set_reason(CloseReason::LoginTimeout);
-                    return;
+                // CONNECT inside TLS: its host routes, whatever the SNI said.
+                Ok(Ok(Inside::Http(seen))) => {
+                    let Some(host) = connect_prelude(&mut tls, seen, &conn, &gw).await else {
+                        return;
+                    };
+                    let tls = Replay::new(tls, Vec::new());
+                    handle_connection(tls, conn, permit, config, gw, Some(host)).await
                 }
+                Ok(Err(_)) => conn.set_reason(CloseReason::ProtocolError),
+                Err(_) => conn.set_reason(CloseReason::LoginTimeout),
             };
-            let answered = tokio::time::timeout_at(deadline, answer(&mut tcp, &prelude)).await;
-            match prelude {
-                Prelude::Tunnel(host) if matches!(answered, Ok(Ok(()))) => Some(host),
-                Prelude::Refuse(status, why) => {
-                    info!(status, %why, "CONNECT refused");
-                    conn.set_reason(CloseReason::ProtocolError);
-                    gw.admission.penalize(conn.meta().peer.ip(), false);
-                    return;
-                }
-                Prelude::Tunnel(_) => return,
-            }
+        }
+        Front::Connect => {
+            let Some(host) = connect_prelude(&mut tcp, Vec::new(), &conn, &gw).await else {
+                return;
+            };
+            Some(host)
         }
     };
     handle_connection(tcp, conn, permit, config, gw, hint).await
+}
+
+/// Reads and answers an HTTP CONNECT prelude (whose first bytes, `start`, were read
+/// already) under the login deadline; the host it tunnels to, or `None` when it was
+/// refused or the client went away (the reason is set on `conn`).
+async fn connect_prelude<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    start: Vec<u8>,
+    conn: &Conn,
+    gw: &Gateway,
+) -> Option<String> {
+    use crate::conn::connect::{Prelude, answer, parse, read_prelude};
+    let deadline = conn.meta().accepted_at + gw.settings.login_grace();
+    let prelude = tokio::select! {
+        read = tokio::time::timeout_at(deadline, read_prelude(stream, start)) => read,
+        _ = conn.cancelled() => return None,
+    };
+    let prelude = match prelude {
+        Ok(Ok(bytes)) => parse(&bytes, &gw.routing),
+        Ok(Err(_)) => {
+            conn.set_reason(CloseReason::ProtocolError);
+            return None;
+        }
+        Err(_) => {
+            conn.set_reason(CloseReason::LoginTimeout);
+            return None;
+        }
+    };
+    let answered = tokio::time::timeout_at(deadline, answer(stream, &prelude)).await;
+    match prelude {
+        Prelude::Tunnel(host) if matches!(answered, Ok(Ok(()))) => Some(host),
+        Prelude::Refuse(status, why) => {
+            info!(status, %why, "CONNECT refused");
+            conn.set_reason(CloseReason::ProtocolError);
+            gw.admission.penalize(conn.meta().peer.ip(), false);
+            None
+        }
+        Prelude::Tunnel(_) => None,
+    }
 }
 
 async fn handle_connection<S: crate::conn::stream::Socket>(

@@ -207,3 +207,15 @@ pub fn sandbox(id: &str, owner: &str) -> (Value, Value) {
         json!({"ssh-gateway.io/owner": owner}),
     )
 }
+
+/// Labels and the owner annotation of replica `replica` of a model deployment.
+pub fn model_replica(model: &str, deployment: &str, replica: u32, owner: &str) -> (Value, Value) {
+    (
+        json!({
+            "ssh-gateway.io/model": model,
+            "ssh-gateway.io/deployment": deployment,
+            "ssh-gateway.io/replica": replica.to_string(),
+        }),
+        json!({"ssh-gateway.io/owner": owner}),
+    )
+}
