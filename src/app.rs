@@ -27,6 +27,7 @@ use crate::control::{
 };
 use crate::helper::Placer;
 use crate::kubernetes;
+use crate::metrics::MetricsSubscriber;
 use crate::route::Routing;
 use crate::ssh::{self, Front, Gateway, hostkeys};
 use crate::store::Store;
@@ -220,7 +221,11 @@ impl Bound {
                 .then(|| Duration::from_secs(config.activity.pause_after_idle_secs)),
         );
         let registry = Registry::with_tracker(
-            Events::new(vec![Arc::new(LogSubscriber::default()), activity.clone()]),
+            Events::new(vec![
+                Arc::new(LogSubscriber::default()),
+                Arc::new(MetricsSubscriber),
+                activity.clone(),
+            ]),
             tasks,
         );
         activity.attach(&registry);

@@ -15,6 +15,7 @@ pub mod dev;
 pub mod helper;
 pub mod keys;
 pub mod kubernetes;
+pub mod metrics;
 pub mod proxy;
 pub mod route;
 pub mod ssh;

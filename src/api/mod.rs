@@ -56,6 +56,7 @@ pub fn router(state: Arc<ApiState>, limits: &ApiConfig) -> Router {
         .merge(certificates::router())
         .merge(sandboxes::router())
         .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
         .route("/control-plane.openapi.yaml", get(control_plane_contract))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(
@@ -98,6 +99,19 @@ async fn control_plane_contract() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/yaml")],
         CONTROL_PLANE_OPENAPI,
+    )
+}
+
+/// Prometheus text format. Unauthenticated, like most exporters: every label is a
+/// reason or a kind, never a user, key or target; keep the API listener private, or
+/// scrape it from inside the cluster.
+async fn metrics() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::global().render(),
     )
 }
 

@@ -411,7 +411,21 @@ impl Client {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let failure = match request.send().await {
+            let attempt = Instant::now();
+            let sent = request.send().await;
+            let error_kind = match &sent {
+                Ok(r) if r.status().is_server_error() => Some("status_5xx"),
+                Ok(r)
+                    if r.status().is_client_error()
+                        && r.status() != reqwest::StatusCode::NOT_FOUND =>
+                {
+                    Some("status_4xx")
+                }
+                Ok(_) => None,
+                Err(_) => Some("transport"),
+            };
+            crate::metrics::global().control_call(attempt.elapsed(), error_kind);
+            let failure = match sent {
                 Ok(response) => {
                     let status = response.status();
                     if status.is_success() {

@@ -94,10 +94,12 @@ impl Resumes {
                     let work = start(Progress(tx.clone()));
                     let stop = self.stop.clone();
                     self.tasks.spawn(async move {
+                        let started = std::time::Instant::now();
                         let result = tokio::select! {
                             r = work => r,
                             _ = stop.cancelled() => Err("the gateway is shutting down; connect again in a moment".into()),
                         };
+                        crate::metrics::global().resume(&result, started.elapsed());
                         tx.send_modify(|s| s.done = Some(result));
                     });
                     running.insert(key.to_owned(), rx.clone());

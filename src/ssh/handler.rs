@@ -102,6 +102,12 @@ impl ConnectionHandler {
     fn logged_in(&mut self, user: &str, looked_up: Result<Principal, AuthRefusal>) -> Auth {
         match looked_up {
             Ok(principal) => {
+                let method = if principal.certificate_serial().is_some() {
+                    "certificate"
+                } else {
+                    "publickey"
+                };
+                crate::metrics::global().auth(method, "accepted");
                 self.login = Some(Login {
                     principal,
                     route: Arc::new(route::resolve(
@@ -121,6 +127,15 @@ impl ConnectionHandler {
 
     fn log_refusal(&self, user: &str, refusal: &AuthRefusal) {
         let conn = self.conn.id();
+        let (method, outcome) = match refusal {
+            AuthRefusal::Sha1Signature => ("publickey", "sha1_signature"),
+            AuthRefusal::Policy(_) => ("publickey", "key_policy"),
+            AuthRefusal::UnknownKey => ("publickey", "unknown_key"),
+            AuthRefusal::Certificate(_) => ("certificate", "refused"),
+            AuthRefusal::CertificateRevoked => ("certificate", "not_on_record"),
+            AuthRefusal::StoreFailed(_) => ("publickey", "store_unavailable"),
+        };
+        crate::metrics::global().auth(method, outcome);
         match refusal {
             AuthRefusal::StoreFailed(e) => {
                 warn!(conn, error = %e, "key store unavailable during auth");
