@@ -16,6 +16,7 @@ pub mod helper;
 pub mod keys;
 pub mod kubernetes;
 pub mod proxy;
+pub mod remotes;
 pub mod route;
 pub mod ssh;
 pub mod store;
