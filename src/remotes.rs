@@ -45,10 +45,6 @@ impl Remotes {
         }
     }
 
-    pub fn default_cluster(&self) -> &Cluster {
-        &self.default
-    }
-
     /// The cluster a `Route::key` (as connection events carry it) is on, and the
     /// target's name there.
     pub fn for_key<'k>(&self, key: &'k str) -> Option<(&Cluster, &'k str)> {

@@ -23,7 +23,7 @@ use crate::conn::events::ChannelEnd;
 use crate::control::{ControlError, Principal, Target};
 use crate::helper;
 use crate::remotes::Cluster;
-use crate::route::{Route, RouteError};
+use crate::route::{Route, RouteError, TargetRef};
 
 /// Exit status for "the gateway could not run this" (255 is taken by ssh itself).
 const REFUSED_EXIT: u32 = 1;
@@ -37,19 +37,21 @@ pub struct ChannelCtx {
 }
 
 impl ChannelCtx {
-    /// The cluster (control plane and backend) of this connection's route, or why
-    /// there is none.
-    fn cluster(&self) -> Result<&Cluster, Refusal> {
+    /// The cluster (control plane and backend) this connection's route names, and
+    /// the target there; or why there is none.
+    fn routed(&self) -> Result<(&Cluster, &TargetRef), Refusal> {
         let route = match self.route.as_ref() {
             Ok(route) => route,
             Err(e) => return Err(Refusal::Route(e.clone())),
         };
-        self.gw.remotes.get(route.remote.as_deref()).ok_or_else(|| {
-            Refusal::Control(ControlError::Unavailable(format!(
+        match self.gw.remotes.get(route.remote.as_deref()) {
+            Some(cluster) => Ok((cluster, &route.target)),
+            // Routing refuses remotes that are not configured: only a bug gets here.
+            None => Err(Refusal::Control(ControlError::Unavailable(format!(
                 "no cluster for remote {:?}",
                 route.remote
-            )))
-        })
+            )))),
+        }
     }
 
     /// Authorizes the target for this channel on its route's cluster; see the module
@@ -64,11 +66,8 @@ impl ChannelCtx {
             Ok(false) => return Err(Refusal::KeyRevoked),
             Err(e) => return Err(Refusal::KeyStoreUnavailable(e)),
         }
-        let control = &self.cluster()?.control;
-        let target_ref = match self.route.as_ref() {
-            Ok(route) => &route.target,
-            Err(e) => return Err(Refusal::Route(e.clone())),
-        };
+        let (cluster, target_ref) = self.routed()?;
+        let control = &cluster.control;
         match control.resolve(&self.principal, target_ref).await {
             Err(ControlError::Paused(name)) => {
                 let took = control.resume(&self.principal, target_ref, notes).await?;
@@ -95,10 +94,11 @@ impl ChannelCtx {
         F: Fn(&'a dyn Backend, Target) -> Fut,
         Fut: std::future::Future<Output = Result<T, BackendError>>,
     {
-        let backend = self.cluster()?.backend.as_ref();
         let mut retried = false;
         loop {
             let target = self.authorize(notes).await?;
+            // The backend of the cluster whose control plane just authorized it.
+            let backend = self.routed()?.0.backend.as_ref();
             match op(backend, target.clone()).await {
                 Ok(value) => return Ok((target, value)),
                 Err(BackendError::Gone(_)) if !retried => {
