@@ -28,6 +28,7 @@ use crate::control::{
 use crate::helper::Placer;
 use crate::kubernetes;
 use crate::metrics::MetricsSubscriber;
+use crate::remotes::{Cluster, Remotes};
 use crate::route::Routing;
 use crate::ssh::{self, Front, Gateway, hostkeys};
 use crate::store::Store;
@@ -175,6 +176,31 @@ impl Bound {
                 anyhow::bail!("the kubernetes backend needs a [kubernetes] section")
             }
         };
+        let mut remotes = Remotes::new(Cluster {
+            control: control.clone(),
+            backend,
+        });
+        // Each remote: its own cluster client, control plane and backend, built like
+        // the main ones (config validation made sure both are Kubernetes).
+        for name in &config.routing.remotes {
+            let Some(k) = config.remotes.get(name) else {
+                anyhow::bail!("remote {name:?} has no [remotes.{name}] section");
+            };
+            let client = kubernetes::client(k)
+                .await
+                .with_context(|| format!("connecting to the cluster of remote {name:?}"))?;
+            remotes.insert(
+                name,
+                Cluster {
+                    control: Arc::new(
+                        KubernetesControlPlane::new(client.clone(), k.clone(), store.clone())
+                            .owned_by(tasks.clone(), stop.clone()),
+                    ),
+                    backend: Arc::new(KubernetesBackend::new(client, k.request_timeout())),
+                },
+            );
+        }
+        let remotes = Arc::new(remotes);
         if config.ssh.public_port == 0 {
             config.ssh.public_port = ssh_addr.port();
         }
@@ -215,7 +241,7 @@ impl Bound {
             );
         }
         let activity = ActivityTracker::new(
-            control.clone(),
+            remotes.clone(),
             Duration::from_secs(config.activity.heartbeat_secs),
             (config.activity.pause_after_idle_secs > 0)
                 .then(|| Duration::from_secs(config.activity.pause_after_idle_secs)),
@@ -240,13 +266,13 @@ impl Bound {
         let gateway = Arc::new(Gateway {
             settings: config.ssh.clone(),
             keys: Arc::new(store.clone()),
-            control,
-            backend,
+            remotes,
             registry: registry.clone(),
             admission: Admission::new(limits),
             sftp_server: config.sftp.server,
             placer: Arc::new(Placer::new(config.sftp.helper_dir.as_deref())),
-            routing: Routing::new(config.routing.domain.as_deref()),
+            routing: Routing::new(config.routing.domain.as_deref())
+                .with_remotes(&config.routing.remotes),
             trust,
             proxy_sources: config.ssh.proxy_sources()?,
             tls: match &tls_front {

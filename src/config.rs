@@ -52,6 +52,10 @@ pub struct Config {
     /// How to reach the cluster, when the backend or control plane is `kubernetes`.
     #[serde(default)]
     pub kubernetes: Option<KubernetesConfig>,
+    /// `[remotes.<name>]`: further clusters, one per name in `[routing] remotes`,
+    /// with the fields of `[kubernetes]`; `<target>.<name>.<domain>` reaches them.
+    #[serde(default)]
+    pub remotes: std::collections::BTreeMap<String, KubernetesConfig>,
     /// What host names route (a front passes them on).
     #[serde(default)]
     pub routing: RoutingConfig,
@@ -97,6 +101,9 @@ fn default_cert_skew() -> u64 {
 pub struct RoutingConfig {
     /// `ssh.example.com`: `<target>.ssh.example.com` reaches `<target>`.
     pub domain: Option<String>,
+    /// Further clusters this gateway reaches, each with a `[remotes.<name>]` section:
+    /// `<target>.<name>.<domain>` reaches `<target>` there. Lower-case DNS labels.
+    pub remotes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -514,6 +521,42 @@ fn default_members_annotation() -> String {
 }
 
 impl KubernetesConfig {
+    /// Checks one cluster section. `remote`: which `[remotes.<name>]` it is (errors
+    /// then name the section in their message), `None` for `[kubernetes]`.
+    fn validate(&self, remote: Option<&str>) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, rule: &str| {
+            Err(match remote {
+                None => ConfigError::Invalid {
+                    field,
+                    message: rule.to_owned(),
+                },
+                Some(name) => ConfigError::Invalid {
+                    field: "remotes",
+                    message: format!(
+                        "[remotes.{name}] {}: {rule}",
+                        field.trim_start_matches("kubernetes.")
+                    ),
+                },
+            })
+        };
+        if self.request_timeout_secs == 0 || self.request_timeout_secs > 300 {
+            return invalid(
+                "kubernetes.request_timeout_secs",
+                "must be between 1 and 300",
+            );
+        }
+        if self.sandbox_label.is_empty()
+            || self.job_label.is_empty()
+            || self.node_label.is_empty()
+            || self.model_label.is_empty()
+            || self.deployment_label.is_empty()
+            || self.replica_label.is_empty()
+        {
+            return invalid("kubernetes.sandbox_label", "labels must not be empty");
+        }
+        Ok(())
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
     }
@@ -821,23 +864,70 @@ impl Config {
                     "a [kubernetes] section is required by the kubernetes backend or control plane",
                 );
             }
-            Some(k) if k.request_timeout_secs == 0 || k.request_timeout_secs > 300 => {
+            Some(k) => k.validate(None)?,
+            None => {}
+        }
+        self.validate_remotes()
+    }
+
+    /// `[routing] remotes` and the `[remotes.<name>]` sections: one for one, DNS
+    /// labels, under a domain, on the Kubernetes backend and control plane.
+    fn validate_remotes(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| Err(ConfigError::Invalid { field, message });
+        let listed = &self.routing.remotes;
+        if listed.is_empty() && self.remotes.is_empty() {
+            return Ok(());
+        }
+        if self.routing.domain.is_none() {
+            return invalid(
+                "routing.remotes",
+                "needs [routing] domain: remotes are named in host names (<target>.<remote>.<domain>)".into(),
+            );
+        }
+        if !matches!(self.backend, BackendConfig::Kubernetes)
+            || !matches!(self.control, ControlConfig::Kubernetes)
+        {
+            return invalid(
+                "routing.remotes",
+                "remotes are Kubernetes clusters: they need [backend] kind = \"kubernetes\" and [control] kind = \"kubernetes\"".into(),
+            );
+        }
+        for (i, name) in listed.iter().enumerate() {
+            let label = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !name.starts_with('-')
+                && !name.ends_with('-');
+            if !label {
                 return invalid(
-                    "kubernetes.request_timeout_secs",
-                    "must be between 1 and 300",
+                    "routing.remotes",
+                    format!(
+                        "{name:?} is not a lower-case DNS label (a-z, 0-9 and '-', not at either end, at most 63)"
+                    ),
                 );
             }
-            Some(k)
-                if k.sandbox_label.is_empty()
-                    || k.job_label.is_empty()
-                    || k.node_label.is_empty()
-                    || k.model_label.is_empty()
-                    || k.deployment_label.is_empty()
-                    || k.replica_label.is_empty() =>
-            {
-                return invalid("kubernetes.sandbox_label", "labels must not be empty");
+            if listed[..i].contains(name) {
+                return invalid("routing.remotes", format!("{name:?} is listed twice"));
             }
-            _ => {}
+            if !self.remotes.contains_key(name) {
+                return invalid(
+                    "routing.remotes",
+                    format!(
+                        "remote {name:?} has no [remotes.{name}] section saying how to reach its cluster"
+                    ),
+                );
+            }
+        }
+        for (name, k) in &self.remotes {
+            if !listed.contains(name) {
+                return invalid(
+                    "remotes",
+                    format!("[remotes.{name}] is not listed in [routing] remotes"),
+                );
+            }
+            k.validate(Some(name))?;
         }
         Ok(())
     }
@@ -1016,6 +1106,84 @@ mod tests {
             .to_string();
         assert!(
             err.contains("listen") || err.contains("socket address"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn remotes_need_a_section_each_a_domain_and_kubernetes() {
+        let kube = format!(
+            "{MINIMAL}\n[backend]\nkind = \"kubernetes\"\n[control]\nkind = \"kubernetes\"\n[kubernetes]\n"
+        );
+        let with = |routing: &str, sections: &str| {
+            Config::from_toml(
+                &format!("{kube}[routing]\n{routing}\n{sections}"),
+                "t",
+                no_env(),
+            )
+        };
+        let two = "[remotes.a]\nkubeconfig = \"/a\"\n[remotes.gpu-2]\nnamespaces = [\"ml\"]\n";
+        let c = with(
+            "domain = \"ssh.example.com\"\nremotes = [\"a\", \"gpu-2\"]",
+            two,
+        )
+        .unwrap();
+        assert_eq!(c.routing.remotes, ["a", "gpu-2"]);
+        assert_eq!(c.remotes["a"].kubeconfig.as_deref(), Some(Path::new("/a")));
+        assert_eq!(c.remotes["gpu-2"].namespaces, ["ml"]);
+        // Every refusal names what is wrong.
+        for (routing, sections, part) in [
+            (
+                "domain = \"ssh.example.com\"\nremotes = [\"a\", \"b\"]",
+                "[remotes.a]\n",
+                "remote \"b\" has no [remotes.b] section",
+            ),
+            (
+                "domain = \"ssh.example.com\"\nremotes = [\"a\"]",
+                two,
+                "[remotes.gpu-2] is not listed in [routing] remotes",
+            ),
+            (
+                "remotes = [\"a\"]",
+                "[remotes.a]\n",
+                "needs [routing] domain",
+            ),
+            (
+                "domain = \"ssh.example.com\"\nremotes = [\"A\"]",
+                "[remotes.A]\n",
+                "\"A\" is not a lower-case DNS label",
+            ),
+            (
+                "domain = \"ssh.example.com\"\nremotes = [\"a.b\"]",
+                "",
+                "\"a.b\" is not a lower-case DNS label",
+            ),
+            (
+                "domain = \"ssh.example.com\"\nremotes = [\"a\", \"a\"]",
+                "[remotes.a]\n",
+                "\"a\" is listed twice",
+            ),
+            (
+                "domain = \"ssh.example.com\"\nremotes = [\"a\"]",
+                "[remotes.a]\nrequest_timeout_secs = 0\n",
+                "[remotes.a] request_timeout_secs: must be between 1 and 300",
+            ),
+        ] {
+            let err = with(routing, sections).unwrap_err().to_string();
+            assert!(err.contains(part), "{routing:?} {sections:?}: {err}");
+        }
+        // Remotes are clusters: not with the static control plane.
+        let err = Config::from_toml(
+            &format!(
+                "{MINIMAL}\n[routing]\ndomain = \"ssh.example.com\"\nremotes = [\"a\"]\n[remotes.a]\n"
+            ),
+            "t",
+            no_env(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("need [backend] kind = \"kubernetes\""),
             "{err}"
         );
     }

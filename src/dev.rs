@@ -70,6 +70,7 @@ pub fn config(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -
             sandbox_root: data_dir.join("sandboxes"),
         },
         kubernetes: None,
+        remotes: Default::default(),
         routing: Default::default(),
         fronts: Default::default(),
         // dev issues certificates too, from a CA of its own in the data directory.

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod kubernetes;
 pub mod metrics;
 pub mod proxy;
+pub mod remotes;
 pub mod route;
 pub mod ssh;
 pub mod store;

@@ -7,7 +7,11 @@
 //!   compared in lower case as DNS does; the username is then free (VS Code puts the
 //!   local user's name there), unless it is itself a training-job or model name for
 //!   another target, which is refused as contradictory;
-//! - the bare domain as hostname: the username routes, as without a front.
+//! - the bare domain as hostname: the username routes, as without a front;
+//! - with remotes configured (`[routing] remotes`, each one cluster this gateway
+//!   reaches), `<target>.<remote>.<domain>` names the target on that remote; one label
+//!   before the domain, and the username alone, name the default remote (`None`: the
+//!   gateway's main cluster). An unknown remote is refused with the remotes there are.
 //!
 //! Model names: `model-` is a reserved prefix (no sandbox id starts with it), and what
 //! follows is `<model-id>-<deployment-id>` with an optional `-<replica>`. Model and
@@ -77,6 +81,42 @@ impl fmt::Display for TargetRef {
     }
 }
 
+/// A target on one of the gateway's remotes: what a connection asked to reach.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// The remote (cluster) named by the host name; `None`: the default one.
+    pub remote: Option<String>,
+    pub target: TargetRef,
+}
+
+impl Route {
+    /// On the default remote.
+    pub fn local(target: TargetRef) -> Self {
+        Route {
+            remote: None,
+            target,
+        }
+    }
+
+    /// One string per target per remote, for logs, events and activity:
+    /// `<remote>/<name>`, or the name alone on the default remote (no target name
+    /// contains `/`, so the two never collide).
+    pub fn key(&self) -> String {
+        match &self.remote {
+            Some(remote) => format!("{remote}/{}", self.target.name()),
+            None => self.target.name(),
+        }
+    }
+}
+
+/// Splits a `Route::key` into its remote (if any) and the target's name.
+pub fn split_key(key: &str) -> (Option<&str>, &str) {
+    match key.split_once('/') {
+        Some((remote, name)) => (Some(remote), name),
+        None => (None, key),
+    }
+}
+
 const JOB_PREFIX: &str = "training-job-";
 /// Reserved: names under it are model deployments, never sandbox ids.
 pub const MODEL_PREFIX: &str = "model-";
@@ -117,6 +157,7 @@ impl RouteError {
             RouteError::Unknown(name) => name.clone(),
             RouteError::Name { name, .. } => name.clone(),
             RouteError::Host(HostError::Disagree { host, .. })
+            | RouteError::Host(HostError::UnknownRemote { host, .. })
             | RouteError::Host(HostError::Name(host, _))
             | RouteError::Host(HostError::ForeignDomain(host, _))
             | RouteError::Host(HostError::Malformed(host, _)) => host.clone(),
@@ -132,13 +173,26 @@ const MAX_ID: usize = 63;
 pub struct Routing {
     /// Lower case, without a trailing dot; `None`: hostnames do not route.
     pub domain: Option<String>,
+    /// The remotes `<target>.<remote>.<domain>` may name (lower-case DNS labels);
+    /// empty: one label before the domain, on the default remote only.
+    pub remotes: Vec<String>,
 }
 
 impl Routing {
     pub fn new(domain: Option<&str>) -> Self {
         Self {
             domain: domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
+            remotes: Vec::new(),
         }
+    }
+
+    /// With these remotes (compared in lower case, as DNS does).
+    pub fn with_remotes<S: AsRef<str>>(mut self, remotes: &[S]) -> Self {
+        self.remotes = remotes
+            .iter()
+            .map(|r| r.as_ref().to_ascii_lowercase())
+            .collect();
+        self
     }
 }
 
@@ -160,21 +214,29 @@ pub enum HostError {
         "the user name {user:?} names another target than the host name {host:?}; use one of them"
     )]
     Disagree { user: String, host: String },
+    #[error("host name {host:?}: unknown remote {remote:?}; this gateway's remotes are: {known}")]
+    UnknownRemote {
+        host: String,
+        remote: String,
+        /// The configured remotes, comma-separated.
+        known: String,
+    },
 }
 
-/// The target for a connection whose username is `user` and whose front (if any)
-/// learned the hostname `host` (no port). A hostname route wins over the username.
-pub fn resolve(user: &str, host: Option<&str>, routing: &Routing) -> Result<TargetRef, RouteError> {
+/// The target (and remote) for a connection whose username is `user` and whose front
+/// (if any) learned the hostname `host` (no port). A hostname route wins over the
+/// username; a username alone routes on the default remote.
+pub fn resolve(user: &str, host: Option<&str>, routing: &Routing) -> Result<Route, RouteError> {
     let Some(host) = host else {
-        return route(user);
+        return route(user).map(Route::local);
     };
     let Some(by_host) = host_target(host, routing)? else {
-        return route(user);
+        return route(user).map(Route::local);
     };
     // A user name that names a job node or a model by itself must agree; any other
     // user name is free (a local account name, say).
     if let Ok(by_user @ (TargetRef::TrainingJob { .. } | TargetRef::Model { .. })) = route(user)
-        && by_user != by_host
+        && by_user != by_host.target
     {
         return Err(HostError::Disagree {
             user: user.chars().take(MAX_ID + 1).collect(),
@@ -185,14 +247,15 @@ pub fn resolve(user: &str, host: Option<&str>, routing: &Routing) -> Result<Targ
     Ok(by_host)
 }
 
-/// The target a host name names, `None` for the bare domain (the user name routes
-/// then), or what is wrong with it. Fronts judge a host with this before SSH starts.
-pub fn host_target(host: &str, routing: &Routing) -> Result<Option<TargetRef>, HostError> {
-    let Some(label) = host_label(host, routing)? else {
+/// The target (and remote) a host name names, `None` for the bare domain (the user
+/// name routes then, on the default remote), or what is wrong with it. Fronts judge a
+/// host with this before SSH starts.
+pub fn host_target(host: &str, routing: &Routing) -> Result<Option<Route>, HostError> {
+    let Some((label, remote)) = host_labels(host, routing)? else {
         return Ok(None);
     };
     match route(&label) {
-        Ok(target) => Ok(Some(target)),
+        Ok(target) => Ok(Some(Route { remote, target })),
         Err(RouteError::Name { error, .. }) => {
             Err(HostError::Name(host.chars().take(255).collect(), error))
         }
@@ -204,8 +267,12 @@ pub fn host_target(host: &str, routing: &Routing) -> Result<Option<TargetRef>, H
     }
 }
 
-/// The target label of `host` under the domain, or `None` for the domain itself.
-fn host_label(host: &str, routing: &Routing) -> Result<Option<String>, HostError> {
+/// The target label of `host` under the domain and the remote label after it (if
+/// any, and known), or `None` for the domain itself.
+fn host_labels(
+    host: &str,
+    routing: &Routing,
+) -> Result<Option<(String, Option<String>)>, HostError> {
     let shown: String = host.chars().take(255).collect();
     if host.is_empty() || host.len() > 253 {
         return Err(HostError::Malformed(shown, "it must be 1-253 characters"));
@@ -232,13 +299,29 @@ fn host_label(host: &str, routing: &Routing) -> Result<Option<String>, HostError
     if prefix.is_empty() || prefix.split('.').any(str::is_empty) {
         return Err(HostError::Malformed(shown, "it has an empty label"));
     }
-    if prefix.contains('.') {
+    let Some((target, remote)) = prefix.split_once('.') else {
+        return Ok(Some((prefix.to_owned(), None)));
+    };
+    if routing.remotes.is_empty() {
         return Err(HostError::Malformed(
             shown,
             "exactly one label may come before the domain (remotes are not configured)",
         ));
     }
-    Ok(Some(prefix.to_owned()))
+    if remote.contains('.') {
+        return Err(HostError::Malformed(
+            shown,
+            "at most two labels, <target>.<remote>, may come before the domain",
+        ));
+    }
+    if !routing.remotes.iter().any(|r| r == remote) {
+        return Err(HostError::UnknownRemote {
+            host: shown,
+            remote: remote.chars().take(MAX_ID + 1).collect(),
+            known: routing.remotes.join(", "),
+        });
+    }
+    Ok(Some((target.to_owned(), Some(remote.to_owned()))))
 }
 
 /// `username` is the SSH user name: a sandbox id (`ssh demo@gw`), a training job
@@ -325,6 +408,14 @@ pub fn valid_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The target of a route that must be on the default remote.
+    fn on_default(r: Result<Route, RouteError>) -> Result<TargetRef, RouteError> {
+        r.map(|r| {
+            assert_eq!(r.remote, None, "{r:?}");
+            r.target
+        })
+    }
 
     #[test]
     fn table() {
@@ -506,7 +597,11 @@ mod tests {
             ),
         ];
         for (user, host, want) in cases {
-            assert_eq!(resolve(user, host, &r), want, "{user:?} {host:?}");
+            assert_eq!(
+                on_default(resolve(user, host, &r)),
+                want,
+                "{user:?} {host:?}"
+            );
         }
         for (host, part) in [
             ("model-m_1-d1.ssh.example.com", r#"invalid model id "m_1""#),
@@ -579,7 +674,11 @@ mod tests {
             ),
         ];
         for (user, host, want) in cases {
-            assert_eq!(resolve(user, host, &r), want, "{user:?} {host:?}");
+            assert_eq!(
+                on_default(resolve(user, host, &r)),
+                want,
+                "{user:?} {host:?}"
+            );
         }
         for (host, part) in [
             ("a.b.ssh.example.com", "exactly one label"),
@@ -604,6 +703,7 @@ mod tests {
         // A cheap stand-in for the fuzz target (fuzz/fuzz_targets/route.rs) in the
         // normal suite: pseudo-random bytes from a fixed seed.
         let r = Routing::new(Some("ssh.example.com"));
+        let two = Routing::new(Some("ssh.example.com")).with_remotes(&["a", "b"]);
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let alphabet = b"ab-_.0Z9 \0\xffssh.example.comtraining-job-model-";
         for _ in 0..20_000 {
@@ -617,12 +717,117 @@ mod tests {
             }
             let _ = resolve(&s, Some(&s), &r);
             if let Ok(t) = resolve(&s, Some(&format!("{s}.ssh.example.com")), &r) {
-                assert_eq!(route(&t.name()), Ok(t));
+                assert_eq!(route(&t.target.name()), Ok(t.target));
+            }
+            for remote in ["a", "b", "nope", ""] {
+                let host = format!("{s}.{remote}.ssh.example.com");
+                if let Ok(t) = resolve(&s, Some(&host), &two) {
+                    assert_eq!(route(&t.target.name()).as_ref(), Ok(&t.target));
+                    let key = t.key();
+                    assert_eq!(split_key(&key), (t.remote.as_deref(), &*t.target.name()));
+                }
             }
             if let Ok(t) = route(&s) {
                 assert_eq!(route(&t.name()).as_ref(), Ok(&t), "{s:?}");
             }
         }
+    }
+
+    #[test]
+    fn remotes_are_named_between_target_and_domain() {
+        let r = Routing::new(Some("ssh.example.com")).with_remotes(&["a", "gpu-2"]);
+        let on = |remote: Option<&str>, target: TargetRef| {
+            Ok(Route {
+                remote: remote.map(str::to_owned),
+                target,
+            })
+        };
+        let sb = |s: &str| TargetRef::Sandbox(s.into());
+        let job = |j: &str, node| TargetRef::TrainingJob {
+            job: j.into(),
+            node,
+        };
+        let cases: Vec<(&str, Option<&str>, Result<Route, RouteError>)> = vec![
+            // No front, or the bare domain: the user name, on the default remote.
+            ("demo", None, on(None, sb("demo"))),
+            ("demo", Some("ssh.example.com"), on(None, sb("demo"))),
+            // One label before the domain: the default remote, as without remotes.
+            ("u", Some("demo.ssh.example.com"), on(None, sb("demo"))),
+            // A sandbox may be called like a remote: one label is always the target.
+            ("u", Some("a.ssh.example.com"), on(None, sb("a"))),
+            // <target>.<remote>.<domain>, whatever the case.
+            (
+                "u",
+                Some("demo.a.ssh.example.com"),
+                on(Some("a"), sb("demo")),
+            ),
+            (
+                "u",
+                Some("DEMO.GPU-2.ssh.Example.com."),
+                on(Some("gpu-2"), sb("demo")),
+            ),
+            (
+                "u",
+                Some("training-job-abc1234-1.gpu-2.ssh.example.com"),
+                on(Some("gpu-2"), job("abc1234", 1)),
+            ),
+            (
+                "u",
+                Some("model-m1-d1-0.a.ssh.example.com"),
+                on(Some("a"), model("m1", "d1", Some(0))),
+            ),
+            // A user name naming the same job node agrees, on the host's remote.
+            (
+                "training-job-abc-0",
+                Some("training-job-abc-0.a.ssh.example.com"),
+                on(Some("a"), job("abc", 0)),
+            ),
+            (
+                "training-job-abc-1",
+                Some("training-job-abc-0.a.ssh.example.com"),
+                Err(RouteError::Host(HostError::Disagree {
+                    user: "training-job-abc-1".into(),
+                    host: "training-job-abc-0.a.ssh.example.com".into(),
+                })),
+            ),
+        ];
+        for (user, host, want) in cases {
+            assert_eq!(resolve(user, host, &r), want, "{user:?} {host:?}");
+        }
+        assert_eq!(
+            resolve("u", Some("x.nope.ssh.example.com"), &r)
+                .unwrap_err()
+                .to_string(),
+            r#"host name "x.nope.ssh.example.com": unknown remote "nope"; this gateway's remotes are: a, gpu-2"#
+        );
+        let err = resolve("u", Some("x.nope.ssh.example.com"), &r).unwrap_err();
+        assert_eq!(err.shown(), "x.nope.ssh.example.com");
+        for (host, part) in [
+            ("x.a.b.ssh.example.com", "at most two labels"),
+            ("x..ssh.example.com", "empty label"),
+            (".a.ssh.example.com", "empty label"),
+            ("-rf.a.ssh.example.com", "first label"),
+            ("model-m1.a.ssh.example.com", "no deployment id"),
+            ("x.a.other.org", "not under this gateway's domain"),
+        ] {
+            let err = resolve("u", Some(host), &r).unwrap_err().to_string();
+            assert!(err.contains(part), "{host:?}: {err}");
+        }
+        // Without remotes, two labels stay malformed.
+        let plain = Routing::new(Some("ssh.example.com"));
+        let err = resolve("u", Some("demo.a.ssh.example.com"), &plain)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("remotes are not configured"), "{err}");
+        // Keys tell remotes apart, and split back.
+        let on_a = Route {
+            remote: Some("a".into()),
+            target: sb("demo"),
+        };
+        assert_eq!(on_a.key(), "a/demo");
+        assert_eq!(split_key("a/demo"), (Some("a"), "demo"));
+        assert_eq!(Route::local(sb("demo")).key(), "demo");
+        assert_eq!(split_key("demo"), (None, "demo"));
     }
 
     #[test]

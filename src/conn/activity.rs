@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use super::ConnId;
 use super::events::{CloseReason, Event, Subscriber};
 use super::registry::Registry;
-use crate::control::{Activity, ActivityEvent, ControlPlane};
+use crate::control::{Activity, ActivityEvent};
+use crate::remotes::Remotes;
 
 /// Connects and disconnects arriving within this are reported together.
 const BATCH: Duration = Duration::from_millis(200);
@@ -26,7 +27,8 @@ const BATCH: Duration = Duration::from_millis(200);
 const REPORT_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct ActivityTracker {
-    control: Arc<dyn ControlPlane>,
+    /// Targets are `Route::key`s: each is reported to its own remote's control plane.
+    remotes: Arc<Remotes>,
     heartbeat: Duration,
     /// `[activity] pause_after_idle_secs`, when on.
     pause_after: Option<Duration>,
@@ -64,12 +66,12 @@ struct SeenConn {
 
 impl ActivityTracker {
     pub fn new(
-        control: Arc<dyn ControlPlane>,
+        remotes: Arc<Remotes>,
         heartbeat: Duration,
         pause_after: Option<Duration>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            control,
+            remotes,
             heartbeat,
             pause_after,
             registry: OnceLock::new(),
@@ -231,7 +233,10 @@ impl ActivityTracker {
             if in_use {
                 continue;
             }
-            match tokio::time::timeout(REPORT_TIMEOUT, self.control.pause_idle(&target, since))
+            let Some((cluster, name)) = self.remotes.for_key(&target) else {
+                continue;
+            };
+            match tokio::time::timeout(REPORT_TIMEOUT, cluster.control.pause_idle(name, since))
                 .await
             {
                 Ok(Ok(true)) => {
@@ -245,9 +250,12 @@ impl ActivityTracker {
     }
 
     async fn report(&self, target: &str, activity: &Activity) {
+        let Some((cluster, name)) = self.remotes.for_key(target) else {
+            return;
+        };
         match tokio::time::timeout(
             REPORT_TIMEOUT,
-            self.control.report_activity(target, activity),
+            cluster.control.report_activity(name, activity),
         )
         .await
         {

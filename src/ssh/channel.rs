@@ -16,13 +16,14 @@ use tracing::info;
 use super::Gateway;
 use super::auth::still_valid;
 use super::refusal::Refusal;
-use crate::backend::{BackendError, ExecSpec};
+use crate::backend::{Backend, BackendError, ExecSpec};
 use crate::bridge;
 use crate::conn::ChannelGuard;
 use crate::conn::events::ChannelEnd;
 use crate::control::{ControlError, Principal, Target};
 use crate::helper;
-use crate::route::{RouteError, TargetRef};
+use crate::remotes::Cluster;
+use crate::route::{Route, RouteError, TargetRef};
 
 /// Exit status for "the gateway could not run this" (255 is taken by ssh itself).
 const REFUSED_EXIT: u32 = 1;
@@ -30,15 +31,32 @@ const REFUSED_EXIT: u32 = 1;
 pub struct ChannelCtx {
     pub gw: Arc<Gateway>,
     pub principal: Principal,
-    pub route: Arc<Result<TargetRef, RouteError>>,
+    pub route: Arc<Result<Route, RouteError>>,
     pub handle: Handle,
     pub guard: ChannelGuard,
 }
 
 impl ChannelCtx {
-    /// Authorizes the target for this channel; see the module comment. A paused
-    /// target is resumed (once; authorization is decided before), with what the wait
-    /// is about sent to `notes` for the user.
+    /// The cluster (control plane and backend) this connection's route names, and
+    /// the target there; or why there is none.
+    fn routed(&self) -> Result<(&Cluster, &TargetRef), Refusal> {
+        let route = match self.route.as_ref() {
+            Ok(route) => route,
+            Err(e) => return Err(Refusal::Route(e.clone())),
+        };
+        match self.gw.remotes.get(route.remote.as_deref()) {
+            Some(cluster) => Ok((cluster, &route.target)),
+            // Routing refuses remotes that are not configured: only a bug gets here.
+            None => Err(Refusal::Control(ControlError::Unavailable(format!(
+                "no cluster for remote {:?}",
+                route.remote
+            )))),
+        }
+    }
+
+    /// Authorizes the target for this channel on its route's cluster; see the module
+    /// comment. A paused target is resumed (once; authorization is decided before),
+    /// with what the wait is about sent to `notes` for the user.
     async fn authorize(&self, notes: Option<&mpsc::Sender<String>>) -> Result<Target, Refusal> {
         match still_valid(self.gw.keys.as_ref(), &self.principal).await {
             Ok(true) => {}
@@ -48,44 +66,40 @@ impl ChannelCtx {
             Ok(false) => return Err(Refusal::KeyRevoked),
             Err(e) => return Err(Refusal::KeyStoreUnavailable(e)),
         }
-        let target_ref = match self.route.as_ref() {
-            Ok(t) => t,
-            Err(e) => return Err(Refusal::Route(e.clone())),
-        };
-        match self.gw.control.resolve(&self.principal, target_ref).await {
+        let (cluster, target_ref) = self.routed()?;
+        let control = &cluster.control;
+        match control.resolve(&self.principal, target_ref).await {
             Err(ControlError::Paused(name)) => {
-                let took = self
-                    .gw
-                    .control
-                    .resume(&self.principal, target_ref, notes)
-                    .await?;
+                let took = control.resume(&self.principal, target_ref, notes).await?;
                 if let Some(n) = notes {
                     let _ = n
                         .send(format!("{name} is ready ({:.1} s)", took.as_secs_f64()))
                         .await;
                 }
-                Ok(self.gw.control.resolve(&self.principal, target_ref).await?)
+                Ok(control.resolve(&self.principal, target_ref).await?)
             }
             other => Ok(other?),
         }
     }
 
-    /// Runs `op` on a freshly authorized target; if the backend reports the target
-    /// gone (its pod was replaced), authorizes once more and retries on whatever the
-    /// control plane names now.
-    async fn with_target<T, F, Fut>(
-        &self,
+    /// Runs `op` on a freshly authorized target, with the backend of its cluster; if
+    /// the backend reports the target gone (its pod was replaced), authorizes once
+    /// more and retries on whatever the control plane names now.
+    async fn with_target<'a, T, F, Fut>(
+        &'a self,
         notes: Option<&mpsc::Sender<String>>,
         op: F,
     ) -> Result<(Target, T), Refusal>
     where
-        F: Fn(Target) -> Fut,
+        F: Fn(&'a dyn Backend, Target) -> Fut,
         Fut: std::future::Future<Output = Result<T, BackendError>>,
     {
         let mut retried = false;
         loop {
             let target = self.authorize(notes).await?;
-            match op(target.clone()).await {
+            // The backend of the cluster whose control plane just authorized it.
+            let backend = self.routed()?.0.backend.as_ref();
+            match op(backend, target.clone()).await {
                 Ok(value) => return Ok((target, value)),
                 Err(BackendError::Gone(_)) if !retried => {
                     info!(target = %target.id(), "target gone; authorizing again");
@@ -146,16 +160,15 @@ async fn run_session(
         }
     };
     let starting = ctx
-        .with_target(Some(&notes_tx), |target| {
+        .with_target(Some(&notes_tx), |backend, target| {
             let spec = spec.clone();
             async move {
                 info!(account = %ctx.principal.user_name(), target = %target.id(), program = ?spec.program, tty = spec.pty.is_some(), "starting");
                 // The same target, just authorized, decides how to serve the program
                 // (the in-workload helper for scp/sftp where the image lacks them).
                 let resolved =
-                    helper::resolve(&gw.placer, gw.sftp_server, gw.backend.as_ref(), &target, spec)
-                        .await?;
-                let process = gw.backend.exec(&target, resolved.spec).await?;
+                    helper::resolve(&gw.placer, gw.sftp_server, backend, &target, spec).await?;
+                let process = backend.exec(&target, resolved.spec).await?;
                 Ok((process, resolved.via_helper))
             }
         });
@@ -194,9 +207,8 @@ pub async fn serve_direct_tcpip(
     port: u16,
     ctx: ChannelCtx,
 ) {
-    let gw = &ctx.gw;
     let opened = tokio::select! {
-        opened = ctx.with_target(None, |target| async move { gw.backend.connect(&target, port).await }) => opened,
+        opened = ctx.with_target(None, |backend, target| async move { backend.connect(&target, port).await }) => opened,
         _ = ctx.guard.cancelled() => return,
     };
     let stream = match opened {

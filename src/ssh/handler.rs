@@ -26,7 +26,7 @@ use crate::conn::ConnRef;
 use crate::conn::events::CloseReason;
 use crate::control::Principal;
 use crate::keys::Escaped;
-use crate::route::{self, RouteError, TargetRef};
+use crate::route::{self, Route, RouteError};
 
 /// Channels open at once on one connection (VS Code uses a handful; closed channels
 /// free their place).
@@ -60,7 +60,7 @@ enum Offered {
 /// Who logged in, and what they asked for.
 struct Login {
     principal: Principal,
-    route: Arc<Result<TargetRef, RouteError>>,
+    route: Arc<Result<Route, RouteError>>,
 }
 
 struct PendingSession {
@@ -286,9 +286,12 @@ impl russh::server::Handler for ConnectionHandler {
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
         if let Some(login) = &self.login {
+            // The route's key names the remote too (`<remote>/<name>`), so activity
+            // reaches that remote; what a refused route showed must never read as
+            // one, hence no `/` in it.
             let target = match login.route.as_ref() {
-                Ok(t) => t.name(),
-                Err(e) => e.shown(),
+                Ok(route) => route.key(),
+                Err(e) => e.shown().replace('/', "%2F"),
             };
             self.conn.authenticated(&login.principal, &target);
         }

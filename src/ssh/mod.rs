@@ -21,14 +21,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::backend::Backend;
 use crate::config::{SftpServer, SshConfig};
 use crate::conn::admission::{Admission, ConnPermit};
 use crate::conn::events::{CloseReason, Event, Rejection};
 use crate::conn::stream::ConnStream;
 use crate::conn::{Conn, Registry};
-use crate::control::ControlPlane;
 use crate::helper::Placer;
+use crate::remotes::Remotes;
 use auth::KeyStore;
 use handler::ConnectionHandler;
 
@@ -40,8 +39,8 @@ const GOODBYE_GRACE: Duration = Duration::from_secs(2);
 pub struct Gateway {
     pub settings: SshConfig,
     pub keys: Arc<dyn KeyStore>,
-    pub control: Arc<dyn ControlPlane>,
-    pub backend: Arc<dyn Backend>,
+    /// The control plane and backend of each cluster a route may name.
+    pub remotes: Arc<Remotes>,
     pub registry: Arc<Registry>,
     pub admission: Arc<Admission>,
     /// Which SFTP server sessions get (`[sftp] server`).

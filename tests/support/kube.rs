@@ -117,6 +117,10 @@ impl Drop for EmulatorThread {
 /// A gateway on the Kubernetes backend, with users alice and bob.
 pub struct KubeGateway {
     pub emu: EmulatorThread,
+    /// With `start_remotes`: one more emulator per remote, in the order named.
+    pub remotes: Vec<(String, EmulatorThread)>,
+    /// With `start_remotes`: the HTTP CONNECT front, whose host names route.
+    pub connect_port: u16,
     pub ssh_port: u16,
     pub api_port: u16,
     pub alice: KeyPair,
@@ -143,6 +147,30 @@ impl KubeGateway {
         extra: &str,
         start_delay: Duration,
     ) -> Self {
+        Self::start_clusters(namespaces, kubeconfig, extra, start_delay, &[])
+    }
+
+    /// The main cluster plus one emulator per name in `remotes`, each a remote
+    /// (`[routing] remotes`, `[remotes.<name>]` with that emulator's kubeconfig and
+    /// `namespaces`), under the domain `domain`, with an HTTP CONNECT front and more
+    /// configuration (`extra`, whole TOML sections).
+    pub fn start_remotes(namespaces: &[&str], domain: &str, remotes: &[&str], extra: &str) -> Self {
+        Self::start_clusters(
+            namespaces,
+            None,
+            &format!("[routing]\ndomain = \"{domain}\"\nremotes = {remotes:?}\n{extra}"),
+            Duration::ZERO,
+            remotes,
+        )
+    }
+
+    fn start_clusters(
+        namespaces: &[&str],
+        kubeconfig: Option<&Path>,
+        extra: &str,
+        start_delay: Duration,
+        remote_names: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let emu = EmulatorThread::start_delayed(
             &dir.path().join("cluster"),
@@ -154,13 +182,34 @@ impl KubeGateway {
         let kubeconfig = kubeconfig
             .map(Path::to_owned)
             .unwrap_or_else(|| dir.path().join("kubeconfig"));
+        let mut remotes = Vec::new();
+        let mut remote_sections = String::new();
+        let mut connect_port = 0;
+        if !remote_names.is_empty() {
+            connect_port = free_port();
+            remote_sections +=
+                &format!("[fronts.connect]\nlisten = \"127.0.0.1:{connect_port}\"\n");
+        }
+        for name in remote_names {
+            let kc = dir.path().join(format!("kubeconfig-{name}"));
+            let emulator = EmulatorThread::start_delayed(
+                &dir.path().join(format!("cluster-{name}")),
+                &kc,
+                start_delay,
+            );
+            remote_sections += &format!(
+                "[remotes.{name}]\nkubeconfig = \"{}\"\nnamespaces = {namespaces:?}\nrequest_timeout_secs = 3\n",
+                kc.display()
+            );
+            remotes.push((name.to_string(), emulator));
+        }
         std::fs::write(
             &config,
             format!(
                 "[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\nhost_key_dir = \"{d}/keys\"\npublic_host = \"gw\"\n\
                  [api]\nlisten = \"127.0.0.1:{api_port}\"\n[database]\nurl = \"sqlite://{d}/gw.db\"\n\
                  [backend]\nkind = \"kubernetes\"\n[control]\nkind = \"kubernetes\"\n\
-                 [kubernetes]\nkubeconfig = \"{kc}\"\nnamespaces = {ns:?}\nrequest_timeout_secs = 3\n{extra}\n",
+                 [kubernetes]\nkubeconfig = \"{kc}\"\nnamespaces = {ns:?}\nrequest_timeout_secs = 3\n{extra}\n{remote_sections}",
                 d = dir.path().display(),
                 kc = kubeconfig.display(),
                 ns = namespaces,
@@ -174,6 +223,8 @@ impl KubeGateway {
         let alice = keys.pop().unwrap();
         KubeGateway {
             emu,
+            remotes,
+            connect_port,
             ssh_port,
             api_port,
             alice,
@@ -181,6 +232,32 @@ impl KubeGateway {
             dir,
             _server: server,
         }
+    }
+
+    /// The emulator of remote `name`.
+    pub fn remote(&self, name: &str) -> &EmulatorThread {
+        &self
+            .remotes
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("a remote started with the gateway")
+            .1
+    }
+
+    /// `ssh` as `key`'s owner through the CONNECT front (`ssh-gateway proxy
+    /// --connect`), so the host name given as destination routes.
+    pub fn ssh_by_host(&self, key: &KeyPair) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(super::Gateway::client_opts_for(&key.private))
+            .args([
+                "-o",
+                &format!(
+                    "ProxyCommand={} proxy --connect 127.0.0.1:{} %h %p",
+                    super::BIN,
+                    self.connect_port
+                ),
+            ]);
+        cmd
     }
 
     pub fn ssh(&self, key: &KeyPair) -> Command {
