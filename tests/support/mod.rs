@@ -377,6 +377,7 @@ pub fn free_port() -> u16 {
 /// `ssh-gateway serve --config FILE`, killed and reaped on drop.
 pub struct Serve {
     child: Child,
+    log: PathBuf,
 }
 
 impl Serve {
@@ -384,6 +385,7 @@ impl Serve {
     pub fn start(config: &Path, log: &Path, api_port: u16) -> Serve {
         // Wrapped at once so every path (including the panic below) reaps it.
         let mut server = Serve {
+            log: log.to_owned(),
             child: Command::new(BIN)
                 .args(["serve", "--config"])
                 .arg(config)
@@ -415,6 +417,18 @@ impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test's gateway log dies with its temporary directory: show its
+        // end, so a failure in CI says what the gateway was doing.
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!(
+                "--- last {} lines of the gateway log ---\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
 
