@@ -377,20 +377,23 @@ pub fn free_port() -> u16 {
 /// `ssh-gateway serve --config FILE`, killed and reaped on drop.
 pub struct Serve {
     child: Child,
-    log: PathBuf,
+    /// The log, opened at start: readable on drop even after the test's temporary
+    /// directory (dropped first in most fixtures) has removed it.
+    log: Option<std::fs::File>,
 }
 
 impl Serve {
     /// Starts serve and waits until its API port answers.
     pub fn start(config: &Path, log: &Path, api_port: u16) -> Serve {
         // Wrapped at once so every path (including the panic below) reaps it.
+        let writer = std::fs::File::create(log).unwrap();
         let mut server = Serve {
-            log: log.to_owned(),
+            log: std::fs::File::open(log).ok(),
             child: Command::new(BIN)
                 .args(["serve", "--config"])
                 .arg(config)
                 .stdout(Stdio::null())
-                .stderr(std::fs::File::create(log).unwrap())
+                .stderr(writer)
                 .spawn()
                 .unwrap(),
         };
@@ -420,7 +423,11 @@ impl Drop for Serve {
         // A failing test's gateway log dies with its temporary directory: show its
         // end, so a failure in CI says what the gateway was doing.
         if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let mut log = String::new();
+            if let Some(file) = &mut self.log {
+                use std::io::Read;
+                let _ = file.read_to_string(&mut log);
+            }
             let lines: Vec<&str> = log.lines().collect();
             let tail = &lines[lines.len().saturating_sub(60)..];
             eprintln!(
