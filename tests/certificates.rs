@@ -13,8 +13,8 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 use support::{
-    KeyPair, Serve, admin_with_config, free_port, http, keygen, run, stderr, stdout,
-    users_with_keys,
+    KeyPair, Serve, admin_with_config, free_port, http, keygen, list_keys, run,
+    static_gateway_toml, stderr, stdout, users_with_keys,
 };
 
 struct Gw {
@@ -39,13 +39,16 @@ fn start() -> Gw {
     let config = dir.path().join("gateway.toml");
     std::fs::write(
         &config,
-        format!(
-            "[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\nhost_key_dir = \"{d}/keys\"\npublic_host = \"gw\"\n\
-             [admission]\npenalty_exempt = [\"127.0.0.0/8\"]\n\
-             [api]\nlisten = \"127.0.0.1:{api_port}\"\n[database]\nurl = \"sqlite://{d}/gw.db\"\n\
-             [control]\nkind = \"static\"\nsandbox_root = \"{d}/sandboxes\"\n\
-             [certificates]\nca_key_file = \"{d}/ca/user_ca\"\nmax_ttl_secs = 3600\n\
-             trusted_ca_files = [\"{d}/trusted_ca.pub\"]\n"
+        static_gateway_toml(
+            dir.path(),
+            ssh_port,
+            api_port,
+            "",
+            &format!(
+                "[admission]\npenalty_exempt = [\"127.0.0.0/8\"]\n\
+                 [certificates]\nca_key_file = \"{d}/ca/user_ca\"\nmax_ttl_secs = 3600\n\
+                 trusted_ca_files = [\"{d}/trusted_ca.pub\"]\n"
+            ),
         ),
     )
     .unwrap();
@@ -192,15 +195,7 @@ async fn an_issued_certificate_logs_in_until_its_key_is_deleted() {
     let (status, again) = gw.issue(json!({"public_key": laptop.public_line})).await;
     assert_eq!(status, 201, "{again}");
     assert_eq!(again["key_id"], body["key_id"]);
-    let keys: Value = http()
-        .get(format!("{}/users/me/ssh-keys", gw.api))
-        .bearer_auth(&gw.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys = list_keys(&gw.api, &gw.token).await;
     assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
 
     // A multiplexed connection (as VS Code keeps) that logged in with the certificate.
@@ -246,15 +241,7 @@ async fn issuing_refuses_what_it_should_not_sign() {
     assert_eq!(status, 400, "{body}");
 
     // Nothing was registered by the refused requests.
-    let keys: Value = http()
-        .get(format!("{}/users/me/ssh-keys", gw.api))
-        .bearer_auth(&gw.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys = list_keys(&gw.api, &gw.token).await;
     assert_eq!(keys, json!([]));
 
     let unauthenticated = http()

@@ -13,8 +13,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{
-    KeyPair, Serve, admin_with_config, free_port, run, run_with_input, stderr, stdout,
-    users_with_keys,
+    KeyPair, Serve, admin_with_config, free_port, run, run_with_input, static_gateway_toml, stderr,
+    stdout, users_with_keys,
 };
 
 const DOMAIN: &str = "ssh.test.example";
@@ -36,13 +36,16 @@ fn start() -> Front {
     let config = dir.path().join("gateway.toml");
     std::fs::write(
         &config,
-        format!(
-            "[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\nhost_key_dir = \"{d}/keys\"\npublic_host = \"gw\"\nlogin_grace_secs = 3\n\
-             [api]\nlisten = \"127.0.0.1:{api_port}\"\n[database]\nurl = \"sqlite://{d}/gw.db\"\n\
-             [control]\nkind = \"static\"\nsandbox_root = \"{d}/sandboxes\"\n\
-             [routing]\ndomain = \"{DOMAIN}\"\n\
-             [fronts.connect]\nlisten = \"127.0.0.1:{connect_port}\"\n\
-             [fronts.tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert_file = \"{d}/cert.pem\"\nkey_file = \"{d}/key.pem\"\n"
+        static_gateway_toml(
+            dir.path(),
+            ssh_port,
+            api_port,
+            "login_grace_secs = 3\n",
+            &format!(
+                "[routing]\ndomain = \"{DOMAIN}\"\n\
+                 [fronts.connect]\nlisten = \"127.0.0.1:{connect_port}\"\n\
+                 [fronts.tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert_file = \"{d}/cert.pem\"\nkey_file = \"{d}/key.pem\"\n"
+            ),
         ),
     )
     .unwrap();

@@ -7,7 +7,10 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{KeyPair, Serve, admin_with_config, free_port, run, stderr, stdout, users_with_keys};
+use support::{
+    KeyPair, Serve, admin_with_config, free_port, run, static_gateway_toml, stderr, stdout,
+    users_with_keys,
+};
 
 /// A ProxyCommand that sends the header in `header.bin` and then relays stdio.
 const RELAY: &str = r#"
@@ -43,11 +46,12 @@ fn start(from: &str) -> Gw {
     let config = dir.path().join("gateway.toml");
     std::fs::write(
         &config,
-        format!(
-            "[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\nhost_key_dir = \"{d}/keys\"\npublic_host = \"gw\"\n\
-             proxy_protocol = true\nproxy_protocol_from = {from}\n\
-             [api]\nlisten = \"127.0.0.1:{api_port}\"\n[database]\nurl = \"sqlite://{d}/gw.db\"\n\
-             [control]\nkind = \"static\"\nsandbox_root = \"{d}/sandboxes\"\n"
+        static_gateway_toml(
+            dir.path(),
+            ssh_port,
+            api_port,
+            &format!("proxy_protocol = true\nproxy_protocol_from = {from}\n"),
+            "",
         ),
     )
     .unwrap();

@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{BIN, Serve, admin_with_config, free_port, run, stderr, stdout};
+use support::{BIN, Serve, admin_with_config, free_port, run, static_gateway_toml, stderr, stdout};
 
 const DOMAIN: &str = "ssh.test.example";
 /// What the user's ~/.ssh/config held before (no newline at the end, on purpose).
@@ -35,15 +35,18 @@ fn start() -> Machine {
     let config = dir.path().join("gateway.toml");
     std::fs::write(
         &config,
-        format!(
-            "[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\nhost_key_dir = \"{d}/keys\"\npublic_host = \"gw\"\n\
-             [api]\nlisten = \"127.0.0.1:{api_port}\"\n[database]\nurl = \"sqlite://{d}/gw.db\"\n\
-             [control]\nkind = \"static\"\nsandbox_root = \"{d}/sandboxes\"\n\
-             [routing]\ndomain = \"{DOMAIN}\"\n\
+        static_gateway_toml(
+            dir.path(),
+            ssh_port,
+            api_port,
+            "",
+            &format!(
+                "[routing]\ndomain = \"{DOMAIN}\"\n\
              [certificates]\nca_key_file = \"{d}/ca/user_ca\"\n\
              [fronts.tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert_file = \"{d}/cert.pem\"\nkey_file = \"{d}/key.pem\"\n\
              public_address = \"127.0.0.1:{tls_port}\"\n\
              [fronts.connect]\nlisten = \"127.0.0.1:{connect_port}\"\n"
+            ),
         ),
     )
     .unwrap();
@@ -171,13 +174,14 @@ fn setup_with_a_registered_key_through_the_connect_front() {
     let m = start();
     let other = m.home.join("other-config");
     let front = format!("connect://127.0.0.1:{}", m.connect_port);
-    m.setup(&[
+    let args = [
         "--no-certificate",
         "--front",
         &front,
         "--ssh-config",
         other.to_str().unwrap(),
-    ]);
+    ];
+    m.setup(&args);
     assert!(
         !m.home.join(".ssh/ssh-gateway/id_ed25519-cert.pub").exists(),
         "no certificate when told not to"
@@ -189,24 +193,10 @@ fn setup_with_a_registered_key_through_the_connect_front() {
     assert_eq!(stdout(&out).trim(), "through-connect");
 
     // Setting up twice registers the key once.
-    m.setup(&[
-        "--no-certificate",
-        "--front",
-        &front,
-        "--ssh-config",
-        other.to_str().unwrap(),
-    ]);
-    let keys: serde_json::Value = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        support::http()
-            .get(format!("{}/users/me/ssh-keys", m.api))
-            .bearer_auth(&m.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    m.setup(&args);
+    let keys = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(support::list_keys(&m.api, &m.token));
     assert_eq!(keys.as_array().unwrap().len(), 1, "{keys}");
 
     // The file did not exist before: --remove deletes it again.

@@ -374,6 +374,37 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The configuration of a `serve` gateway on loopback with its SQLite store, host
+/// keys and the static control plane's sandboxes in `dir`: `ssh_extra` are more
+/// `[ssh]` fields (lines), `extra` whole sections after.
+pub fn static_gateway_toml(
+    dir: &Path,
+    ssh_port: u16,
+    api_port: u16,
+    ssh_extra: &str,
+    extra: &str,
+) -> String {
+    let d = dir.display();
+    format!(
+        "[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\nhost_key_dir = \"{d}/keys\"\npublic_host = \"gw\"\n{ssh_extra}\
+         [api]\nlisten = \"127.0.0.1:{api_port}\"\n[database]\nurl = \"sqlite://{d}/gw.db\"\n\
+         [control]\nkind = \"static\"\nsandbox_root = \"{d}/sandboxes\"\n{extra}"
+    )
+}
+
+/// The keys registered to `token`'s user, as `GET /users/me/ssh-keys` lists them.
+pub async fn list_keys(api: &str, token: &str) -> serde_json::Value {
+    http()
+        .get(format!("{api}/users/me/ssh-keys"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// `ssh-gateway serve --config FILE`, killed and reaped on drop.
 pub struct Serve {
     child: Child,
