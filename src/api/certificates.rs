@@ -3,7 +3,7 @@
 //! public key, and `GET /api/v1/ssh/gateway` what a client needs to set itself up.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
@@ -61,12 +61,6 @@ fn not_issuing() -> ApiError {
 /// Serials are random and below 2^53, so JSON clients read them exactly.
 fn new_serial() -> u64 {
     rand::random::<u64>() % ((1 << 53) - 1) + 1
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn rfc3339_secs(secs: u64) -> String {
@@ -173,7 +167,7 @@ async fn issue(
                 serial,
                 ttl,
                 source_address,
-                now: unix_now(),
+                now: crate::certs::unix_now(),
             })
             .map_err(|e| match e {
                 IssueError::Ttl { .. } => ApiError::bad_request(e.to_string()),

@@ -40,6 +40,13 @@ pub const EXT_USER_RC: &str = "permit-user-rc";
 /// PROTOCOL.certkeys requires of options a server does not recognise.
 pub const OPT_SOURCE_ADDRESS: &str = "source-address";
 
+/// Now, in the Unix seconds certificates count in.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Loads `[certificates]`: the gateway's CA (generated on first start) and the other
 /// trusted CAs' keys. Errors name the file and line.
 pub fn load(

@@ -7,7 +7,7 @@ pub mod setup;
 pub mod sshconfig;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -239,9 +239,7 @@ pub fn needs_renewal(path: &Path) -> bool {
     let Ok(cert) = russh::keys::Certificate::read_file(path) else {
         return true;
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::certs::unix_now();
     let life = cert.valid_before().saturating_sub(cert.valid_after());
     let margin = RENEW_MARGIN.as_secs().min(life / 4);
     now.saturating_add(margin) >= cert.valid_before()

@@ -2,16 +2,13 @@
 //! and gateway. Idempotent: running it again renews what it wrote and changes nothing
 //! else; `--remove` takes its block out of ~/.ssh/config byte-exactly.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use russh::keys::PrivateKey;
-use russh::keys::ssh_key::LineEnding;
-use russh::keys::ssh_key::private::Ed25519Keypair;
 
 use super::sshconfig::{self, Removed};
-use super::{Api, FrontAddr, Profile, profile_path, public_path, write_atomically};
+use super::{Api, FrontAddr, Profile, profile_path, write_atomically};
 
 pub struct SetupArgs {
     pub api: String,
@@ -64,9 +61,12 @@ pub async fn run(args: &SetupArgs) -> anyhow::Result<SetupDone> {
     };
     FrontAddr::parse(&front)?;
 
-    private_dir(&args.dir)?;
+    // Holds the private key and the API token: 0700, tightened if it is looser.
+    crate::store::ensure_private_dir(&args.dir)?;
     let identity = args.dir.join(KEY_FILE);
-    let public_line = ensure_key(&identity)?;
+    let public_line = crate::ssh::hostkeys::load_or_generate_key(&identity, "key")?
+        .public_key()
+        .to_openssh()?;
 
     let use_certificate = info.user_ca.is_some() && !args.no_certificate;
     let (certificate_file, token_file) = if use_certificate {
@@ -131,8 +131,13 @@ pub async fn run(args: &SetupArgs) -> anyhow::Result<SetupDone> {
     };
     let updated = sshconfig::install(original.as_deref(), &domain, &body);
     if original.as_deref() != Some(updated.as_str()) {
+        // A missing ~/.ssh is made 0700; an existing directory is left as it is.
         if let Some(parent) = args.ssh_config.parent() {
-            private_dir(parent)?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
         write_atomically(
             &args.ssh_config,
@@ -231,31 +236,4 @@ fn shell_quote(s: &str) -> String {
 /// A new file gets 0600; an existing one keeps its mode.
 fn config_mode(path: &Path) -> u32 {
     std::fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o7777)
-}
-
-fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    if !dir.exists() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
-}
-
-/// The key at `path` (made if absent), as its public line.
-fn ensure_key(path: &Path) -> anyhow::Result<String> {
-    if !path.exists() {
-        let seed: [u8; 32] = rand::random();
-        let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
-        let user = std::env::var("USER").unwrap_or_default();
-        key.set_comment(format!("{user}@ssh-gateway").trim_start_matches('@'));
-        let pem = key.to_openssh(LineEnding::LF)?;
-        write_atomically(path, pem.as_bytes(), 0o600)?;
-        let public = key.public_key().to_openssh()?;
-        write_atomically(&public_path(path), format!("{public}\n").as_bytes(), 0o644)?;
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let key = PrivateKey::from_openssh(text)
-        .with_context(|| format!("{} is not an OpenSSH private key", path.display()))?;
-    Ok(key.public_key().to_openssh()?)
 }

@@ -4,7 +4,6 @@
 //! then their user is looked up the same way.
 
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use russh::keys::{Algorithm, Certificate, PublicKey};
 
@@ -164,10 +163,8 @@ pub async fn authenticate_certificate(
     if !check_signature_algorithm(signature_algorithm) {
         return Err(Refusal::Sha1Signature);
     }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let claims = certs::check(cert, now, client, trust).map_err(Refusal::Certificate)?;
+    let claims =
+        certs::check(cert, certs::unix_now(), client, trust).map_err(Refusal::Certificate)?;
     let key = PublicKey::new(cert.public_key().clone(), "");
     let fingerprint = claims.key_fingerprint.clone();
     if !POLICY_PASSED.contains(&fingerprint) {
