@@ -89,7 +89,7 @@ pub async fn start(client: &kube::Client, req: ExecRequest<'_>) -> Result<ExecSt
     let (read_half, write_half) = tokio::io::split(ws::RawSocket(connection.into_stream()));
 
     let abandon = CancellationToken::new();
-    let outbox = ws::Outbox::new();
+    let (outbox, stdin_tx) = ws::Outbox::new();
     tokio::spawn(ws::run_writer(
         write_half,
         outbox.clone(),
@@ -176,7 +176,7 @@ pub async fn start(client: &kube::Client, req: ExecRequest<'_>) -> Result<ExecSt
 
     Ok(ExecStream {
         stdin: FrameWriter {
-            tx: outbox.handle(),
+            tx: stdin_tx,
             v5,
             closed: false,
         },

@@ -68,9 +68,8 @@ pub async fn open(
     let pod = pod.to_owned();
     let closed = CancellationToken::new();
     let abandoned = closed.clone();
-    let outbox = ws::Outbox::new();
+    let (outbox, tx) = ws::Outbox::new();
     let writer = ws::run_writer(write_half, outbox.clone(), closed.clone(), None);
-    let tx = outbox.handle();
     tokio::spawn(async move {
         let upstream = async {
             let mut buf = vec![0u8; 64 * 1024];

@@ -202,8 +202,14 @@ fn gone() -> io::Error {
 }
 
 impl Outbox {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    /// A new outbox and its first counted handle. They are made together because the
+    /// writer task ends once no handle is left: a writer spawned before the first
+    /// handle existed could see zero handles, end, and drop every later write (a
+    /// channel whose input never arrived, seen under load).
+    pub fn new() -> (Arc<Self>, Sender) {
+        let outbox = Arc::new(Self::default());
+        let first = outbox.handle();
+        (outbox, first)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -586,6 +592,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RawSocket<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+
+    const STDIN_CHANNEL: u8 = 0;
 
     fn naive_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
         for (i, b) in data.iter_mut().enumerate() {
@@ -643,10 +652,31 @@ mod tests {
         Context::from_waker(Waker::noop())
     }
 
+    /// The writer may run before anyone writes (another worker picks it up at once):
+    /// it must wait for the first write, not conclude that nobody will ever write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_that_starts_first_still_delivers_the_first_write() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let (outbox, tx) = Outbox::new();
+        let writer = tokio::spawn(run_writer(ours, outbox, CancellationToken::new(), None));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!writer.is_finished(), "the writer gave up before the first write");
+        std::future::poll_fn(|cx| tx.poll_append(cx, STDIN_CHANNEL, b"\0"))
+            .await
+            .unwrap();
+        let mut frame = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(10), theirs.read(&mut frame))
+            .await
+            .expect("the first write never reached the socket")
+            .unwrap();
+        assert_eq!(decode_client(&frame[..n]).2, vec![STDIN_CHANNEL, 0]);
+        drop(tx);
+        writer.await.unwrap();
+    }
+
     #[tokio::test]
     async fn appends_coalesce_into_one_frame_and_keep_order() {
-        let outbox = Outbox::new();
-        let tx = outbox.handle();
+        let (outbox, tx) = Outbox::new();
         let mut cx = noop_cx();
         assert!(matches!(
             tx.poll_append(&mut cx, 0, b"hello "),
@@ -673,8 +703,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_outbox_holds_writers_back() {
-        let outbox = Outbox::new();
-        let tx = outbox.handle();
+        let (outbox, tx) = Outbox::new();
         let mut cx = noop_cx();
         let big = vec![7u8; 300_000];
         let mut accepted = 0;
