@@ -283,6 +283,14 @@ impl Bound {
         if let Some((_, certs)) = &tls_front {
             registry.spawn(certs.clone().watch(stop.clone()));
         }
+        // Subscribed before the listener starts, so nothing it relays is missed.
+        registry.spawn(ssh::revoke::run(
+            gateway.clone(),
+            store.changes(),
+            Duration::from_secs(config.revocation.recheck_secs),
+            stop.clone(),
+        ));
+        registry.spawn(store.clone().listen(stop.clone()));
         ssh::log_listening(ssh_addr, &host_key);
         tracing::info!(addr = %api_addr, "API listening");
         let app = api::router(api_state, &config.api);

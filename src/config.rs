@@ -44,6 +44,9 @@ pub struct Config {
     /// How the gateway reports use of targets to the control plane.
     #[serde(default)]
     pub activity: ActivityConfig,
+    /// How live connections learn that their access was taken away.
+    #[serde(default)]
+    pub revocation: RevocationConfig,
     pub database: DatabaseConfig,
     #[serde(default)]
     pub backend: BackendConfig,
@@ -284,6 +287,24 @@ impl Default for ActivityConfig {
             idle_timeout_secs: 0,
             pause_after_idle_secs: 0,
         }
+    }
+}
+
+/// `[revocation]`. Deleting a key, token or user, or taking a user off a sandbox, ends
+/// the live connections it concerns at once (on PostgreSQL on every replica, through
+/// LISTEN/NOTIFY). Every connection is also re-checked periodically, which catches
+/// what no notification announced (the admin CLI writing to a SQLite file, a
+/// Kubernetes annotation edited, a notification lost while the database was away).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RevocationConfig {
+    /// Seconds between full re-checks. 0 = only on notifications.
+    pub recheck_secs: u64,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        Self { recheck_secs: 60 }
     }
 }
 

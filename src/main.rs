@@ -154,12 +154,22 @@ enum AdminCommand {
 enum UserCommand {
     /// Create a user.
     Add { name: String },
+    /// Delete a user with their keys, tokens, certificates and sandboxes; their live
+    /// connections end (on every replica).
+    Delete { name: String },
 }
 
 #[derive(Subcommand)]
 enum TokenCommand {
     /// Mint an API token for USER; prints the token alone on stdout.
     Create {
+        user: String,
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// Delete USER's tokens named NAME, and the certificates issued with them (their
+    /// live connections end).
+    Delete {
         user: String,
         #[arg(long, default_value = "cli")]
         name: String,
@@ -181,8 +191,10 @@ enum SandboxCommand {
     },
     /// Let USER use the sandbox.
     AddMember { id: String, user: String },
-    /// Stop USER from opening new channels to the sandbox.
+    /// Take USER off the sandbox; their live connections to it end.
     RemoveMember { id: String, user: String },
+    /// Give the sandbox to USER; the old owner's live connections to it end.
+    SetOwner { id: String, user: String },
 }
 
 fn init_logging() {
@@ -373,6 +385,28 @@ async fn admin(store: &Store, command: AdminCommand) -> anyhow::Result<()> {
             let user = store.create_user(&name).await?;
             eprintln!("created user {} ({})", user.name, user.id);
         }
+        AdminCommand::User {
+            command: UserCommand::Delete { name },
+        } => {
+            let user = store
+                .user_by_name(&name)
+                .await
+                .with_context(|| format!("user {name:?}"))?;
+            store.delete_user(&user.id).await?;
+            eprintln!("deleted user {} ({})", user.name, user.id);
+        }
+        AdminCommand::Token {
+            command: TokenCommand::Delete { user, name },
+        } => {
+            let owner = store
+                .user_by_name(&user)
+                .await
+                .with_context(|| format!("user {user:?}"))?;
+            match store.delete_tokens_named(&owner.id, &name).await? {
+                0 => bail!("{user} has no token named {name:?}"),
+                n => eprintln!("deleted {n} token(s) of {user} named {name:?}"),
+            }
+        }
         AdminCommand::Token {
             command: TokenCommand::Create { user, name },
         } => {
@@ -442,6 +476,19 @@ async fn admin(store: &Store, command: AdminCommand) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("{user:?} is not a member of sandbox {id:?}"))?;
             eprintln!("{user} is no longer a member of sandbox {id}");
+        }
+        AdminCommand::Sandbox {
+            command: SandboxCommand::SetOwner { id, user },
+        } => {
+            let owner = store
+                .user_by_name(&user)
+                .await
+                .with_context(|| format!("user {user:?}"))?;
+            store
+                .set_owner(&id, &owner.id)
+                .await
+                .with_context(|| format!("sandbox {id:?}"))?;
+            eprintln!("sandbox {id} is now owned by {user}");
         }
     }
     Ok(())

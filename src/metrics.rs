@@ -203,7 +203,7 @@ fn close_label(r: CloseReason) -> &'static str {
         CloseReason::TooManyAuthAttempts => "too_many_auth_attempts",
         CloseReason::ProtocolError => "protocol_error",
         CloseReason::Shutdown => "shutdown",
-        CloseReason::Revoked => "revoked",
+        CloseReason::Revoked(_) => "revoked",
         CloseReason::Idle => "idle",
     }
 }

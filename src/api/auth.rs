@@ -10,8 +10,8 @@ use super::{ApiError, ApiState};
 use crate::control::{Credential, Principal};
 use crate::store::{StoreError, User};
 
-/// The authenticated caller of an API request.
-pub struct Caller(pub User);
+/// The authenticated caller of an API request, and the id of the token it came with.
+pub struct Caller(pub User, pub String);
 
 impl Caller {
     /// API callers act with the same identity rules as SSH users.
@@ -45,8 +45,8 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() <= 256)
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        match state.store.user_for_token(token).await {
-            Ok(user) => Ok(Caller(user)),
+        match state.store.token_login(token).await {
+            Ok((user, token_id)) => Ok(Caller(user, token_id)),
             Err(StoreError::NotFound) => Err(unauthorized("invalid or revoked token")),
             Err(e) => Err(ApiError::internal(e)),
         }

@@ -92,7 +92,7 @@ async fn create(
     issue(
         &state,
         authority,
-        &caller.0,
+        &caller,
         &key_id,
         public_key.key_data(),
         ttl,
@@ -150,7 +150,7 @@ async fn key_of_caller(
 async fn issue(
     state: &ApiState,
     authority: &Authority,
-    caller: &User,
+    Caller(caller, token_id): &Caller,
     key_id: &str,
     public_key: &russh::keys::ssh_key::public::KeyData,
     ttl: Duration,
@@ -180,6 +180,7 @@ async fn issue(
             principal: caller.name.clone(),
             valid_after: cert.valid_after(),
             valid_before: cert.valid_before(),
+            token_id: Some(token_id.clone()),
         };
         match state.store.record_certificate(&record).await {
             Ok(()) => {}

@@ -21,8 +21,8 @@ pub enum CloseReason {
     ProtocolError,
     /// The gateway is shutting down.
     Shutdown,
-    /// An operator or a revocation ended it.
-    Revoked,
+    /// A revocation ended it (see `Revocation` for which).
+    Revoked(Revocation),
     /// No payload moved for `[activity] idle_timeout_secs`.
     Idle,
 }
@@ -35,7 +35,7 @@ impl CloseReason {
             CloseReason::TooManyAuthAttempts => "too many authentication attempts",
             CloseReason::ProtocolError => "protocol error",
             CloseReason::Shutdown => "gateway shutting down",
-            CloseReason::Revoked => "access revoked",
+            CloseReason::Revoked(why) => why.as_str(),
             CloseReason::Idle => {
                 "closed for inactivity: no input or output for longer than this gateway's idle timeout"
             }
@@ -48,6 +48,33 @@ impl CloseReason {
             self,
             CloseReason::LoginTimeout | CloseReason::TooManyAuthAttempts
         )
+    }
+}
+
+/// What was taken away from a live connection. The texts follow `Connection closed:`
+/// in what the client prints, so they speak to the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// The key it logged in with was deleted.
+    Key,
+    /// The certificate it logged in with is no longer accepted (its key or the token
+    /// that issued it was deleted).
+    Certificate,
+    /// Its user was deleted.
+    Account,
+    /// Its user may no longer use the target (member removed, owner changed, target
+    /// deleted).
+    Access,
+}
+
+impl Revocation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Revocation::Key => "connection closed: your key was revoked",
+            Revocation::Certificate => "connection closed: your certificate was revoked",
+            Revocation::Account => "connection closed: your account was deleted",
+            Revocation::Access => "connection closed: your access to this sandbox was removed",
+        }
     }
 }
 

@@ -16,6 +16,10 @@ use super::admission::PreAuthPermit;
 use super::events::{ChannelEnd, CloseReason, Event, Events};
 use super::{ConnId, ConnMeta, Counters};
 use crate::control::Principal;
+use crate::route::{Route, RouteError};
+
+/// What a connection asked to reach, as routing decided it.
+pub type RouteResult = Arc<Result<Route, RouteError>>;
 
 pub struct Registry {
     conns: Mutex<HashMap<ConnId, Entry>>,
@@ -32,6 +36,7 @@ struct Entry {
     meta: ConnMeta,
     principal: Option<Principal>,
     target: Option<String>,
+    route: Option<RouteResult>,
     channels: HashMap<u32, ChannelEntry>,
     cancel: CancellationToken,
     /// Set by the first `cancel`/`close`, so the Closed event says why.
@@ -63,6 +68,14 @@ pub struct ConnInfo {
     pub bytes_out: u64,
     /// When payload last moved on an open channel (Unix ms).
     pub last_payload_ms: Option<u64>,
+}
+
+/// An authenticated connection, as the revocation sweep re-checks it.
+#[derive(Clone)]
+pub struct LiveLogin {
+    pub id: ConnId,
+    pub principal: Principal,
+    pub route: RouteResult,
 }
 
 /// Too many channels open at once on one connection.
@@ -125,6 +138,7 @@ impl Registry {
                 meta: meta.clone(),
                 principal: None,
                 target: None,
+                route: None,
                 channels: HashMap::new(),
                 cancel: cancel.clone(),
                 reason: None,
@@ -208,6 +222,28 @@ impl Registry {
                 }
             })
             .collect()
+    }
+
+    /// Every authenticated connection, with who logged in and what they reach.
+    pub fn logins(&self) -> Vec<LiveLogin> {
+        self.lock()
+            .values()
+            .filter_map(|e| {
+                Some(LiveLogin {
+                    id: e.meta.id,
+                    principal: e.principal.clone()?,
+                    route: e.route.clone()?,
+                })
+            })
+            .collect()
+    }
+
+    /// Ends one connection, if it is still there; the first reason given is reported.
+    pub fn cancel(&self, id: ConnId, reason: CloseReason) {
+        if let Some(e) = self.lock().get_mut(&id) {
+            e.reason.get_or_insert(reason);
+            e.cancel.cancel();
+        }
     }
 
     /// Ends every connection `pick` selects; returns how many.
@@ -362,7 +398,7 @@ impl ConnRef {
     }
 
     /// Records who authenticated and what they asked for, and frees the pre-auth slot.
-    pub fn authenticated(&self, principal: &Principal, target: &str) {
+    pub fn authenticated(&self, principal: &Principal, target: &str, route: RouteResult) {
         let permit = {
             let mut conns = self.registry.lock();
             let Some(e) = conns.get_mut(&self.id) else {
@@ -370,6 +406,7 @@ impl ConnRef {
             };
             e.principal = Some(principal.clone());
             e.target = Some(target.to_owned());
+            e.route = Some(route);
             e.preauth.take()
         };
         drop(permit);

@@ -660,7 +660,10 @@ mod tests {
         let (outbox, tx) = Outbox::new();
         let writer = tokio::spawn(run_writer(ours, outbox, CancellationToken::new(), None));
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!writer.is_finished(), "the writer gave up before the first write");
+        assert!(
+            !writer.is_finished(),
+            "the writer gave up before the first write"
+        );
         std::future::poll_fn(|cx| tx.poll_append(cx, STDIN_CHANNEL, b"\0"))
             .await
             .unwrap();

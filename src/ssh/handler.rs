@@ -293,7 +293,8 @@ impl russh::server::Handler for ConnectionHandler {
                 Ok(route) => route.key(),
                 Err(e) => e.shown().replace('/', "%2F"),
             };
-            self.conn.authenticated(&login.principal, &target);
+            self.conn
+                .authenticated(&login.principal, &target, login.route.clone());
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ mod handler;
 pub mod hostkeys;
 mod refusal;
 mod request;
+pub mod revoke;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -436,7 +437,7 @@ async fn handle_connection<S: crate::conn::stream::Socket>(
                     leaving = true;
                     if conn.is_authenticated() {
                         // Say why before the socket goes: OpenSSH prints this.
-                        let reason = conn.reason().unwrap_or(CloseReason::Revoked);
+                        let reason = conn.reason().unwrap_or(CloseReason::Shutdown);
                         let text = format!("ssh-gateway: {}", reason.as_str());
                         let handle = session.handle();
                         gw.registry.spawn(async move {

@@ -15,6 +15,8 @@ pub struct IssuedCertificate {
     /// Unix seconds, as in the certificate.
     pub valid_after: u64,
     pub valid_before: u64,
+    /// The API token the request for it came with: deleting the token ends it.
+    pub token_id: Option<String>,
 }
 
 /// A certificate as a login sees it: the key it was issued for and its owner, as they
@@ -39,8 +41,8 @@ impl Store {
     pub async fn record_certificate(&self, cert: &IssuedCertificate) -> Result<()> {
         sqlx::query(
             "INSERT INTO ssh_certificates \
-             (serial, user_id, key_id, principal, valid_after, valid_before, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             (serial, user_id, key_id, principal, valid_after, valid_before, created_at, token_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(to_db(cert.serial)?)
         .bind(&cert.user_id)
@@ -49,6 +51,7 @@ impl Store {
         .bind(to_db(cert.valid_after)?)
         .bind(to_db(cert.valid_before)?)
         .bind(now_ms())
+        .bind(&cert.token_id)
         .execute(&self.pool)
         .await
         .map_err(|e| super::conflict_on_unique(e, "certificate serial already used"))?;

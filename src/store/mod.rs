@@ -3,6 +3,7 @@
 //! same queries run on both through sqlx's `Any` driver (`$N` placeholders work in both).
 
 mod certificates;
+mod changes;
 mod files;
 mod keys;
 mod sandboxes;
@@ -15,6 +16,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use certificates::{CertificateLogin, IssuedCertificate};
+pub use changes::Change;
 pub use files::{FileModeError, ensure_private_dir};
 pub use keys::{KeyLogin, NewKey, SshKey};
 pub use sandboxes::Sandbox;
@@ -49,6 +51,9 @@ pub enum Flavor {
 pub struct Store {
     pool: AnyPool,
     flavor: Flavor,
+    /// For the revocation listener's own connection. Holds the password: never logged.
+    url: std::sync::Arc<str>,
+    changes: changes::Changes,
 }
 
 impl std::fmt::Debug for Store {
@@ -101,7 +106,12 @@ impl Store {
             })
             .connect(&url)
             .await?;
-        Ok(Self { pool, flavor })
+        Ok(Self {
+            pool,
+            flavor,
+            url: url.into(),
+            changes: changes::Changes::default(),
+        })
     }
 
     /// Connects and brings the schema up to date.

@@ -66,6 +66,21 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        self.changed(super::Change::Sandbox(sandbox_id.to_owned()));
+        Ok(())
+    }
+
+    /// Gives the sandbox to another owner; NotFound if there is no such sandbox.
+    pub async fn set_owner(&self, sandbox_id: &str, owner_id: &str) -> Result<()> {
+        let done = sqlx::query("UPDATE sandboxes SET owner_id = $1 WHERE id = $2")
+            .bind(owner_id)
+            .bind(sandbox_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.changed(super::Change::Sandbox(sandbox_id.to_owned()));
         Ok(())
     }
 

@@ -49,22 +49,32 @@ impl Store {
 
     /// The user a bearer token belongs to.
     pub async fn user_for_token(&self, secret: &str) -> Result<User> {
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT user_id FROM api_tokens WHERE token_hash = $1")
+        Ok(self.token_login(secret).await?.0)
+    }
+
+    /// The user a bearer token belongs to, and the token's id.
+    pub async fn token_login(&self, secret: &str) -> Result<(User, String)> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT user_id, id FROM api_tokens WHERE token_hash = $1")
                 .bind(hash_token(secret))
                 .fetch_optional(&self.pool)
                 .await?;
-        let (user_id,) = row.ok_or(StoreError::NotFound)?;
-        self.user_by_id(&user_id).await
+        let (user_id, token_id) = row.ok_or(StoreError::NotFound)?;
+        Ok((self.user_by_id(&user_id).await?, token_id))
     }
 
-    /// Drops a user's tokens of one name (the `dev` command mints a fresh one per start).
+    /// Drops a user's tokens of one name (the `dev` command mints a fresh one per
+    /// start; `admin token delete`), and with them the certificates issued with them.
     pub async fn delete_tokens_named(&self, user_id: &str, name: &str) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM api_tokens WHERE user_id = $1 AND name = $2")
-            .bind(user_id)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        let gone: Vec<(String,)> =
+            sqlx::query_as("DELETE FROM api_tokens WHERE user_id = $1 AND name = $2 RETURNING id")
+                .bind(user_id)
+                .bind(name)
+                .fetch_all(&self.pool)
+                .await?;
+        for (id,) in &gone {
+            self.changed(super::Change::Token(id.clone()));
+        }
+        Ok(gone.len() as u64)
     }
 }

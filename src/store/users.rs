@@ -71,6 +71,20 @@ impl Store {
         User::from_row(&row)
     }
 
+    /// Deletes the user and, through the foreign keys, their keys, tokens,
+    /// certificates, memberships and the sandboxes they own.
+    pub async fn delete_user(&self, id: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.changed(super::Change::User(id.to_owned()));
+        Ok(())
+    }
+
     /// Returns the existing user or creates it (used by `dev` seeding).
     pub async fn ensure_user(&self, name: &str) -> Result<User> {
         match self.user_by_name(name).await {

@@ -1,0 +1,291 @@
+//! Revocation ends live sessions on every replica. Two `serve` processes share one
+//! PostgreSQL, host keys and CA; sessions run through replica B while what let them
+//! in is taken away through replica A's API or the admin CLI (a third process). The
+//! periodic re-check is off, so only the database's notifications can end them.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{KeyPair, Serve, admin_with_config, free_port, keygen, stderr};
+
+/// How long a revoked session may take to end before the test calls it a failure: a
+/// bound for a stuck mechanism, not the latency target (benches/revocation.rs).
+const ENDS_WITHIN: Duration = Duration::from_secs(20);
+
+struct Replica {
+    ssh_port: u16,
+    api: String,
+    _serve: Serve,
+}
+
+fn replica(dir: &Path, name: &str, db: &str) -> Replica {
+    let (ssh_port, api_port) = (free_port(), free_port());
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, replica_toml(dir, ssh_port, api_port, db)).unwrap();
+    let serve = Serve::start(&config, &dir.join(format!("{name}.log")), api_port);
+    Replica {
+        ssh_port,
+        api: format!("http://127.0.0.1:{api_port}"),
+        _serve: serve,
+    }
+}
+
+/// One replica's configuration: everything but the ports is shared.
+fn replica_toml(dir: &Path, ssh_port: u16, api_port: u16, db: &str) -> String {
+    let d = dir.display();
+    format!(
+        "[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\nhost_key_dir = \"{d}/keys\"\npublic_host = \"gw\"\n\
+         [api]\nlisten = \"127.0.0.1:{api_port}\"\n[database]\nurl = \"{db}\"\n\
+         [control]\nkind = \"static\"\nsandbox_root = \"{d}/sandboxes\"\n\
+         [certificates]\nca_key_file = \"{d}/ca/user_ca\"\n\
+         [revocation]\nrecheck_secs = 0\n"
+    )
+}
+
+/// A session that printed `started` and then waits: it is past login and running.
+struct Live {
+    child: Option<Child>,
+    what: &'static str,
+}
+
+fn live(mut cmd: Command, what: &'static str) -> Live {
+    cmd.arg("echo started; exec sleep 300")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+    if line != "started\n" {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!("{what} did not start: {line:?} {}", stderr(&out));
+    }
+    Live {
+        child: Some(child),
+        what,
+    }
+}
+
+impl Live {
+    fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Waits for the session to be ended by the gateway; its output.
+    fn ended(mut self) -> Output {
+        let (child, what) = (self.child.take().unwrap(), self.what);
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(ENDS_WITHIN) {
+            Ok(out) => out.unwrap(),
+            Err(_) => {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+                panic!("{what} was not ended within {ENDS_WITHIN:?}");
+            }
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn assert_ended_with(out: &Output, why: &str) {
+    assert_eq!(out.status.code(), Some(255), "{}", stderr(out));
+    assert!(
+        stderr(out).contains(&format!("ssh-gateway: connection closed: {why}")),
+        "{}",
+        stderr(out)
+    );
+}
+
+async fn upload(api: &str, token: &str, name: &str, key: &KeyPair) -> String {
+    let resp = support::http()
+        .post(format!("{api}/users/me/ssh-keys"))
+        .bearer_auth(token)
+        .json(&json!({"name": name, "public_key": key.public_line}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let body: Value = resp.json().await.unwrap();
+    body["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocation_through_one_replica_ends_sessions_on_the_other() {
+    let db = support::postgres::cluster().database("revocation").await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cli = d.join("cli.toml");
+    std::fs::write(&cli, replica_toml(d, free_port(), free_port(), &db)).unwrap();
+    let admin = |args: &[&str]| admin_with_config(&cli, args);
+    let migrate = Command::new(support::BIN)
+        .args(["migrate", "--config"])
+        .arg(&cli)
+        .output()
+        .unwrap();
+    assert!(migrate.status.success(), "{}", stderr(&migrate));
+    admin(&["user", "add", "ana"]);
+    admin(&["user", "add", "bob"]);
+    admin(&[
+        "sandbox", "add", "job-1", "--owner", "ana", "--member", "bob",
+    ]);
+    let ana_token = admin(&["token", "create", "ana"]).trim().to_owned();
+    let bob_token = admin(&["token", "create", "bob"]).trim().to_owned();
+
+    let a = replica(d, "a", &db);
+    let b = replica(d, "b", &db);
+    let (laptop, desktop, bob_key, cert_key) = (
+        keygen(d, "laptop", &["-t", "ed25519"]),
+        keygen(d, "desktop", &["-t", "ed25519"]),
+        keygen(d, "bob", &["-t", "ed25519"]),
+        keygen(d, "certified", &["-t", "ed25519"]),
+    );
+    let laptop_id = upload(&a.api, &ana_token, "laptop", &laptop).await;
+    upload(&a.api, &ana_token, "desktop", &desktop).await;
+    upload(&a.api, &bob_token, "bob", &bob_key).await;
+    let resp = support::http()
+        .post(format!("{}/users/me/ssh-certificates", a.api))
+        .bearer_auth(&ana_token)
+        .json(&json!({"public_key": cert_key.public_line, "ttl_secs": 3600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let cert: Value = resp.json().await.unwrap();
+    std::fs::write(
+        format!("{}-cert.pub", cert_key.private.display()),
+        cert["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+
+    let session = |key: &KeyPair| {
+        let mut cmd = support::client("ssh", key, b.ssh_port);
+        cmd.arg("job-1@127.0.0.1");
+        cmd
+    };
+    let by_laptop = live(session(&laptop), "ana's laptop session");
+    let mut by_desktop = live(session(&desktop), "ana's desktop session");
+    let mut by_bob = live(session(&bob_key), "bob's session");
+    let mut certified = session(&cert_key);
+    certified.args([
+        "-o",
+        "PubkeyAcceptedAlgorithms=ssh-ed25519-cert-v01@openssh.com",
+    ]);
+    let mut by_cert = live(certified, "ana's certificate session");
+
+    // A key deleted through replica A's API: only the session it opened ends.
+    let resp = support::http()
+        .delete(format!("{}/users/me/ssh-keys/{laptop_id}", a.api))
+        .bearer_auth(&ana_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_ended_with(&by_laptop.ended(), "your key was revoked");
+    assert!(by_desktop.is_running() && by_bob.is_running() && by_cert.is_running());
+
+    // A member taken off by the admin CLI.
+    admin(&["sandbox", "remove-member", "job-1", "bob"]);
+    assert_ended_with(&by_bob.ended(), "your access to this sandbox was removed");
+    assert!(by_desktop.is_running() && by_cert.is_running());
+
+    // The token that issued a certificate deleted: the certificate's session ends,
+    // and the certificate no longer logs in; key sessions are not the token's.
+    admin(&["token", "delete", "ana", "--name", "cli"]);
+    assert_ended_with(&by_cert.ended(), "your certificate was revoked");
+    assert!(by_desktop.is_running());
+
+    // The user deleted: the rest of her sessions end, and she cannot come back.
+    admin(&["user", "delete", "ana"]);
+    assert_ended_with(&by_desktop.ended(), "your account was deleted");
+    let mut again = support::client("ssh", &desktop, a.ssh_port);
+    again.args(["job-1@127.0.0.1", "true"]);
+    let out = support::run(again);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// On SQLite one process serves: its own API's deletions end sessions at once, and
+/// the periodic re-check catches what another process (the admin CLI) changed in the
+/// file, which no notification announces.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_sqlite_the_gateway_acts_itself_and_the_recheck_catches_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ssh_port, api_port) = (free_port(), free_port());
+    let config = d.join("gateway.toml");
+    std::fs::write(
+        &config,
+        support::static_gateway_toml(
+            d,
+            ssh_port,
+            api_port,
+            "",
+            "[revocation]\nrecheck_secs = 1\n",
+        ),
+    )
+    .unwrap();
+    let admin = |args: &[&str]| admin_with_config(&config, args);
+    admin(&["user", "add", "ana"]);
+    admin(&["user", "add", "bob"]);
+    admin(&["sandbox", "add", "box", "--owner", "ana", "--member", "bob"]);
+    let ana_token = admin(&["token", "create", "ana"]).trim().to_owned();
+    let bob_token = admin(&["token", "create", "bob"]).trim().to_owned();
+    let _serve = Serve::start(&config, &d.join("gateway.log"), api_port);
+    let api = format!("http://127.0.0.1:{api_port}");
+    let (ana_key, bob_key) = (
+        keygen(d, "ana", &["-t", "ed25519"]),
+        keygen(d, "bob", &["-t", "ed25519"]),
+    );
+    let ana_key_id = upload(&api, &ana_token, "laptop", &ana_key).await;
+    upload(&api, &bob_token, "laptop", &bob_key).await;
+    let session = |key: &KeyPair| {
+        let mut cmd = support::client("ssh", key, ssh_port);
+        cmd.arg("box@127.0.0.1");
+        cmd
+    };
+    let by_ana = live(session(&ana_key), "ana's session");
+    let mut by_bob = live(session(&bob_key), "bob's session");
+
+    let resp = support::http()
+        .delete(format!("{api}/users/me/ssh-keys/{ana_key_id}"))
+        .bearer_auth(&ana_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_ended_with(&by_ana.ended(), "your key was revoked");
+    assert!(by_bob.is_running());
+
+    admin(&["sandbox", "remove-member", "box", "bob"]);
+    assert_ended_with(&by_bob.ended(), "your access to this sandbox was removed");
+}
