@@ -205,7 +205,9 @@ impl Bound {
             config.ssh.public_port = ssh_addr.port();
         }
         let russh_config = Arc::new(ssh::russh_config(&config.ssh, host_key.clone()));
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let api_state = Arc::new(ApiState {
+            draining: draining.clone(),
             store: store.clone(),
             control: control.clone(),
             public_host: config.ssh.public_host.clone(),
@@ -300,6 +302,9 @@ impl Bound {
             &config.api,
             stop.clone().cancelled_owned(),
         );
+        // The listeners stop at the first signal; the API serves on through the
+        // drain, so probes see `/readyz` turn 503.
+        let accepting = CancellationToken::new();
         let connect = async {
             match connect_listener {
                 Some(listener) => {
@@ -309,7 +314,7 @@ impl Bound {
                         Front::Connect,
                         russh_config.clone(),
                         gateway.clone(),
-                        stop.clone(),
+                        accepting.clone(),
                     )
                     .await
                 }
@@ -325,7 +330,7 @@ impl Bound {
             },
             russh_config.clone(),
             gateway.clone(),
-            stop.clone(),
+            accepting.clone(),
         );
         let tls = async {
             match tls_front {
@@ -336,30 +341,71 @@ impl Bound {
                         Front::Tls,
                         russh_config.clone(),
                         gateway.clone(),
-                        stop.clone(),
+                        accepting.clone(),
                     )
                     .await
                 }
                 None => std::future::pending().await,
             }
         };
-        tokio::pin!(api, ssh, connect, tls);
+        let mut signals = Signals::new()?;
+        // Boxed so they can be dropped at the first signal: that closes the
+        // listening sockets, and new connections are refused rather than queued.
+        let mut listeners = Box::pin(async {
+            tokio::select! {
+                r = ssh => r.context("SSH listener failed"),
+                r = tls => r.context("TLS front failed"),
+                r = connect => r.context("CONNECT front failed"),
+            }
+        });
+        tokio::pin!(api);
         tokio::select! {
-            r = &mut ssh => r.context("SSH listener failed")?,
-            r = &mut tls => r.context("TLS front failed")?,
-            r = &mut connect => r.context("CONNECT front failed")?,
+            r = &mut listeners => r?,
             r = &mut api => r.context("API server failed")?,
-            _ = shutdown_signal() => {}
+            _ = signals.next() => {}
         }
-        // Drain: stop accepting, tell every client why, end their channels, and wait
-        // (bounded) for every task to finish.
+        // Drain: not ready, stop accepting, tell every session why, let them finish
+        // for up to drain_timeout_secs (a second signal cuts that short), then end
+        // the rest, telling each client, and wait (bounded) for every task.
+        draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        accepting.cancel();
+        drop(listeners);
+        let drain_for = Duration::from_secs(config.ssh.drain_timeout_secs);
+        tracing::info!(
+            connections = registry.len(),
+            drain_timeout_secs = drain_for.as_secs(),
+            "shutting down: draining connections"
+        );
+        let mut api_ended = false;
+        if !drain_for.is_zero() && !registry.is_empty() {
+            registry.notify_sessions(&format!(
+                "this gateway is restarting; this session may run for {} s more, then reconnect",
+                drain_for.as_secs()
+            ));
+            let deadline = tokio::time::Instant::now() + drain_for;
+            let mut at_once = false;
+            while !registry.is_empty() && !at_once {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = signals.next() => at_once = true,
+                    // Polled so it keeps answering probes; its end is no reason to
+                    // stop draining.
+                    _ = &mut api, if !api_ended => api_ended = true,
+                }
+            }
+            if at_once {
+                tracing::warn!(connections = registry.len(), "second signal: exiting now");
+                std::process::exit(0);
+            }
+        }
         stop.cancel();
-        let open = registry.len();
-        tracing::info!(connections = open, "shutting down: draining connections");
         if !registry.drain(DRAIN_GRACE).await {
             tracing::warn!(tasks = registry.tasks(), "drain timed out; exiting anyway");
         }
-        let _ = tokio::time::timeout(DRAIN_GRACE, api).await;
+        if !api_ended {
+            let _ = tokio::time::timeout(DRAIN_GRACE, api).await;
+        }
         store.close().await;
         Ok(())
     }
@@ -429,18 +475,26 @@ pub fn tune_allocator() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn tune_allocator() {}
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// SIGTERM and SIGINT, each time one arrives.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("handling SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("handling SIGINT")?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
     }
 }
 

@@ -12,13 +12,14 @@
 //! EOF, exit-status and close go out through the same write half after all output
 //! (notes/russh-tuning.md).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use russh::server::{Handle, Msg};
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::backend::{Control, Duplex, Exit, Process, Signal, window_size_from_ssh};
 use crate::conn::Counters;
@@ -39,13 +40,15 @@ enum InputEnd {
 }
 
 /// Runs `process` behind the channel until it exits and its output is delivered, or
-/// until the client closes the channel. Returns what the client was told.
+/// until the client closes the channel. Returns what the client was told. A line
+/// sent on `notices` (the gateway is draining) goes to the channel's stderr.
 pub async fn run_process(
     mut rx: ChannelReadHalf,
     tx: ChannelWriteHalf<Msg>,
     handle: Handle,
     process: Process,
     counters: &Counters,
+    mut notices: watch::Receiver<Option<Arc<str>>>,
 ) -> ChannelEnd {
     let Process {
         stdin,
@@ -77,8 +80,22 @@ pub async fn run_process(
     };
     tokio::pin!(input, outputs);
     let mut outputs_done = false;
+    // One already out (a channel opened during a drain) is shown at once.
+    notices.mark_changed();
+    let mut noticing = true;
     let status = loop {
         tokio::select! {
+            changed = notices.changed(), if noticing => match changed {
+                Ok(()) => {
+                    let text = notices.borrow_and_update().clone();
+                    if let Some(text) = text {
+                        let newline = if tty { "\r\n" } else { "\n" };
+                        let line = format!("{newline}ssh-gateway: {text}{newline}");
+                        let _ = tx.extended_data_bytes(1, line.into_bytes()).await;
+                    }
+                }
+                Err(_) => noticing = false,
+            },
             // The client closed the channel (or left): nothing can reach it any more.
             _ = &mut input => return ChannelEnd::Closed,
             _ = &mut outputs, if !outputs_done => outputs_done = true,

@@ -180,6 +180,15 @@ pub struct SshConfig {
     /// refused.
     #[serde(default)]
     pub proxy_protocol_from: Vec<String>,
+    /// On SIGTERM: seconds open sessions may still run (told the gateway is
+    /// restarting) before they are closed. `/readyz` answers 503 and the listeners
+    /// close at once. Keep it below the pod's terminationGracePeriodSeconds.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout_secs: u64,
+}
+
+fn default_drain_timeout() -> u64 {
+    25
 }
 
 /// In the spirit of OpenSSH's MaxStartups and PerSourcePenalties. A source is one

@@ -51,6 +51,8 @@ pub fn config(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -
             accept_env: vec!["LANG".into(), "LC_*".into(), "COLORTERM".into()],
             proxy_protocol: false,
             proxy_protocol_from: Vec::new(),
+            // Ctrl-C in a terminal means now.
+            drain_timeout_secs: 0,
         },
         api: ApiConfig {
             listen: api_listen,

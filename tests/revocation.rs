@@ -5,13 +5,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::live::{Live, live};
 use support::{KeyPair, Serve, admin_with_config, free_port, keygen, stderr};
 
 /// How long a revoked session may take to end before the test calls it a failure: a
@@ -48,69 +47,9 @@ fn replica_toml(dir: &Path, ssh_port: u16, api_port: u16, db: &str) -> String {
     )
 }
 
-/// A session that printed `started` and then waits: it is past login and running.
-struct Live {
-    child: Option<Child>,
-    what: &'static str,
-}
-
-fn live(mut cmd: Command, what: &'static str) -> Live {
-    cmd.arg("echo started; exec sleep 300")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-    if line != "started\n" {
-        let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
-        panic!("{what} did not start: {line:?} {}", stderr(&out));
-    }
-    Live {
-        child: Some(child),
-        what,
-    }
-}
-
-impl Live {
-    fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-
-    /// Waits for the session to be ended by the gateway; its output.
-    fn ended(mut self) -> Output {
-        let (child, what) = (self.child.take().unwrap(), self.what);
-        let pid = child.id();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        match rx.recv_timeout(ENDS_WITHIN) {
-            Ok(out) => out.unwrap(),
-            Err(_) => {
-                let _ = Command::new("kill").arg(pid.to_string()).status();
-                panic!("{what} was not ended within {ENDS_WITHIN:?}");
-            }
-        }
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// A session past login that waits until it is ended.
+fn waiting(cmd: Command, what: &'static str) -> Live {
+    live(cmd, "echo started; exec sleep 300", what)
 }
 
 fn assert_ended_with(out: &Output, why: &str) {
@@ -188,15 +127,15 @@ async fn revocation_through_one_replica_ends_sessions_on_the_other() {
         cmd.arg("job-1@127.0.0.1");
         cmd
     };
-    let by_laptop = live(session(&laptop), "ana's laptop session");
-    let mut by_desktop = live(session(&desktop), "ana's desktop session");
-    let mut by_bob = live(session(&bob_key), "bob's session");
+    let by_laptop = waiting(session(&laptop), "ana's laptop session");
+    let mut by_desktop = waiting(session(&desktop), "ana's desktop session");
+    let mut by_bob = waiting(session(&bob_key), "bob's session");
     let mut certified = session(&cert_key);
     certified.args([
         "-o",
         "PubkeyAcceptedAlgorithms=ssh-ed25519-cert-v01@openssh.com",
     ]);
-    let mut by_cert = live(certified, "ana's certificate session");
+    let mut by_cert = waiting(certified, "ana's certificate session");
 
     // A key deleted through replica A's API: only the session it opened ends.
     let resp = support::http()
@@ -206,23 +145,26 @@ async fn revocation_through_one_replica_ends_sessions_on_the_other() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
-    assert_ended_with(&by_laptop.ended(), "your key was revoked");
+    assert_ended_with(&by_laptop.ended(ENDS_WITHIN), "your key was revoked");
     assert!(by_desktop.is_running() && by_bob.is_running() && by_cert.is_running());
 
     // A member taken off by the admin CLI.
     admin(&["sandbox", "remove-member", "job-1", "bob"]);
-    assert_ended_with(&by_bob.ended(), "your access to this sandbox was removed");
+    assert_ended_with(
+        &by_bob.ended(ENDS_WITHIN),
+        "your access to this sandbox was removed",
+    );
     assert!(by_desktop.is_running() && by_cert.is_running());
 
     // The token that issued a certificate deleted: the certificate's session ends,
     // and the certificate no longer logs in; key sessions are not the token's.
     admin(&["token", "delete", "ana", "--name", "cli"]);
-    assert_ended_with(&by_cert.ended(), "your certificate was revoked");
+    assert_ended_with(&by_cert.ended(ENDS_WITHIN), "your certificate was revoked");
     assert!(by_desktop.is_running());
 
     // The user deleted: the rest of her sessions end, and she cannot come back.
     admin(&["user", "delete", "ana"]);
-    assert_ended_with(&by_desktop.ended(), "your account was deleted");
+    assert_ended_with(&by_desktop.ended(ENDS_WITHIN), "your account was deleted");
     let mut again = support::client("ssh", &desktop, a.ssh_port);
     again.args(["job-1@127.0.0.1", "true"]);
     let out = support::run(again);
@@ -273,8 +215,8 @@ async fn on_sqlite_the_gateway_acts_itself_and_the_recheck_catches_the_cli() {
         cmd.arg("box@127.0.0.1");
         cmd
     };
-    let by_ana = live(session(&ana_key), "ana's session");
-    let mut by_bob = live(session(&bob_key), "bob's session");
+    let by_ana = waiting(session(&ana_key), "ana's session");
+    let mut by_bob = waiting(session(&bob_key), "bob's session");
 
     let resp = support::http()
         .delete(format!("{api}/users/me/ssh-keys/{ana_key_id}"))
@@ -283,9 +225,12 @@ async fn on_sqlite_the_gateway_acts_itself_and_the_recheck_catches_the_cli() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
-    assert_ended_with(&by_ana.ended(), "your key was revoked");
+    assert_ended_with(&by_ana.ended(ENDS_WITHIN), "your key was revoked");
     assert!(by_bob.is_running());
 
     admin(&["sandbox", "remove-member", "box", "bob"]);
-    assert_ended_with(&by_bob.ended(), "your access to this sandbox was removed");
+    assert_ended_with(
+        &by_bob.ended(ENDS_WITHIN),
+        "your access to this sandbox was removed",
+    );
 }

@@ -42,6 +42,8 @@ pub struct ApiState {
     pub host_keys: Vec<russh::keys::PublicKey>,
     /// The fronts' public addresses (`fronts.*.public_address`), for clients.
     pub fronts: AdvertisedFronts,
+    /// Set when the gateway starts draining: `/readyz` answers 503 from then on.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -56,6 +58,8 @@ pub fn router(state: Arc<ApiState>, limits: &ApiConfig) -> Router {
         .merge(certificates::router())
         .merge(sandboxes::router())
         .route("/healthz", get(health))
+        .route("/livez", get(live))
+        .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/control-plane.openapi.yaml", get(control_plane_contract))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
@@ -113,6 +117,23 @@ async fn metrics() -> impl IntoResponse {
         )],
         crate::metrics::global().render(),
     )
+}
+
+/// The process is up and serving HTTP (a liveness probe: never the database's fault).
+async fn live() -> &'static str {
+    "ok\n"
+}
+
+/// Whether new connections should come here: not once draining has begun (a
+/// readiness probe; the load balancer stops sending SSH connections).
+async fn ready(State(state): State<Arc<ApiState>>) -> Result<&'static str, ApiError> {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: this gateway is shutting down",
+        ));
+    }
+    Ok("ok\n")
 }
 
 async fn health(

@@ -30,6 +30,8 @@ pub struct Registry {
     /// Parent of every connection's token: cancelling it ends them all.
     shutdown: CancellationToken,
     events: Events,
+    /// A line every open session channel shows on stderr once it changes (drain).
+    notice: tokio::sync::watch::Sender<Option<Arc<str>>>,
 }
 
 struct Entry {
@@ -97,6 +99,7 @@ impl Registry {
             tracker,
             shutdown: CancellationToken::new(),
             events,
+            notice: tokio::sync::watch::Sender::new(None),
         })
     }
 
@@ -157,6 +160,17 @@ impl Registry {
             },
             meta,
         }
+    }
+
+    /// Shows `text` on stderr of every open session channel (and of those opened
+    /// from now on), once.
+    pub fn notify_sessions(&self, text: &str) {
+        self.notice.send_replace(Some(text.into()));
+    }
+
+    /// What session channels watch for `notify_sessions`.
+    pub fn notices(&self) -> tokio::sync::watch::Receiver<Option<Arc<str>>> {
+        self.notice.subscribe()
     }
 
     /// Resolves once the gateway starts draining.

@@ -192,7 +192,8 @@ async fn run_session(
         }
     };
     let counters = ctx.guard.counters();
-    let end = bridge::run_process(rx, tx, ctx.handle.clone(), process, &counters).await;
+    let notices = ctx.gw.registry.notices();
+    let end = bridge::run_process(rx, tx, ctx.handle.clone(), process, &counters, notices).await;
     if via_helper && end == ChannelEnd::Exit(helper::programs::HELPER_MISSING) {
         gw.placer.forget(target.location());
     }

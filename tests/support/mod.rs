@@ -6,6 +6,7 @@ pub mod control_plane;
 pub mod forward;
 pub mod images;
 pub mod kube;
+pub mod live;
 pub mod mux;
 pub mod pki;
 pub mod postgres;
@@ -444,6 +445,24 @@ impl Serve {
             "serve did not start: {}",
             std::fs::read_to_string(log).unwrap_or_default()
         );
+    }
+}
+
+impl Serve {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `limit` for serve to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 }
 
