@@ -248,14 +248,29 @@ impl Bound {
             (config.activity.pause_after_idle_secs > 0)
                 .then(|| Duration::from_secs(config.activity.pause_after_idle_secs)),
         );
-        let registry = Registry::with_tracker(
-            Events::new(vec![
-                Arc::new(LogSubscriber::default()),
-                Arc::new(MetricsSubscriber),
-                activity.clone(),
-            ]),
-            tasks,
-        );
+        let mut subscribers: Vec<Arc<dyn crate::conn::events::Subscriber>> = vec![
+            Arc::new(LogSubscriber::default()),
+            Arc::new(MetricsSubscriber),
+            activity.clone(),
+        ];
+        // The audit writer outlives the drain (its last records are the drain's), so
+        // it has its own stop, given after the registry has drained.
+        let audit_done = CancellationToken::new();
+        let audit_writer = if config.audit.enabled {
+            let (subscriber, writer) = crate::audit::audit(store.clone());
+            subscribers.push(subscriber);
+            Some(tokio::spawn(writer.write(audit_done.clone())))
+        } else {
+            None
+        };
+        let registry = Registry::with_tracker(Events::new(subscribers), tasks);
+        if config.audit.enabled && config.audit.retention_days > 0 {
+            registry.spawn(crate::audit::prune(
+                store.clone(),
+                Duration::from_secs(config.audit.retention_days * 86_400),
+                stop.clone(),
+            ));
+        }
         activity.attach(&registry);
         registry.spawn(activity.clone().run(stop.clone()));
         if config.activity.idle_timeout_secs > 0 {
@@ -405,6 +420,10 @@ impl Bound {
         }
         if !api_ended {
             let _ = tokio::time::timeout(DRAIN_GRACE, api).await;
+        }
+        audit_done.cancel();
+        if let Some(writer) = audit_writer {
+            let _ = tokio::time::timeout(DRAIN_GRACE * 2, writer).await;
         }
         store.close().await;
         Ok(())

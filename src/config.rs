@@ -47,6 +47,9 @@ pub struct Config {
     /// How live connections learn that their access was taken away.
     #[serde(default)]
     pub revocation: RevocationConfig,
+    /// The audit trail of connections and channels in the store.
+    #[serde(default)]
+    pub audit: AuditConfig,
     pub database: DatabaseConfig,
     #[serde(default)]
     pub backend: BackendConfig,
@@ -314,6 +317,25 @@ pub struct RevocationConfig {
 impl Default for RevocationConfig {
     fn default() -> Self {
         Self { recheck_secs: 60 }
+    }
+}
+
+/// `[audit]`: one record per authenticated connection and per channel, in the store
+/// (`GET /users/me/sessions`, `ssh-gateway admin sessions`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    pub enabled: bool,
+    /// Days records are kept after their connection ended. 0 = for ever.
+    pub retention_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention_days: 90,
+        }
     }
 }
 

@@ -61,6 +61,7 @@ pub fn config(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -
         admission: AdmissionConfig::default(),
         sftp: Default::default(),
         revocation: Default::default(),
+        audit: Default::default(),
         activity: Default::default(),
         database: DatabaseConfig {
             url: sqlite_url(data_dir),

@@ -148,6 +148,14 @@ enum AdminCommand {
         #[command(subcommand)]
         command: SandboxCommand,
     },
+    /// The audit trail: connections, newest first, each with its channels.
+    Sessions {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -384,6 +392,22 @@ async fn admin(store: &Store, command: AdminCommand) -> anyhow::Result<()> {
         } => {
             let user = store.create_user(&name).await?;
             eprintln!("created user {} ({})", user.name, user.id);
+        }
+        AdminCommand::Sessions { user, limit } => {
+            let user_id = match &user {
+                Some(name) => Some(
+                    store
+                        .user_by_name(name)
+                        .await
+                        .with_context(|| format!("user {name:?}"))?
+                        .id,
+                ),
+                None => None,
+            };
+            let sessions = store
+                .audit_sessions(user_id.as_deref(), None, limit.clamp(1, 10_000))
+                .await?;
+            print!("{}", ssh_gateway::audit::table(&sessions));
         }
         AdminCommand::User {
             command: UserCommand::Delete { name },

@@ -28,6 +28,8 @@ pub struct Metrics {
     resume_seconds: Histogram,
     control_requests: HistogramVec,
     control_errors: IntCounterVec,
+    audit_dropped: IntCounterVec,
+    revocations: IntCounterVec,
 }
 
 /// One set per process: what the event stream, auth and control planes record into.
@@ -150,6 +152,18 @@ impl Metrics {
                 "Failed control-plane HTTP calls (each attempt), by kind.",
                 &["kind"],
             ),
+            audit_dropped: counter_vec(
+                &r,
+                "ssh_gateway_audit_records_dropped_total",
+                "Audit records not stored, by why (`queue_full`: writes fell behind; `store_error`).",
+                &["why"],
+            ),
+            revocations: counter_vec(
+                &r,
+                "ssh_gateway_revocations_total",
+                "Live connections ended by a revocation, by what was taken away.",
+                &["what"],
+            ),
             registry: r,
         }
     }
@@ -172,6 +186,16 @@ impl Metrics {
         if result.is_ok() {
             self.resume_seconds.observe(took.as_secs_f64());
         }
+    }
+
+    /// An audit record lost: `queue_full` or `store_error`.
+    pub fn audit_dropped(&self, why: &'static str) {
+        self.audit_dropped.with_label_values(&[why]).inc();
+    }
+
+    /// A live connection ended by a revocation: `key`, `certificate`, `account`, `access`.
+    pub fn revoked(&self, what: &'static str) {
+        self.revocations.with_label_values(&[what]).inc();
     }
 
     /// One control-plane HTTP attempt; `error`: `status_4xx`, `status_5xx`, `transport`.

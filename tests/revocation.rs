@@ -174,6 +174,20 @@ async fn revocation_through_one_replica_ends_sessions_on_the_other() {
         "{}",
         stderr(&out)
     );
+
+    // The audit trail (on PostgreSQL here) says why each ended, deleted user included.
+    let trail = || admin(&["sessions", "--limit", "50"]);
+    let why = [
+        "your key was revoked",
+        "your access to this sandbox was removed",
+        "your certificate was revoked",
+        "your account was deleted",
+    ];
+    let deadline = std::time::Instant::now() + ENDS_WITHIN;
+    while !why.iter().all(|w| trail().contains(w)) {
+        assert!(std::time::Instant::now() < deadline, "{}", trail());
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// On SQLite one process serves: its own API's deletions end sessions at once, and

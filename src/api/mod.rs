@@ -8,6 +8,7 @@ mod error;
 mod keys;
 mod sandboxes;
 mod serve;
+mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +58,7 @@ pub fn router(state: Arc<ApiState>, limits: &ApiConfig) -> Router {
         .merge(keys::router())
         .merge(certificates::router())
         .merge(sandboxes::router())
+        .merge(sessions::router())
         .route("/healthz", get(health))
         .route("/livez", get(live))
         .route("/readyz", get(ready))

@@ -133,8 +133,14 @@ pub enum Event {
     },
     Authenticated {
         conn: ConnId,
+        /// The client's address (the PROXY protocol's when one was sent).
+        peer: SocketAddr,
+        user_id: String,
         user: String,
         key_id: String,
+        /// SHA-256 fingerprint of the key that logged in (the certified key's, for a
+        /// certificate).
+        fingerprint: String,
         /// The serial of the certificate that logged in, if one did.
         certificate: Option<u64>,
         target: String,
@@ -149,6 +155,11 @@ pub enum Event {
         conn: ConnId,
         channel: u32,
         kind: &'static str,
+        /// What it ran or reached: `shell`, `sftp`, the exec command line, or the
+        /// forward's destination; empty if it never asked for anything.
+        program: String,
+        /// When it opened (Unix ms).
+        opened_ms: u64,
         bytes_in: u64,
         bytes_out: u64,
         /// When payload last moved on it (Unix ms), if it ever did.
@@ -232,6 +243,7 @@ impl Subscriber for LogSubscriber {
                 key_id,
                 certificate: Some(serial),
                 target,
+                ..
             } => {
                 info!(conn, account = %user, key = %key_id, certificate = serial, target = %target, "authenticated")
             }
@@ -241,6 +253,7 @@ impl Subscriber for LogSubscriber {
                 key_id,
                 certificate: None,
                 target,
+                ..
             } => info!(conn, account = %user, key = %key_id, target = %target, "authenticated"),
             Event::ChannelOpened {
                 conn,

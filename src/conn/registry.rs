@@ -413,7 +413,7 @@ impl ConnRef {
 
     /// Records who authenticated and what they asked for, and frees the pre-auth slot.
     pub fn authenticated(&self, principal: &Principal, target: &str, route: RouteResult) {
-        let permit = {
+        let (permit, peer) = {
             let mut conns = self.registry.lock();
             let Some(e) = conns.get_mut(&self.id) else {
                 return;
@@ -421,13 +421,16 @@ impl ConnRef {
             e.principal = Some(principal.clone());
             e.target = Some(target.to_owned());
             e.route = Some(route);
-            e.preauth.take()
+            (e.preauth.take(), e.meta.peer)
         };
         drop(permit);
         self.registry.events.emit(Event::Authenticated {
             conn: self.id,
+            peer,
+            user_id: principal.user_id().to_owned(),
             user: principal.user_name().to_owned(),
             key_id: principal.key_id().unwrap_or_default().to_owned(),
+            fingerprint: principal.fingerprint().unwrap_or_default().to_owned(),
             certificate: principal.certificate_serial(),
             target: target.to_owned(),
         });
@@ -452,6 +455,8 @@ impl ConnRef {
     ) -> Result<ChannelGuard, ChannelLimit> {
         let counters = Arc::new(Counters::default());
         let cancel = self.cancel.child_token();
+        // A forward's destination is all it ever does; a session says later.
+        let program = detail.clone();
         {
             let mut conns = self.registry.lock();
             let Some(e) = conns.get_mut(&self.id) else {
@@ -479,6 +484,8 @@ impl ConnRef {
             conn: self.clone(),
             channel,
             kind,
+            program,
+            opened_ms: crate::store::now_ms().max(0) as u64,
             counters,
             cancel,
             end: ChannelEnd::Closed,
@@ -510,6 +517,9 @@ pub struct ChannelGuard {
     conn: ConnRef,
     channel: u32,
     kind: &'static str,
+    /// What it runs or reaches, for the audit record.
+    program: String,
+    opened_ms: u64,
     counters: Arc<Counters>,
     cancel: CancellationToken,
     end: ChannelEnd,
@@ -533,6 +543,11 @@ impl ChannelGuard {
     pub fn set_end(&mut self, end: ChannelEnd) {
         self.end = end;
     }
+
+    /// What the client asked the channel to run (`shell`, `sftp`, a command line).
+    pub fn set_program(&mut self, program: String) {
+        self.program = program;
+    }
 }
 
 impl Drop for ChannelGuard {
@@ -545,6 +560,8 @@ impl Drop for ChannelGuard {
             conn: self.conn.id,
             channel: self.channel,
             kind: self.kind,
+            program: std::mem::take(&mut self.program),
+            opened_ms: self.opened_ms,
             bytes_in,
             bytes_out,
             last_payload_ms: self.counters.last_payload_ms(),

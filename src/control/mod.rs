@@ -91,6 +91,16 @@ impl Principal {
         }
     }
 
+    /// SHA-256 fingerprint of the key that logged in (a certificate's certified key).
+    pub fn fingerprint(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::Key { fingerprint, .. } | Credential::Certificate { fingerprint, .. } => {
+                Some(fingerprint)
+            }
+            Credential::ApiToken => None,
+        }
+    }
+
     /// The serial of the certificate that authenticated this principal, if one did.
     pub fn certificate_serial(&self) -> Option<u64> {
         match &self.credential {

@@ -16,7 +16,7 @@ use tracing::info;
 use super::Gateway;
 use super::auth::still_valid;
 use super::refusal::Refusal;
-use crate::backend::{Backend, BackendError, ExecSpec};
+use crate::backend::{Backend, BackendError, ExecSpec, Program};
 use crate::bridge;
 use crate::conn::ChannelGuard;
 use crate::conn::events::ChannelEnd;
@@ -130,6 +130,11 @@ pub async fn serve_session(
         },
         _ = ctx.guard.cancelled() => return,
     };
+    ctx.guard.set_program(match &spec.program {
+        Program::Shell => "shell".to_owned(),
+        Program::Sftp => "sftp".to_owned(),
+        Program::Command(line) => line.clone(),
+    });
     // Boxed: until the client asks for a program this task only waits, and an idle
     // channel should not carry the running session's state (~1.6 KiB) meanwhile.
     let end = tokio::select! {

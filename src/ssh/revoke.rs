@@ -104,6 +104,12 @@ pub async fn sweep(gw: &Gateway, changes: &HashSet<Change>) -> usize {
                 "{}; ending the connection",
                 why.as_str()
             );
+            crate::metrics::global().revoked(match why {
+                Revocation::Key => "key",
+                Revocation::Certificate => "certificate",
+                Revocation::Account => "account",
+                Revocation::Access => "access",
+            });
             gw.registry.cancel(login.id, CloseReason::Revoked(why));
             true
         })

@@ -2,6 +2,7 @@
 //! default) or PostgreSQL (region deployment). All SQL lives under this module; the
 //! same queries run on both through sqlx's `Any` driver (`$N` placeholders work in both).
 
+mod audit;
 mod certificates;
 mod changes;
 mod files;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
+pub use audit::{AuditChannel, AuditConnection, AuditCursor};
 pub use certificates::{CertificateLogin, IssuedCertificate};
 pub use changes::Change;
 pub use files::{FileModeError, ensure_private_dir};
@@ -148,11 +150,11 @@ impl Store {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-pub(crate) fn new_id(prefix: &str) -> String {
+pub fn new_id(prefix: &str) -> String {
     let bytes: [u8; 12] = rand::random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("{prefix}_{hex}")

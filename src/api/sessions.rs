@@ -1,0 +1,150 @@
+//! `GET /users/me/sessions`: the caller's own audit trail, newest first, a page at a
+//! time (`?limit=` up to 100, `?after=` the previous page's `next`).
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::auth::Caller;
+use super::keys::rfc3339;
+use super::{ApiError, ApiState};
+use crate::store::{AuditChannel, AuditConnection, AuditCursor};
+
+const DEFAULT_PAGE: u32 = 20;
+const MAX_PAGE: u32 = 100;
+
+pub fn router() -> Router<Arc<ApiState>> {
+    Router::new().route("/users/me/sessions", get(list))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    limit: Option<u32>,
+    after: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct SessionsView {
+    pub sessions: Vec<SessionView>,
+    /// Pass as `after` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct SessionView {
+    id: String,
+    user: String,
+    key_id: String,
+    key_fingerprint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate_serial: Option<i64>,
+    source_address: String,
+    target: String,
+    started_at: String,
+    /// Absent while the connection is open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ended_at: Option<String>,
+    bytes_in: i64,
+    bytes_out: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    close_reason: Option<String>,
+    channels: Vec<ChannelView>,
+}
+
+#[derive(Serialize)]
+pub struct ChannelView {
+    channel: i64,
+    kind: String,
+    program: String,
+    started_at: String,
+    ended_at: String,
+    bytes_in: i64,
+    bytes_out: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_status: Option<i64>,
+    outcome: String,
+}
+
+impl From<AuditChannel> for ChannelView {
+    fn from(c: AuditChannel) -> Self {
+        Self {
+            channel: c.channel,
+            kind: c.kind,
+            program: c.program,
+            started_at: rfc3339(c.started_at),
+            ended_at: rfc3339(c.ended_at),
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            exit_status: c.exit_status,
+            outcome: c.outcome,
+        }
+    }
+}
+
+impl From<AuditConnection> for SessionView {
+    fn from(c: AuditConnection) -> Self {
+        Self {
+            id: c.id,
+            user: c.user_name,
+            key_id: c.key_id,
+            key_fingerprint: c.key_fingerprint,
+            certificate_serial: c.certificate_serial,
+            source_address: c.source_address,
+            target: c.target,
+            started_at: rfc3339(c.started_at),
+            ended_at: c.ended_at.map(rfc3339),
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            close_reason: c.close_reason,
+            channels: c.channels.into_iter().map(ChannelView::from).collect(),
+        }
+    }
+}
+
+async fn list(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Result<Json<SessionsView>, ApiError> {
+    let Query(page) = page.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let after = match page.after.as_deref() {
+        None => None,
+        Some(s) => Some(AuditCursor::decode(s).ok_or_else(|| {
+            ApiError::bad_request("after: not a cursor this API returned as `next`")
+        })?),
+    };
+    // One more than asked tells whether there is a next page.
+    let mut rows = state
+        .store
+        .audit_sessions(Some(&caller.0.id), after.as_ref(), limit + 1)
+        .await
+        .map_err(ApiError::internal)?;
+    let next = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|last| {
+            AuditCursor {
+                started_at: last.started_at,
+                id: last.id.clone(),
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok(Json(SessionsView {
+        sessions: rows.into_iter().map(SessionView::from).collect(),
+        next,
+    }))
+}

@@ -1,0 +1,300 @@
+//! Audit stage: turns the connection event stream into the store's audit rows (one
+//! per authenticated connection, one per channel) without ever slowing a connection.
+//! Events are called inline, so the subscriber only queues plain records on a
+//! bounded channel; one writer task stores them. A full queue drops the record and
+//! counts it (`ssh_gateway_audit_records_dropped_total`) rather than wait.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::conn::ConnId;
+use crate::conn::events::{ChannelEnd, Event, Subscriber};
+use crate::store::{AuditChannel, AuditConnection, Store, new_id, now_ms};
+
+/// Records waiting for the writer: a burst of thousands of connections fits.
+const QUEUE: usize = 16 * 1024;
+/// How long the writer may take to store what is queued once the gateway stops.
+const FLUSH: Duration = Duration::from_secs(5);
+/// Longest command line kept (exec requests are capped well above what people type).
+const MAX_PROGRAM: usize = 4096;
+
+#[derive(Debug)]
+enum Record {
+    Open(AuditConnection),
+    Channel(String, AuditChannel),
+    Close {
+        id: String,
+        ended_at: i64,
+        bytes: (i64, i64),
+        reason: String,
+    },
+}
+
+/// The audit id and running byte totals of one authenticated connection.
+struct Open {
+    id: String,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+pub struct AuditSubscriber {
+    queue: mpsc::Sender<Record>,
+    open: Mutex<HashMap<ConnId, Open>>,
+}
+
+/// The writer's end: run it with `write`, and `finish` it at shutdown.
+pub struct AuditWriter {
+    rx: mpsc::Receiver<Record>,
+    store: Store,
+}
+
+pub fn audit(store: Store) -> (Arc<AuditSubscriber>, AuditWriter) {
+    let (queue, rx) = mpsc::channel(QUEUE);
+    (
+        Arc::new(AuditSubscriber {
+            queue,
+            open: Mutex::new(HashMap::new()),
+        }),
+        AuditWriter { rx, store },
+    )
+}
+
+fn db(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn outcome(end: &ChannelEnd) -> (String, Option<i64>) {
+    match end {
+        ChannelEnd::Exit(code) => ("exit".to_owned(), Some(i64::from(*code))),
+        ChannelEnd::Signal(name) => (format!("signal {name}"), None),
+        ChannelEnd::Refused => ("refused".to_owned(), None),
+        ChannelEnd::Closed => ("closed".to_owned(), None),
+    }
+}
+
+fn clipped(program: &str) -> String {
+    if program.len() <= MAX_PROGRAM {
+        return program.to_owned();
+    }
+    let mut end = MAX_PROGRAM;
+    while !program.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &program[..end])
+}
+
+impl AuditSubscriber {
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Open>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queue(&self, record: Record) {
+        if self.queue.try_send(record).is_err() {
+            crate::metrics::global().audit_dropped("queue_full");
+        }
+    }
+}
+
+impl Subscriber for AuditSubscriber {
+    fn on_event(&self, event: &Event) {
+        match event {
+            Event::Authenticated {
+                conn,
+                peer,
+                user_id,
+                user,
+                key_id,
+                fingerprint,
+                certificate,
+                target,
+            } => {
+                let id = new_id("ses");
+                self.open().insert(
+                    *conn,
+                    Open {
+                        id: id.clone(),
+                        bytes_in: 0,
+                        bytes_out: 0,
+                    },
+                );
+                self.queue(Record::Open(AuditConnection {
+                    id,
+                    user_id: user_id.clone(),
+                    user_name: user.clone(),
+                    key_id: key_id.clone(),
+                    key_fingerprint: fingerprint.clone(),
+                    certificate_serial: certificate.map(db),
+                    source_address: peer.to_string(),
+                    target: target.clone(),
+                    started_at: now_ms(),
+                    ended_at: None,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                    close_reason: None,
+                    channels: Vec::new(),
+                }));
+            }
+            Event::ChannelClosed {
+                conn,
+                channel,
+                kind,
+                program,
+                opened_ms,
+                bytes_in,
+                bytes_out,
+                end,
+                ..
+            } => {
+                let id = {
+                    let mut open = self.open();
+                    let Some(o) = open.get_mut(conn) else { return };
+                    o.bytes_in += bytes_in;
+                    o.bytes_out += bytes_out;
+                    o.id.clone()
+                };
+                let (outcome, exit_status) = outcome(end);
+                self.queue(Record::Channel(
+                    id,
+                    AuditChannel {
+                        channel: i64::from(*channel),
+                        kind: (*kind).to_owned(),
+                        program: clipped(program),
+                        started_at: db(*opened_ms),
+                        ended_at: now_ms(),
+                        bytes_in: db(*bytes_in),
+                        bytes_out: db(*bytes_out),
+                        exit_status,
+                        outcome,
+                    },
+                ));
+            }
+            Event::Closed { conn, reason, .. } => {
+                let Some(o) = self.open().remove(conn) else {
+                    return;
+                };
+                self.queue(Record::Close {
+                    id: o.id,
+                    ended_at: now_ms(),
+                    bytes: (db(o.bytes_in), db(o.bytes_out)),
+                    reason: reason.as_str().to_owned(),
+                });
+            }
+            Event::Accepted { .. } | Event::Rejected { .. } | Event::ChannelOpened { .. } => {}
+        }
+    }
+}
+
+impl AuditWriter {
+    /// Stores records as they come until `stop`, then what is still queued (for at
+    /// most a few seconds: the drain's last records included).
+    pub async fn write(mut self, stop: CancellationToken) {
+        let mut failures = 0u64;
+        loop {
+            tokio::select! {
+                record = self.rx.recv() => match record {
+                    Some(record) => self.store_one(record, &mut failures).await,
+                    None => return,
+                },
+                _ = stop.cancelled() => break,
+            }
+        }
+        let _ = tokio::time::timeout(FLUSH, async {
+            while let Ok(record) = self.rx.try_recv() {
+                self.store_one(record, &mut failures).await;
+            }
+        })
+        .await;
+    }
+
+    async fn store_one(&self, record: Record, failures: &mut u64) {
+        let stored = match &record {
+            Record::Open(c) => self.store.audit_open(c).await,
+            Record::Channel(id, c) => self.store.audit_channel(id, c).await,
+            Record::Close {
+                id,
+                ended_at,
+                bytes,
+                reason,
+            } => self.store.audit_close(id, *ended_at, *bytes, reason).await,
+        };
+        if let Err(e) = stored {
+            crate::metrics::global().audit_dropped("store_error");
+            *failures += 1;
+            // The first, then every 100th: an outage would otherwise flood the log.
+            if *failures % 100 == 1 {
+                warn!(error = %e, failures = *failures, "could not store an audit record");
+            }
+        }
+    }
+}
+
+/// The audit trail as `admin sessions` prints it: a line per connection, and an
+/// indented line per channel. Names and commands are escaped: a command line is the
+/// client's text and may hold terminal control sequences.
+pub fn table(sessions: &[AuditConnection]) -> String {
+    use crate::keys::Escaped;
+    use std::fmt::Write;
+    let at = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default()
+    };
+    let mut out = String::new();
+    for s in sessions {
+        let ended = s.ended_at.map_or("open".to_owned(), at);
+        let _ = writeln!(
+            out,
+            "{}  {}  {} -> {}  from {}  key {}  {} .. {}  in {} out {}  {}",
+            s.id,
+            Escaped(&s.user_name),
+            Escaped(&s.key_fingerprint),
+            Escaped(&s.target),
+            s.source_address,
+            s.key_id,
+            at(s.started_at),
+            ended,
+            s.bytes_in,
+            s.bytes_out,
+            s.close_reason.as_deref().unwrap_or("")
+        );
+        for c in &s.channels {
+            let status = c.exit_status.map(|e| format!(" {e}")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "    #{} {} \"{}\"  {} .. {}  in {} out {}  {}{status}",
+                c.channel,
+                c.kind,
+                Escaped(&c.program),
+                at(c.started_at),
+                at(c.ended_at),
+                c.bytes_in,
+                c.bytes_out,
+                c.outcome
+            );
+        }
+    }
+    out
+}
+
+/// Deletes audit rows older than `retention`, now and every hour, until `stop`.
+pub async fn prune(store: Store, retention: Duration, stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let before =
+            now_ms().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        match store.prune_audit(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(connections = n, "pruned audit records past retention"),
+            Err(e) => warn!(error = %e, "could not prune audit records"),
+        }
+    }
+}

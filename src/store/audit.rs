@@ -1,0 +1,269 @@
+//! The audit trail's rows (migration 0004): what each authenticated connection was,
+//! and each channel it opened. Written by `crate::audit` off the connection's path;
+//! read by `GET /users/me/sessions` and `ssh-gateway admin sessions`.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Result, Store};
+
+/// One authenticated connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConnection {
+    pub id: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub key_id: String,
+    pub key_fingerprint: String,
+    pub certificate_serial: Option<i64>,
+    pub source_address: String,
+    pub target: String,
+    /// Unix ms.
+    pub started_at: i64,
+    /// `None` while open (or if its gateway died first).
+    pub ended_at: Option<i64>,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+    pub close_reason: Option<String>,
+    pub channels: Vec<AuditChannel>,
+}
+
+/// One channel of a connection, recorded when it closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditChannel {
+    pub channel: i64,
+    /// `session` or `direct-tcpip`.
+    pub kind: String,
+    /// `shell`, `sftp`, the exec command line, or a forward's destination.
+    pub program: String,
+    pub started_at: i64,
+    pub ended_at: i64,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+    pub exit_status: Option<i64>,
+    /// `exit`, `signal <NAME>`, `refused` or `closed`.
+    pub outcome: String,
+}
+
+/// Where a page of newest-first sessions ends: the next page starts after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCursor {
+    pub started_at: i64,
+    pub id: String,
+}
+
+impl AuditCursor {
+    /// `<started_at>.<id>`: opaque to clients, checked when read back.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.started_at, self.id)
+    }
+
+    pub fn decode(s: &str) -> Option<AuditCursor> {
+        let (at, id) = s.split_once('.')?;
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let started_at = at.parse().ok()?;
+        ok.then(|| AuditCursor {
+            started_at,
+            id: id.to_owned(),
+        })
+    }
+}
+
+const CONNECTION_COLUMNS: &str = "id, user_id, user_name, key_id, key_fingerprint, certificate_serial, \
+     source_address, target, started_at, ended_at, bytes_in, bytes_out, close_reason";
+
+fn connection(row: &AnyRow) -> Result<AuditConnection> {
+    Ok(AuditConnection {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        user_name: row.try_get("user_name")?,
+        key_id: row.try_get("key_id")?,
+        key_fingerprint: row.try_get("key_fingerprint")?,
+        certificate_serial: row.try_get("certificate_serial")?,
+        source_address: row.try_get("source_address")?,
+        target: row.try_get("target")?,
+        started_at: row.try_get("started_at")?,
+        ended_at: row.try_get("ended_at")?,
+        bytes_in: row.try_get("bytes_in")?,
+        bytes_out: row.try_get("bytes_out")?,
+        close_reason: row.try_get("close_reason")?,
+        channels: Vec::new(),
+    })
+}
+
+fn channel(row: &AnyRow) -> Result<(String, AuditChannel)> {
+    Ok((
+        row.try_get("connection_id")?,
+        AuditChannel {
+            channel: row.try_get("channel")?,
+            kind: row.try_get("kind")?,
+            program: row.try_get("program")?,
+            started_at: row.try_get("started_at")?,
+            ended_at: row.try_get("ended_at")?,
+            bytes_in: row.try_get("bytes_in")?,
+            bytes_out: row.try_get("bytes_out")?,
+            exit_status: row.try_get("exit_status")?,
+            outcome: row.try_get("outcome")?,
+        },
+    ))
+}
+
+impl Store {
+    /// Records a connection as it authenticates (its end comes with `audit_close`).
+    pub async fn audit_open(&self, c: &AuditConnection) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_connections (id, user_id, user_name, key_id, key_fingerprint, \
+             certificate_serial, source_address, target, started_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&c.id)
+        .bind(&c.user_id)
+        .bind(&c.user_name)
+        .bind(&c.key_id)
+        .bind(&c.key_fingerprint)
+        .bind(c.certificate_serial)
+        .bind(&c.source_address)
+        .bind(&c.target)
+        .bind(c.started_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn audit_channel(&self, connection_id: &str, c: &AuditChannel) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_channels (connection_id, channel, kind, program, started_at, \
+             ended_at, bytes_in, bytes_out, exit_status, outcome) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(connection_id)
+        .bind(c.channel)
+        .bind(&c.kind)
+        .bind(&c.program)
+        .bind(c.started_at)
+        .bind(c.ended_at)
+        .bind(c.bytes_in)
+        .bind(c.bytes_out)
+        .bind(c.exit_status)
+        .bind(&c.outcome)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn audit_close(
+        &self,
+        id: &str,
+        ended_at: i64,
+        bytes: (i64, i64),
+        reason: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE audit_connections SET ended_at = $1, bytes_in = $2, bytes_out = $3, \
+             close_reason = $4 WHERE id = $5",
+        )
+        .bind(ended_at)
+        .bind(bytes.0)
+        .bind(bytes.1)
+        .bind(reason)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Up to `limit` connections, newest first, after `after` (a previous page's
+    /// last), of one user or (`None`) everyone's; each with its channels.
+    pub async fn audit_sessions(
+        &self,
+        user_id: Option<&str>,
+        after: Option<&AuditCursor>,
+        limit: u32,
+    ) -> Result<Vec<AuditConnection>> {
+        let (at, id) = match after {
+            Some(c) => (c.started_at, c.id.as_str()),
+            None => (i64::MAX, ""),
+        };
+        let page = "(started_at < $1 OR (started_at = $1 AND id < $2))";
+        let order = "ORDER BY started_at DESC, id DESC LIMIT $3";
+        let rows = match user_id {
+            Some(user) => {
+                // Only this module's constants are interpolated; values are bound.
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {CONNECTION_COLUMNS} FROM audit_connections WHERE {page} AND user_id = $4 {order}"
+                )))
+                .bind(at)
+                .bind(id)
+                .bind(i64::from(limit))
+                .bind(user)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {CONNECTION_COLUMNS} FROM audit_connections WHERE {page} {order}"
+                )))
+                .bind(at)
+                .bind(id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        let mut sessions = rows.iter().map(connection).collect::<Result<Vec<_>>>()?;
+        if sessions.is_empty() {
+            return Ok(sessions);
+        }
+        let marks: Vec<String> = (1..=sessions.len()).map(|i| format!("${i}")).collect();
+        let query = format!(
+            "SELECT connection_id, channel, kind, program, started_at, ended_at, bytes_in, \
+             bytes_out, exit_status, outcome FROM audit_channels \
+             WHERE connection_id IN ({}) ORDER BY started_at, channel",
+            marks.join(", ")
+        );
+        // Only numbered placeholders are interpolated; the ids are bound.
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(query));
+        for s in &sessions {
+            q = q.bind(s.id.clone());
+        }
+        for row in q.fetch_all(&self.pool).await? {
+            let (owner, ch) = channel(&row)?;
+            if let Some(s) = sessions.iter_mut().find(|s| s.id == owner) {
+                s.channels.push(ch);
+            }
+        }
+        Ok(sessions)
+    }
+
+    /// Deletes connections (and their channels) that ended before `before` (Unix ms).
+    pub async fn prune_audit(&self, before: i64) -> Result<u64> {
+        // Rows a dead gateway never closed go once they are as old.
+        let done = sqlx::query(
+            "DELETE FROM audit_connections WHERE ended_at < $1 \
+             OR (ended_at IS NULL AND started_at < $1)",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_junk_is_refused() {
+        let c = AuditCursor {
+            started_at: 1_700_000_000_123,
+            id: "ses_0a1b".into(),
+        };
+        assert_eq!(AuditCursor::decode(&c.encode()), Some(c));
+        for junk in ["", ".", "12.", "x.ses_1", "1.ses'--", "1.a b", "1"] {
+            assert_eq!(AuditCursor::decode(junk), None, "{junk:?}");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The audit trail: every authenticated connection and channel is recorded (who, from
+//! where, with which key, to what, what ran, bytes, exit status, why it ended); users
+//! read their own through `GET /users/me/sessions`, admins everyone's; failed logins
+//! leave no row; records outlive the user.
+
+mod support;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{KeyPair, Serve, admin_with_config, free_port, keygen, run, stderr};
+
+struct Gw {
+    _serve: Serve,
+    ssh_port: u16,
+    api: String,
+    config: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn start() -> (Gw, KeyPair, KeyPair, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ssh_port, api_port) = (free_port(), free_port());
+    let config = d.join("gateway.toml");
+    std::fs::write(
+        &config,
+        support::static_gateway_toml(d, ssh_port, api_port, "", ""),
+    )
+    .unwrap();
+    let db = format!("sqlite://{}/gw.db", d.display());
+    let mut keys = support::users_with_keys(&config, &db, d, &["ana", "bob"]);
+    admin_with_config(
+        &config,
+        &["sandbox", "add", "box", "--owner", "ana", "--member", "bob"],
+    );
+    let ana_token = admin_with_config(&config, &["token", "create", "ana"])
+        .trim()
+        .to_owned();
+    let bob_token = admin_with_config(&config, &["token", "create", "bob"])
+        .trim()
+        .to_owned();
+    let serve = Serve::start(&config, &d.join("gateway.log"), api_port);
+    let bob = keys.remove(1);
+    let ana = keys.remove(0);
+    (
+        Gw {
+            _serve: serve,
+            ssh_port,
+            api: format!("http://127.0.0.1:{api_port}"),
+            config,
+            dir,
+        },
+        ana,
+        bob,
+        ana_token,
+        bob_token,
+    )
+}
+
+async fn sessions(gw: &Gw, token: &str, query: &str) -> (u16, Value) {
+    let resp = support::http()
+        .get(format!("{}/users/me/sessions{query}", gw.api))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits until `token`'s user has `n` sessions, all ended (the writer is
+/// asynchronous: a record lands just after the connection closes).
+async fn ended_sessions(gw: &Gw, token: &str, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = sessions(gw, token, "?limit=100").await;
+        assert_eq!(status, 200, "{body}");
+        let list = body["sessions"].as_array().cloned().unwrap_or_default();
+        if list.len() == n && list.iter().all(|s| s["ended_at"].is_string()) {
+            return list;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected {n} ended sessions: {body:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn fingerprint(key: &KeyPair) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(format!("{}.pub", key.private.display()))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn connections_and_channels_are_recorded_and_shown_to_their_owner() {
+    // Set up before the runtime: the store helpers run their own.
+    let (gw, ana, bob, ana_token, bob_token) = start();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(recorded_and_shown(gw, ana, bob, ana_token, bob_token));
+}
+
+async fn recorded_and_shown(
+    gw: Gw,
+    ana: KeyPair,
+    bob: KeyPair,
+    ana_token: String,
+    bob_token: String,
+) {
+    let port = gw.ssh_port;
+
+    // An exec that fails, an sftp session, a forward.
+    let mut exec = support::client("ssh", &ana, port);
+    exec.args(["box@127.0.0.1", "echo hi; exit 3"]);
+    let out = run(exec);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    let batch = gw.dir.path().join("batch");
+    std::fs::write(&batch, "pwd\n").unwrap();
+    let mut sftp = support::client("sftp", &ana, port);
+    sftp.arg("-b").arg(&batch).arg("box@127.0.0.1");
+    let out = run(sftp);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let forward_port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.write_all(b"pong\n");
+        }
+    });
+    let mut forward = support::client("ssh", &ana, port);
+    forward.args(["-W", &format!("localhost:{forward_port}"), "box@127.0.0.1"]);
+    let out = run(forward);
+    assert_eq!(support::stdout(&out), "pong\n", "{}", stderr(&out));
+
+    // Bob logs in once; a stranger's key never gets in and leaves no record.
+    let mut by_bob = support::client("ssh", &bob, port);
+    by_bob.args(["box@127.0.0.1", "true"]);
+    assert!(run(by_bob).status.success());
+    let stranger = keygen(gw.dir.path(), "stranger", &["-t", "ed25519"]);
+    let mut denied = support::client("ssh", &stranger, port);
+    denied.args(["box@127.0.0.1", "true"]);
+    assert_eq!(run(denied).status.code(), Some(255));
+
+    let list = ended_sessions(&gw, &ana_token, 3).await;
+    // Newest first: the forward, the sftp session, the exec.
+    let (fwd, sftp, exec) = (&list[0], &list[1], &list[2]);
+    assert_eq!(exec["user"], "ana");
+    assert_eq!(exec["target"], "box");
+    assert_eq!(exec["key_fingerprint"], fingerprint(&ana));
+    assert!(exec["key_id"].as_str().unwrap().starts_with("key_"));
+    assert!(
+        exec["source_address"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{exec}"
+    );
+    assert_eq!(exec["close_reason"], "client closed");
+    let ch = &exec["channels"][0];
+    assert_eq!(ch["kind"], "session");
+    assert_eq!(ch["program"], "echo hi; exit 3");
+    assert_eq!(ch["exit_status"], 3);
+    assert_eq!(ch["outcome"], "exit");
+    assert_eq!(ch["bytes_out"], 3, "{ch}");
+    assert_eq!(exec["bytes_out"], 3);
+    assert_eq!(sftp["channels"][0]["program"], "sftp");
+    assert_eq!(sftp["channels"][0]["exit_status"], 0);
+    assert!(sftp["bytes_in"].as_i64().unwrap() > 0);
+    let fwd_channel = &fwd["channels"][0];
+    assert_eq!(fwd_channel["kind"], "direct-tcpip");
+    assert_eq!(fwd_channel["program"], format!("localhost:{forward_port}"));
+    assert_eq!(fwd_channel["bytes_out"], 5);
+
+    // Pages of one: each names the next until the last.
+    let (_, first) = sessions(&gw, &ana_token, "?limit=1").await;
+    assert_eq!(first["sessions"][0]["id"], fwd["id"]);
+    let next = first["next"].as_str().unwrap().to_owned();
+    let (_, second) = sessions(&gw, &ana_token, &format!("?limit=1&after={next}")).await;
+    assert_eq!(second["sessions"][0]["id"], sftp["id"]);
+    let next = second["next"].as_str().unwrap().to_owned();
+    let (_, third) = sessions(&gw, &ana_token, &format!("?limit=2&after={next}")).await;
+    assert_eq!(third["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(third["sessions"][0]["id"], exec["id"]);
+    assert!(third.get("next").is_none(), "{third}");
+
+    // Each sees only their own; nonsense is a 400, no token a 401.
+    let bobs = ended_sessions(&gw, &bob_token, 1).await;
+    assert_eq!(bobs[0]["user"], "bob");
+    for bad in [
+        "?limit=0",
+        "?limit=101",
+        "?after=x",
+        "?after=1.a%27--",
+        "?other=1",
+    ] {
+        let (status, body) = sessions(&gw, &ana_token, bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let resp = support::http()
+        .get(format!("{}/users/me/sessions", gw.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // The admin sees everyone's, and the record outlives its user.
+    admin_with_config(&gw.config, &["user", "delete", "bob"]);
+    let all = admin_with_config(&gw.config, &["sessions", "--limit", "10"]);
+    assert_eq!(
+        all.lines().filter(|l| l.starts_with("ses_")).count(),
+        4,
+        "{all}"
+    );
+    assert!(
+        all.contains("  bob  ") && all.contains("\"echo hi; exit 3\""),
+        "{all}"
+    );
+}
