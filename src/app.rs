@@ -48,7 +48,7 @@ pub struct Bound {
     tls_front: Option<(TcpListener, Arc<CertFiles>)>,
     config: Config,
     store: Store,
-    host_key: russh::keys::PrivateKey,
+    host_keys: hostkeys::HostKeys,
     /// The gateway's user CA, when it issues certificates.
     authority: Option<Arc<Authority>>,
     /// The CAs whose user certificates log in.
@@ -61,7 +61,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     let store = Store::open(&config.database.url, config.database.max_connections)
         .await
         .context("opening the database")?;
-    let host_key = hostkeys::load_or_generate(&config.ssh.host_key_dir)?;
+    let host_keys = hostkeys::load_all(&config.ssh.host_key_dir)?;
     let (authority, trust) = match &config.certificates {
         Some(c) => certs::load(c)?,
         None => (None, Trust::default()),
@@ -98,7 +98,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         tls_front,
         config,
         store,
-        host_key,
+        host_keys,
         authority,
         trust,
     })
@@ -120,7 +120,7 @@ impl Bound {
             store,
             ssh_addr,
             api_addr,
-            host_key,
+            host_keys,
             authority,
             trust,
         } = self;
@@ -204,7 +204,7 @@ impl Bound {
         if config.ssh.public_port == 0 {
             config.ssh.public_port = ssh_addr.port();
         }
-        let russh_config = Arc::new(ssh::russh_config(&config.ssh, host_key.clone()));
+        let russh_config = Arc::new(ssh::russh_config(&config.ssh, &host_keys));
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let api_state = Arc::new(ApiState {
             draining: draining.clone(),
@@ -214,7 +214,7 @@ impl Bound {
             public_port: config.ssh.public_port,
             authority,
             domain: config.routing.domain.clone(),
-            host_keys: vec![host_key.public_key().clone()],
+            host_keys: host_keys.public_keys(),
             fronts: api::AdvertisedFronts {
                 tls: config
                     .fronts
@@ -308,7 +308,7 @@ impl Bound {
             stop.clone(),
         ));
         registry.spawn(store.clone().listen(stop.clone()));
-        ssh::log_listening(ssh_addr, &host_key);
+        ssh::log_listening(ssh_addr, &host_keys);
         tracing::info!(addr = %api_addr, "API listening");
         let app = api::router(api_state, &config.api);
         let api = api::serve(

@@ -111,6 +111,24 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Sign a host key with a host CA: writes KEY-cert.pub beside HOST_KEY (KEY.pub),
+    /// which the gateway then presents; clients trust the CA with
+    /// `@cert-authority *.ssh.example.com <CA public key>` in known_hosts.
+    SignHostKey {
+        /// The host key's public half (e.g. host-keys/ssh_host_ed25519_key.pub).
+        host_key: PathBuf,
+        /// The CA's OpenSSH private key.
+        #[arg(long)]
+        ca: PathBuf,
+        /// A host name or pattern the certificate is for (repeat for more).
+        #[arg(long = "principal", required = true)]
+        principals: Vec<String>,
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+        /// The certificate's key id (shown in sshd-style logs).
+        #[arg(long, default_value = "ssh-gateway host key")]
+        id: String,
+    },
     /// Create or update the database schema.
     Migrate {
         #[command(flatten)]
@@ -335,6 +353,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Err(e) = client::refresh(&dir, &host).await {
                 eprintln!("ssh-gateway: could not renew the certificate: {e:#}");
             }
+            Ok(())
+        }
+        Command::SignHostKey {
+            host_key,
+            ca,
+            principals,
+            days,
+            id,
+        } => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+            };
+            let host = russh::keys::PublicKey::from_openssh(read(&host_key)?.trim())
+                .with_context(|| format!("{} is not an OpenSSH public key", host_key.display()))?;
+            let ca_key = russh::keys::PrivateKey::from_openssh(read(&ca)?)
+                .with_context(|| format!("{} is not an OpenSSH private key", ca.display()))?;
+            let cert = ssh_gateway::certs::sign_host_certificate(
+                &ca_key,
+                &host,
+                &principals,
+                &id,
+                ssh_gateway::certs::unix_now(),
+                std::time::Duration::from_secs(days.saturating_mul(86_400)),
+            )?;
+            let name = host_key.display().to_string();
+            let out = PathBuf::from(format!(
+                "{}-cert.pub",
+                name.strip_suffix(".pub").unwrap_or(&name)
+            ));
+            std::fs::write(&out, format!("{}\n", cert.to_openssh()?))
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("{}", out.display());
             Ok(())
         }
         Command::Migrate { db } => {

@@ -119,3 +119,38 @@ impl Authority {
         b.sign(&self.key).map_err(sign)
     }
 }
+
+/// Signs an OpenSSH host certificate for `host` (what `ssh-keygen -s CA -h` makes):
+/// valid from `skew` before `now` for `valid_for`, for `principals` (host names or
+/// patterns clients match against `@cert-authority` lines).
+pub fn sign_host_certificate(
+    ca: &PrivateKey,
+    host: &russh::keys::PublicKey,
+    principals: &[String],
+    key_id: &str,
+    now: u64,
+    valid_for: std::time::Duration,
+) -> Result<Certificate, IssueError> {
+    let sign = |e: russh::keys::ssh_key::Error| IssueError::Sign(e.to_string());
+    if principals.is_empty() {
+        // An empty list would make the certificate good for every host name.
+        return Err(IssueError::Sign(
+            "name at least one host principal (--principal)".into(),
+        ));
+    }
+    let nonce: [u8; 32] = rand::random();
+    let mut b = Builder::new(
+        nonce.to_vec(),
+        host.key_data().clone(),
+        now.saturating_sub(60),
+        now.saturating_add(valid_for.as_secs()),
+    )
+    .map_err(sign)?;
+    b.serial(rand::random::<u64>() >> 11).map_err(sign)?;
+    b.cert_type(CertType::Host).map_err(sign)?;
+    b.key_id(key_id).map_err(sign)?;
+    for p in principals {
+        b.valid_principal(p.as_str()).map_err(sign)?;
+    }
+    b.sign(ca).map_err(sign)
+}

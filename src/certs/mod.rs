@@ -6,7 +6,7 @@
 mod authority;
 mod check;
 
-pub use authority::{Authority, CertRequest, IssueError};
+pub use authority::{Authority, CertRequest, IssueError, sign_host_certificate};
 pub use check::{CertClaims, CertRefusal, Issuer, Trust, check, parse_source_address};
 
 /// What a connection may do beyond running programs. Keys and tokens may do all of

@@ -7,10 +7,89 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use russh::keys::ssh_key::LineEnding;
+use russh::keys::ssh_key::certificate::CertType;
 use russh::keys::ssh_key::private::Ed25519Keypair;
-use russh::keys::{HashAlg, PrivateKey};
+use russh::keys::{Certificate, HashAlg, PrivateKey};
 
 pub const ED25519_FILE: &str = "ssh_host_ed25519_key";
+/// Optional further host keys, loaded when present (never generated: a fleet's come
+/// from its Secret), for clients that pin or prefer them.
+pub const OPTIONAL_FILES: [&str; 2] = ["ssh_host_ecdsa_key", "ssh_host_rsa_key"];
+/// Beside a key `K`, `K-cert.pub` is its OpenSSH host certificate, as sshd's
+/// `HostCertificate`: clients that trust the CA (`@cert-authority *.ssh.example.com`)
+/// need no pinned key.
+pub const CERT_SUFFIX: &str = "-cert.pub";
+
+/// Every host key the listener presents, Ed25519 first, and their certificates.
+#[derive(Clone)]
+pub struct HostKeys {
+    pub keys: Vec<PrivateKey>,
+    pub certificates: Vec<Certificate>,
+}
+
+impl HostKeys {
+    /// The Ed25519 key: what logs and `setup` name first.
+    pub fn primary(&self) -> &PrivateKey {
+        &self.keys[0]
+    }
+
+    pub fn public_keys(&self) -> Vec<russh::keys::PublicKey> {
+        self.keys.iter().map(|k| k.public_key().clone()).collect()
+    }
+}
+
+/// Loads the host keys from `dir`: the Ed25519 key (generated if missing), the
+/// optional ECDSA and RSA keys, and a certificate beside any of them. A certificate
+/// that is not a host certificate for its key is refused; one outside its validity
+/// is loaded with a warning (clients will refuse it until renewed).
+pub fn load_all(dir: &Path) -> Result<HostKeys, HostKeyError> {
+    let (mut keys, mut certificates) = (Vec::new(), Vec::new());
+    for name in std::iter::once(ED25519_FILE).chain(OPTIONAL_FILES) {
+        let path = dir.join(name);
+        let key = if name == ED25519_FILE {
+            load_or_generate(dir)?
+        } else if path.exists() {
+            load_or_generate_key(&path, "host key")?
+        } else {
+            continue;
+        };
+        let cert_path = dir.join(format!("{name}{CERT_SUFFIX}"));
+        if cert_path.exists() {
+            let cert = load_certificate(&cert_path, &key)?;
+            let now = crate::certs::unix_now();
+            if now < cert.valid_after() || now >= cert.valid_before() {
+                tracing::warn!(path = %cert_path.display(), valid_after = cert.valid_after(), valid_before = cert.valid_before(), "host certificate is outside its validity; clients will refuse it");
+            }
+            certificates.push(cert);
+        }
+        keys.push(key);
+    }
+    Ok(HostKeys { keys, certificates })
+}
+
+fn load_certificate(path: &Path, key: &PrivateKey) -> Result<Certificate, HostKeyError> {
+    let what = "host certificate";
+    let bad = |message: String| HostKeyError::Parse {
+        what,
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| HostKeyError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    })?;
+    let cert = Certificate::from_openssh(text.trim()).map_err(|e| bad(e.to_string()))?;
+    if cert.cert_type() != CertType::Host {
+        return Err(bad(
+            "it is a user certificate; sign with ssh-keygen -h".into()
+        ));
+    }
+    if cert.public_key() != key.public_key().key_data() {
+        return Err(bad("it certifies another key than the one beside it".into()));
+    }
+    Ok(cert)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostKeyError {

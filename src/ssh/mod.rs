@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey};
+use russh::keys::{Algorithm, EcdsaCurve, HashAlg};
 use russh::{Disconnect, MethodKind, MethodSet, Preferred, SshId, cipher, compression, kex, mac};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -129,7 +129,7 @@ fn algorithms() -> Preferred {
 }
 
 /// russh settings; the figures behind them are in notes/russh-tuning.md.
-pub fn russh_config(settings: &SshConfig, host_key: PrivateKey) -> russh::server::Config {
+pub fn russh_config(settings: &SshConfig, host_keys: &hostkeys::HostKeys) -> russh::server::Config {
     russh::server::Config {
         // The comment tells SFTP clients that infer server quirks from the banner
         // (asyncssh, for one) that SFTP here behaves as OpenSSH's does, reversed
@@ -146,7 +146,8 @@ pub fn russh_config(settings: &SshConfig, host_key: PrivateKey) -> russh::server
         auth_rejection_time_initial: Some(Duration::ZERO),
         // Each unknown key a client offers costs it this much.
         auth_rejection_time: Duration::from_millis(250),
-        keys: vec![host_key],
+        keys: host_keys.keys.clone(),
+        certificates: host_keys.certificates.clone(),
         window_size: 8 * 1024 * 1024,
         maximum_packet_size: 65535,
         max_auth_attempts: settings.max_auth_attempts,
@@ -481,6 +482,7 @@ impl RateLimit {
     }
 }
 
-pub fn log_listening(addr: SocketAddr, host_key: &PrivateKey) {
-    info!(%addr, fingerprint = %hostkeys::fingerprint(host_key), "SSH listening");
+pub fn log_listening(addr: SocketAddr, host_keys: &hostkeys::HostKeys) {
+    let fingerprints: Vec<String> = host_keys.keys.iter().map(hostkeys::fingerprint).collect();
+    info!(%addr, fingerprint = %fingerprints.join(" "), certificates = host_keys.certificates.len(), "SSH listening");
 }

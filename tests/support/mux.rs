@@ -50,6 +50,14 @@ impl Master {
         run(cmd)
     }
 
+    /// Whether the master connection is still there (`ssh -O check`).
+    pub fn is_up(&self) -> bool {
+        let mut cmd = self.command();
+        cmd.args(["-O", "check"])
+            .arg(format!("{}@127.0.0.1", self.user));
+        run(cmd).status.success()
+    }
+
     /// Adds `-L local:localhost:remote` to the master.
     pub fn forward(&self, local: u16, remote: u16) {
         let mut cmd = self.command();
