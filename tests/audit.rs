@@ -42,7 +42,13 @@ fn start() -> (Gw, KeyPair, KeyPair, String, String) {
     let bob_token = admin_with_config(&config, &["token", "create", "bob"])
         .trim()
         .to_owned();
-    let serve = Serve::start(&config, &d.join("gateway.log"), api_port);
+    // Structured logs too: the same events, one JSON object a line.
+    let serve = Serve::start_with_env(
+        &config,
+        &d.join("gateway.log"),
+        api_port,
+        &[("SSH_GATEWAY_LOG_FORMAT", "json")],
+    );
     let bob = keys.remove(1);
     let ana = keys.remove(0);
     (

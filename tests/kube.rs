@@ -433,6 +433,61 @@ fn an_unreachable_api_server_gives_a_clear_error_in_bounded_time() {
     );
 }
 
+/// The Kubernetes API vanishing and coming back (a relay in front of it is cut and
+/// restored): meanwhile logins get a clear error within the request timeout; once it
+/// is back the gateway recovers by itself, with no restart.
+#[test]
+fn the_gateway_recovers_when_the_api_server_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = support::kube::EmulatorThread::start(
+        &dir.path().join("cluster"),
+        &dir.path().join("kubeconfig"),
+    );
+    let direct = emu.emulator().addr;
+    let mut relay = support::relay::Relay::start(direct);
+    let kubeconfig = dir.path().join("relayed-kubeconfig");
+    let original = std::fs::read_to_string(dir.path().join("kubeconfig")).unwrap();
+    assert!(original.contains(&direct.to_string()));
+    std::fs::write(
+        &kubeconfig,
+        original.replace(&direct.to_string(), &format!("127.0.0.1:{}", relay.port)),
+    )
+    .unwrap();
+    let gw = KubeGateway::start(&["default"], Some(&kubeconfig));
+    let (labels, annotations) = sandbox("alpha", "alice");
+    emu.pod("default", "sandbox-alpha", labels, annotations);
+    let attempt = || {
+        let mut cmd = gw.ssh(&gw.alice);
+        cmd.args(["alpha@127.0.0.1", "echo up"]);
+        run(cmd)
+    };
+    let out = attempt();
+    assert_eq!(stdout(&out), "up\n", "{}", stderr(&out));
+
+    relay.down();
+    let out = attempt();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach its control plane"),
+        "{}",
+        stderr(&out)
+    );
+
+    relay.up();
+    let mut last = None;
+    let recovered = support::process::wait_until(Duration::from_secs(30), || {
+        let out = attempt();
+        let ok = stdout(&out) == "up\n";
+        last = Some(out);
+        ok
+    });
+    assert!(
+        recovered,
+        "no recovery after the API came back: {}",
+        last.map(|o| stderr(&o)).unwrap_or_default()
+    );
+}
+
 #[test]
 fn a_long_lived_connection_follows_its_sandbox_to_a_new_pod() {
     let gw = with_alpha();

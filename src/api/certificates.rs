@@ -115,16 +115,18 @@ async fn key_of_caller(
             "this key is registered to another account; a key can identify only one user",
         )
     };
+    // A name is checked whether or not it is used: a bad one is refused the same way
+    // for a new key and for one already registered.
+    let name = match name {
+        Some(n) => check_key_name(n).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        None => check_key_name(&parsed.comment).unwrap_or("certificate key"),
+    };
     match state.store.key_by_fingerprint(&parsed.fingerprint).await {
         Ok(Some(key)) if key.user_id == caller.id => return Ok(key.id),
         Ok(Some(_)) => return Err(others()),
         Ok(None) => {}
         Err(e) => return Err(ApiError::internal(e)),
     }
-    let name = match name {
-        Some(n) => check_key_name(n).map_err(|e| ApiError::bad_request(e.to_string()))?,
-        None => check_key_name(&parsed.comment).unwrap_or("certificate key"),
-    };
     let new = NewKey {
         user_id: &caller.id,
         name,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
@@ -99,8 +99,20 @@ async fn create(
 async fn remove(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    // Only ids this API hands out reach the store (PostgreSQL refuses a NUL in text,
+    // which would read as a 500).
+    let plausible = id
+        .strip_prefix("key_")
+        .is_some_and(|hex| hex.len() == 24 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !plausible {
+        return Err(ApiError::not_found(format!(
+            "no SSH key {:?} on your account",
+            crate::keys::escape(&id)
+        )));
+    }
     match state.store.delete_key(&caller.0.id, &id).await {
         Ok(()) => {
             tracing::info!(user = %caller.0.name, key = %id, "SSH key deleted");

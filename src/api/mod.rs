@@ -64,6 +64,9 @@ pub fn router(state: Arc<ApiState>, limits: &ApiConfig) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/control-plane.openapi.yaml", get(control_plane_contract))
+        .route("/openapi.json", get(api_contract))
+        .fallback(no_such_path)
+        .method_not_allowed_fallback(no_such_method)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             limits.request_timeout(),
@@ -100,6 +103,25 @@ async fn request_deadline(State(limit): State<Duration>, req: Request, next: Nex
 
 /// The contract an HTTP control plane implements (`[control] kind = "http"`).
 const CONTROL_PLANE_OPENAPI: &str = include_str!("../../docs/control-plane.openapi.yaml");
+
+/// This API's own contract, checked against the running server in CI (schemathesis).
+const API_OPENAPI: &str = include_str!("../../docs/api.openapi.json");
+
+async fn api_contract() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], API_OPENAPI)
+}
+
+/// Errors are JSON everywhere, unknown paths and methods included.
+async fn no_such_path() -> ApiError {
+    ApiError::not_found("no such API path (see /openapi.json)")
+}
+
+async fn no_such_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this path does not take that method (see /openapi.json)",
+    )
+}
 
 async fn control_plane_contract() -> impl IntoResponse {
     (
@@ -141,6 +163,13 @@ async fn ready(State(state): State<Arc<ApiState>>) -> Result<&'static str, ApiEr
 async fn health(
     axum::extract::State(state): axum::extract::State<Arc<ApiState>>,
 ) -> Result<&'static str, ApiError> {
-    state.store.ping().await.map_err(ApiError::internal)?;
+    // Unavailable, not an internal error: the probe's answer while the database is down.
+    if let Err(e) = state.store.ping().await {
+        tracing::warn!(error = %e, "health check: the database does not answer");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database does not answer",
+        ));
+    }
     Ok("ok\n")
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -21,8 +22,9 @@ pub fn router() -> Router<Arc<ApiState>> {
 async fn detail(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let target = route::route(&id).map_err(|e| ApiError::not_found(e.to_string()))?;
     let info = match state.control.describe(&caller.principal(), &target).await {
         Ok(info) => info,

@@ -253,6 +253,7 @@ impl ActivityTracker {
         let Some((cluster, name)) = self.remotes.for_key(target) else {
             return;
         };
+        tracing::debug!(%target, event = ?activity.event, open = activity.open_sessions, last_payload_ms = ?activity.last_payload_ms, "reporting activity");
         match tokio::time::timeout(
             REPORT_TIMEOUT,
             cluster.control.report_activity(name, activity),

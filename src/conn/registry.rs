@@ -47,6 +47,10 @@ struct Entry {
     preauth: Option<PreAuthPermit>,
     /// Whether the client offered any key (a failed login, not just a silent socket).
     keys_offered: bool,
+    /// Its connection task is done but channels still finish: the last one to go
+    /// reports the connection closed, so every subscriber sees a connection's
+    /// channels close before the connection does.
+    ended: bool,
 }
 
 struct ChannelEntry {
@@ -147,6 +151,7 @@ impl Registry {
                 reason: None,
                 preauth: Some(preauth),
                 keys_offered: false,
+                ended: false,
             },
         );
         self.peak.fetch_max(conns.len(), Ordering::Relaxed);
@@ -294,22 +299,39 @@ impl Registry {
             .is_ok()
     }
 
+    /// The connection task is done: the connection goes now, or (channels still
+    /// finishing) when its last channel does.
     fn remove(&self, id: ConnId) {
         let entry = {
             let mut conns = self.lock();
-            let Some(entry) = conns.remove(&id) else {
+            let Some(entry) = conns.get_mut(&id) else {
                 return;
             };
-            // A map never shrinks by itself: after a burst of 10,000 connections it
-            // would hold ~5 MiB of empty slots for good. Halving it when it is a
-            // quarter full keeps the cost amortized.
-            if conns.capacity() > 1024 && conns.len() < conns.capacity() / 4 {
-                let len = conns.len();
-                conns.shrink_to(len * 2);
+            entry.cancel.cancel();
+            if !entry.channels.is_empty() {
+                entry.ended = true;
+                return;
             }
-            entry
+            Self::take(&mut conns, id)
         };
-        entry.cancel.cancel();
+        if let Some(entry) = entry {
+            self.report_closed(id, entry);
+        }
+    }
+
+    fn take(conns: &mut HashMap<ConnId, Entry>, id: ConnId) -> Option<Entry> {
+        let entry = conns.remove(&id)?;
+        // A map never shrinks by itself: after a burst of 10,000 connections it would
+        // hold ~5 MiB of empty slots for good. Halving it when it is a quarter full
+        // keeps the cost amortized.
+        if conns.capacity() > 1024 && conns.len() < conns.capacity() / 4 {
+            let len = conns.len();
+            conns.shrink_to(len * 2);
+        }
+        Some(entry)
+    }
+
+    fn report_closed(&self, id: ConnId, entry: Entry) {
         self.events.emit(Event::Closed {
             conn: id,
             peer: entry.meta.peer,
@@ -552,9 +574,21 @@ impl ChannelGuard {
 
 impl Drop for ChannelGuard {
     fn drop(&mut self) {
-        if let Some(e) = self.conn.registry.lock().get_mut(&self.conn.id) {
-            e.channels.remove(&self.channel);
-        }
+        let registry = &self.conn.registry;
+        let finished = {
+            let mut conns = registry.lock();
+            match conns.get_mut(&self.conn.id) {
+                Some(e) => {
+                    e.channels.remove(&self.channel);
+                    if e.ended && e.channels.is_empty() {
+                        Registry::take(&mut conns, self.conn.id)
+                    } else {
+                        None
+                    }
+                }
+                None => None,
+            }
+        };
         let (bytes_in, bytes_out) = self.counters.snapshot();
         self.conn.registry.events.emit(Event::ChannelClosed {
             conn: self.conn.id,
@@ -567,5 +601,61 @@ impl Drop for ChannelGuard {
             last_payload_ms: self.counters.last_payload_ms(),
             end: std::mem::replace(&mut self.end, ChannelEnd::Closed),
         });
+        if let Some(entry) = finished {
+            registry.report_closed(self.conn.id, entry);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::admission::{Admission, AdmissionLimits};
+    use crate::conn::events::Subscriber;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<&'static str>>);
+
+    impl Subscriber for Recorder {
+        fn on_event(&self, event: &Event) {
+            let name = match event {
+                Event::ChannelClosed { .. } => "channel closed",
+                Event::Closed { .. } => "closed",
+                _ => return,
+            };
+            self.0.lock().unwrap().push(name);
+        }
+    }
+
+    /// A connection whose task ends while a channel still finishes is reported closed
+    /// after that channel: subscribers (activity, audit) need the channel's totals
+    /// while they still know its connection.
+    #[test]
+    fn a_connection_closes_after_its_last_channel() {
+        let recorder = Arc::new(Recorder::default());
+        let registry = Registry::new(Events::new(vec![recorder.clone()]));
+        let admission = Admission::new(AdmissionLimits {
+            max_connections: 8,
+            max_unauthenticated: 8,
+            max_unauthenticated_per_source: 8,
+            penalty_auth_failure: Duration::ZERO,
+            penalty_no_auth: Duration::ZERO,
+            penalty_threshold: Duration::from_secs(60),
+            penalty_max: Duration::from_secs(60),
+            penalty_exempt: Vec::new(),
+        });
+        let peer: SocketAddr = "192.0.2.1:2222".parse().unwrap();
+        let (_conn_permit, preauth) = admission.admit(peer.ip()).unwrap();
+        let conn = registry.register(peer, preauth);
+        let channel = conn.open_channel(0, "session", String::new(), 4).unwrap();
+        drop(conn);
+        assert!(
+            recorder.0.lock().unwrap().is_empty(),
+            "closed before its channel"
+        );
+        assert_eq!(registry.len(), 1, "still held while its channel finishes");
+        drop(channel);
+        assert_eq!(*recorder.0.lock().unwrap(), ["channel closed", "closed"]);
+        assert!(registry.is_empty());
     }
 }

@@ -11,6 +11,7 @@ pub mod mux;
 pub mod pki;
 pub mod postgres;
 pub mod process;
+pub mod relay;
 pub mod terminal;
 
 use std::io::{BufRead, BufReader};
@@ -417,6 +418,11 @@ pub struct Serve {
 impl Serve {
     /// Starts serve and waits until its API port answers.
     pub fn start(config: &Path, log: &Path, api_port: u16) -> Serve {
+        Self::start_with_env(config, log, api_port, &[])
+    }
+
+    /// As `start`, with these environment variables set for it.
+    pub fn start_with_env(config: &Path, log: &Path, api_port: u16, env: &[(&str, &str)]) -> Serve {
         // Wrapped at once so every path (including the panic below) reaps it.
         let writer = std::fs::File::create(log).unwrap();
         let mut server = Serve {
@@ -424,6 +430,7 @@ impl Serve {
             child: Command::new(BIN)
                 .args(["serve", "--config"])
                 .arg(config)
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(writer)
                 .spawn()

@@ -1,9 +1,9 @@
-//! The routing fuzz target builds and runs, on the stable toolchain CI has: the
-//! coverage instrumentation cargo-fuzz asks rustc for (`-Cpasses=sancov-module` and
-//! the `-Cllvm-args` below) are stable flags; only the sanitizers cargo-fuzz adds by
-//! default need nightly, and the target has no unsafe code for them to check. A short
-//! guided run over the routing function (user names, host names, domains) must find
-//! no panic and no target with a malformed name. Longer runs: `cargo fuzz run route`.
+//! The fuzz targets (fuzz/fuzz_targets/) build and run, on the stable toolchain CI
+//! has: the coverage instrumentation cargo-fuzz asks rustc for (`-Cpasses=sancov-module`
+//! and the `-Cllvm-args` below) are stable flags; only the sanitizers cargo-fuzz adds by
+//! default need nightly, and the targets have no unsafe code for them to check. A
+//! short guided run of each must find nothing. Longer runs: `cargo fuzz run route`,
+//! `cargo fuzz run fronts`.
 
 use std::path::Path;
 use std::process::Command;
@@ -15,8 +15,9 @@ const COVERAGE_FLAGS: &str = "-Cpasses=sancov-module \
     -Cllvm-args=-sanitizer-coverage-trace-compares \
     --cfg fuzzing -Cdebug-assertions";
 
-#[test]
-fn the_route_fuzz_target_builds_and_finds_nothing() {
+/// Builds fuzz target `name` and runs it for `seconds`; panics on a finding, or if
+/// the run was not guided by coverage.
+fn fuzz(name: &str, seconds: u32, max_len: u32) {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let target_dir = fuzz.join("target");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -28,7 +29,7 @@ fn the_route_fuzz_target_builds_and_finds_nothing() {
             "--locked",
             "--release",
             "--bin",
-            "route",
+            name,
             "--target",
             triple,
         ])
@@ -39,19 +40,21 @@ fn the_route_fuzz_target_builds_and_finds_nothing() {
         .expect("cargo runs");
     assert!(
         out.status.success(),
-        "building the fuzz target failed:\n{}",
+        "building the fuzz target {name} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let corpus = tempfile::tempdir().unwrap();
-    let out = Command::new(target_dir.join(triple).join("release/route"))
+    let out = Command::new(target_dir.join(triple).join("release").join(name))
         .arg(corpus.path())
-        .args(["-max_total_time=15", "-max_len=512", "-seed=1"])
+        .arg(format!("-max_total_time={seconds}"))
+        .arg(format!("-max_len={max_len}"))
+        .arg("-seed=1")
         .output()
         .expect("the fuzz target runs");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "the fuzzer found a failing input:\n{log}"
+        "the fuzzer found a failing input for {name}:\n{log}"
     );
     // Guided, not blind: libFuzzer saw coverage counters and grew a corpus.
     assert!(log.contains("cov:"), "{log}");
@@ -59,4 +62,17 @@ fn the_route_fuzz_target_builds_and_finds_nothing() {
         std::fs::read_dir(corpus.path()).unwrap().count() > 10,
         "the corpus did not grow: coverage instrumentation is missing\n{log}"
     );
+}
+
+/// User names, host names, domains: no panic, no target with a malformed name.
+#[test]
+fn the_route_fuzz_target_finds_nothing() {
+    fuzz("route", 15, 512);
+}
+
+/// PROXY protocol headers and HTTP CONNECT preludes: no panic, nothing read past
+/// its bound, tunnels only to routable host names.
+#[test]
+fn the_fronts_fuzz_target_finds_nothing() {
+    fuzz("fronts", 15, 2048);
 }
