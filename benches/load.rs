@@ -19,6 +19,11 @@
 //! gateway spent during the burst). The client runs on the same two cores, so the
 //! wall-clock rate is what client and gateway manage together. Environment variables
 //! the bench sees reach the gateway (`MALLOC_ARENA_MAX=2 cargo bench --bench load`).
+//! With N held it also times `GET /metrics` (the scrape cost at N sessions), and with
+//! LOAD_DRAIN=1 it ends the burst with SIGTERM instead of closing the clients: the
+//! time from the signal to the gateway's exit is what telling N clients and closing
+//! them takes (`drain_timeout_secs = 0`; the memory-after-close columns are then
+//! empty).
 //! Not run by CI; nothing here is a pass/fail assertion.
 
 use std::net::TcpListener;
@@ -135,6 +140,7 @@ fn allocator_of(binary: &str) -> &'static str {
 struct Gateway {
     child: Child,
     port: u16,
+    api_port: u16,
     /// The gateway process itself (a descendant of `child` under LOAD_WRAPPER).
     pid: u32,
 }
@@ -201,7 +207,7 @@ fn write_config(dir: &Path, ssh_port: u16, api_port: u16, max: usize) -> std::pa
         &config,
         format!(
             "[ssh]\nlisten = \"127.0.0.1:{ssh_port}\"\nhost_key_dir = \"{d}/host-keys\"\npublic_host = \"127.0.0.1\"\n\
-             max_connections = {max}\n\
+             max_connections = {max}\ndrain_timeout_secs = 0\n\
              [admission]\nmax_unauthenticated = {max}\nmax_unauthenticated_per_source = {max}\npenalty_no_auth_secs = 0\n\
              [api]\nlisten = \"127.0.0.1:{api_port}\"\n\
              [database]\nurl = \"sqlite://{d}/load.db\"\n\
@@ -230,8 +236,8 @@ fn admin(config: &Path, args: &[&str]) {
 }
 
 fn start_gateway(dir: &Path, max: usize) -> Gateway {
-    let port = free_port();
-    let config = write_config(dir, port, free_port(), max);
+    let (port, api_port) = (free_port(), free_port());
+    let config = write_config(dir, port, api_port, max);
     let log = std::fs::File::create(dir.join(format!("gateway-{port}.log"))).unwrap();
     // LOAD_WRAPPER="heaptrack -o /tmp/gw" runs the gateway under a profiler.
     let wrapper = std::env::var("LOAD_WRAPPER").unwrap_or_default();
@@ -260,6 +266,7 @@ fn start_gateway(dir: &Path, max: usize) -> Gateway {
         pid: child.id(),
         child,
         port,
+        api_port,
     };
     for _ in 0..400 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -341,6 +348,28 @@ struct Run {
     p50_ms: f64,
     p99_ms: f64,
     after: Vec<(u64, u64, usize)>,
+    /// `GET /metrics` with N held: median time and body size.
+    scrape_ms: f64,
+    scrape_bytes: usize,
+    /// LOAD_DRAIN=1: SIGTERM to exit with N held.
+    drain: Option<Duration>,
+}
+
+/// One `GET /metrics` over a fresh connection: (milliseconds, body bytes).
+fn scrape(api_port: u16) -> (f64, usize) {
+    use std::io::{Read, Write};
+    let started = Instant::now();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", api_port)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).unwrap();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let body = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(0, |at| response.len() - at - 4);
+    (ms, body)
 }
 
 fn run(
@@ -406,15 +435,34 @@ fn run(
     };
     std::thread::sleep(SETTLE);
     let (rss_held, fds_held) = (proc.rss_kib(), proc.fds());
+    let scrapes: Vec<(f64, usize)> = (0..21).map(|_| scrape(gw.api_port)).collect();
+    let mut scrape_times: Vec<f64> = scrapes.iter().map(|s| s.0).collect();
+    scrape_times.sort_by(|a, b| a.total_cmp(b));
+    let (scrape_ms, scrape_bytes) = (scrape_times[scrape_times.len() / 2], scrapes[0].1);
 
-    // Close everything at once; the client sessions end when their handles go.
-    rt.block_on(async move { drop(held) });
-    let closed = Instant::now();
     let mut after = Vec::new();
-    for secs in AFTER_CLOSE {
-        let at = closed + Duration::from_secs(secs);
-        std::thread::sleep(at.saturating_duration_since(Instant::now()));
-        after.push((secs, proc.rss_kib(), proc.fds()));
+    let mut drain = None;
+    if std::env::var("LOAD_DRAIN").is_ok_and(|v| v == "1") {
+        let mut gw = gw;
+        let signalled = Instant::now();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(gw.pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        while gw.child.try_wait().ok().flatten().is_none() && signalled.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drain = Some(signalled.elapsed());
+        rt.block_on(async move { drop(held) });
+    } else {
+        // Close everything at once; the client sessions end when their handles go.
+        rt.block_on(async move { drop(held) });
+        let closed = Instant::now();
+        for secs in AFTER_CLOSE {
+            let at = closed + Duration::from_secs(secs);
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            after.push((secs, proc.rss_kib(), proc.fds()));
+        }
     }
     Run {
         n,
@@ -430,6 +478,9 @@ fn run(
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
         after,
+        scrape_ms,
+        scrape_bytes,
+        drain,
     }
 }
 
@@ -578,13 +629,19 @@ fn main() {
             .map(|&(s, _, f)| format!("{f} at +{s} s"))
             .collect();
         println!(
-            "N={}: burst {:.1} s wall, gateway CPU {:.1} s, client CPU {:.1} s; gateway fds before {}, after close {}",
+            "N={}: burst {:.1} s wall, gateway CPU {:.1} s, client CPU {:.1} s; gateway fds before {}, after close {}; \
+             GET /metrics {:.1} ms ({} bytes){}",
             r.n,
             r.wall.as_secs_f64(),
             r.gateway_cpu,
             r.client_cpu,
             r.fds_before,
-            fds.join(", ")
+            fds.join(", "),
+            r.scrape_ms,
+            r.scrape_bytes,
+            r.drain
+                .map(|d| format!("; SIGTERM to exit {:.2} s", d.as_secs_f64()))
+                .unwrap_or_default()
         );
     }
 }
