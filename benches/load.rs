@@ -212,8 +212,14 @@ fn write_config(dir: &Path, ssh_port: u16, api_port: u16, max: usize) -> std::pa
              [api]\nlisten = \"127.0.0.1:{api_port}\"\n\
              [database]\nurl = \"sqlite://{d}/load.db\"\n\
              [backend]\nkind = \"local\"\n\
-             [control]\nkind = \"static\"\nsandbox_root = \"{d}/sandboxes\"\n",
-            d = dir.display()
+             [control]\nkind = \"static\"\nsandbox_root = \"{d}/sandboxes\"\n{audit}",
+            d = dir.display(),
+            // LOAD_AUDIT=0: without the audit trail, to see what it costs.
+            audit = if std::env::var("LOAD_AUDIT").is_ok_and(|v| v == "0") {
+                "[audit]\nenabled = false\n"
+            } else {
+                ""
+            },
         ),
     )
     .unwrap();
@@ -449,7 +455,9 @@ fn run(
             nix::unistd::Pid::from_raw(gw.pid as i32),
             nix::sys::signal::Signal::SIGTERM,
         );
-        while gw.child.try_wait().ok().flatten().is_none() && signalled.elapsed() < Duration::from_secs(120) {
+        while gw.child.try_wait().ok().flatten().is_none()
+            && signalled.elapsed() < Duration::from_secs(120)
+        {
             std::thread::sleep(Duration::from_millis(5));
         }
         drain = Some(signalled.elapsed());

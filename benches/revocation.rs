@@ -132,6 +132,7 @@ fn main() {
     let token = admin(&cli, &["token", "create", "ana"]).trim().to_owned();
     let (mut a, _, a_api) = replica(d, "a", &db);
     let (mut b, b_ssh, _) = replica(d, "b", &db);
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let http = reqwest::Client::new();
 
     let mut latencies = Vec::with_capacity(runs);

@@ -444,6 +444,9 @@ async fn release_memory_after_closes(registry: Arc<Registry>, stop: Cancellation
     let mut tick = tokio::time::interval(TRIM_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut high = 0;
+    // Work a burst of closes leaves behind (the audit writer storing their records)
+    // frees its memory after the first trim: one more trim a few checks later.
+    let mut again = 0u32;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -453,7 +456,13 @@ async fn release_memory_after_closes(registry: Arc<Registry>, stop: Cancellation
         let now = registry.len();
         if high.saturating_sub(now) >= TRIM_AFTER_CLOSED {
             high = now;
+            again = 3;
             let _ = tokio::task::spawn_blocking(trim_heap).await;
+        } else if again > 0 {
+            again -= 1;
+            if again == 0 {
+                let _ = tokio::task::spawn_blocking(trim_heap).await;
+            }
         }
     }
 }

@@ -23,17 +23,10 @@ const FLUSH: Duration = Duration::from_secs(5);
 /// Longest command line kept (exec requests are capped well above what people type).
 const MAX_PROGRAM: usize = 4096;
 
-#[derive(Debug)]
-enum Record {
-    Open(AuditConnection),
-    Channel(String, AuditChannel),
-    Close {
-        id: String,
-        ended_at: i64,
-        bytes: (i64, i64),
-        reason: String,
-    },
-}
+use crate::store::AuditRecord as Record;
+
+/// Records stored per transaction at most.
+const BATCH: usize = 512;
 
 /// The audit id and running byte totals of one authenticated connection.
 struct Open {
@@ -174,8 +167,17 @@ impl Subscriber for AuditSubscriber {
                 ));
             }
             Event::Closed { conn, reason, .. } => {
-                let Some(o) = self.open().remove(conn) else {
-                    return;
+                let o = {
+                    let mut open = self.open();
+                    let Some(o) = open.remove(conn) else {
+                        return;
+                    };
+                    // As the registry's map: give a burst's slots back once it is over.
+                    if open.capacity() > 1024 && open.len() < open.capacity() / 4 {
+                        let len = open.len();
+                        open.shrink_to(len * 2);
+                    }
+                    o
                 };
                 self.queue(Record::Close {
                     id: o.id,
@@ -190,44 +192,73 @@ impl Subscriber for AuditSubscriber {
 }
 
 impl AuditWriter {
-    /// Stores records as they come until `stop`, then what is still queued (for at
-    /// most a few seconds: the drain's last records included).
+    /// Stores records as they come, whatever has queued meanwhile in one transaction,
+    /// until `stop`; then what is still queued (for at most a few seconds: the
+    /// drain's last records included).
     pub async fn write(mut self, stop: CancellationToken) {
         let mut failures = 0u64;
+        let mut batch = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
-                record = self.rx.recv() => match record {
-                    Some(record) => self.store_one(record, &mut failures).await,
-                    None => return,
-                },
+                n = self.rx.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                    self.store_batch(&mut batch, &mut failures).await;
+                }
                 _ = stop.cancelled() => break,
             }
         }
         let _ = tokio::time::timeout(FLUSH, async {
             while let Ok(record) = self.rx.try_recv() {
-                self.store_one(record, &mut failures).await;
+                batch.push(record);
+                if batch.len() == BATCH {
+                    self.store_batch(&mut batch, &mut failures).await;
+                }
             }
+            self.store_batch(&mut batch, &mut failures).await;
         })
         .await;
     }
 
-    async fn store_one(&self, record: Record, failures: &mut u64) {
-        let stored = match &record {
-            Record::Open(c) => self.store.audit_open(c).await,
-            Record::Channel(id, c) => self.store.audit_channel(id, c).await,
-            Record::Close {
-                id,
-                ended_at,
-                bytes,
-                reason,
-            } => self.store.audit_close(id, *ended_at, *bytes, reason).await,
+    async fn store_batch(&self, batch: &mut Vec<Record>, failures: &mut u64) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut last = match self.store.audit_write(batch).await {
+            Ok(()) => {
+                batch.clear();
+                return;
+            }
+            Err(e) => e,
         };
-        if let Err(e) = stored {
-            crate::metrics::global().audit_dropped("store_error");
+        let mut n = 0u64;
+        if matches!(
+            &last,
+            crate::store::StoreError::Db(sqlx::Error::Database(_))
+        ) {
+            // One bad record (a channel whose connection's record was dropped) must
+            // not take the batch with it: store them one by one, losing only what
+            // fails. (Not when the database is away: each would wait out the pool.)
+            for record in batch.drain(..) {
+                if let Err(e) = self.store.audit_write(std::slice::from_ref(&record)).await {
+                    crate::metrics::global().audit_dropped("store_error");
+                    n += 1;
+                    last = e;
+                }
+            }
+        } else {
+            n = batch.len() as u64;
+            for _ in batch.drain(..) {
+                crate::metrics::global().audit_dropped("store_error");
+            }
+        }
+        let last = (n > 0).then_some(last);
+        if let Some(e) = last {
             *failures += 1;
             // The first, then every 100th: an outage would otherwise flood the log.
             if *failures % 100 == 1 {
-                warn!(error = %e, failures = *failures, "could not store an audit record");
+                warn!(error = %e, failures = *failures, records = n, "could not store audit records");
             }
         }
     }

@@ -45,6 +45,23 @@ pub struct AuditChannel {
     pub outcome: String,
 }
 
+/// One change to the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditRecord {
+    /// A connection authenticated.
+    Open(AuditConnection),
+    /// One of its channels closed (the connection's audit id, the channel).
+    Channel(String, AuditChannel),
+    /// It ended.
+    Close {
+        id: String,
+        ended_at: i64,
+        /// (in, out)
+        bytes: (i64, i64),
+        reason: String,
+    },
+}
+
 /// Where a page of newest-first sessions ends: the next page starts after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditCursor {
@@ -111,66 +128,70 @@ fn channel(row: &AnyRow) -> Result<(String, AuditChannel)> {
 }
 
 impl Store {
-    /// Records a connection as it authenticates (its end comes with `audit_close`).
-    pub async fn audit_open(&self, c: &AuditConnection) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit_connections (id, user_id, user_name, key_id, key_fingerprint, \
-             certificate_serial, source_address, target, started_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&c.id)
-        .bind(&c.user_id)
-        .bind(&c.user_name)
-        .bind(&c.key_id)
-        .bind(&c.key_fingerprint)
-        .bind(c.certificate_serial)
-        .bind(&c.source_address)
-        .bind(&c.target)
-        .bind(c.started_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn audit_channel(&self, connection_id: &str, c: &AuditChannel) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit_channels (connection_id, channel, kind, program, started_at, \
-             ended_at, bytes_in, bytes_out, exit_status, outcome) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(connection_id)
-        .bind(c.channel)
-        .bind(&c.kind)
-        .bind(&c.program)
-        .bind(c.started_at)
-        .bind(c.ended_at)
-        .bind(c.bytes_in)
-        .bind(c.bytes_out)
-        .bind(c.exit_status)
-        .bind(&c.outcome)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn audit_close(
-        &self,
-        id: &str,
-        ended_at: i64,
-        bytes: (i64, i64),
-        reason: &str,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE audit_connections SET ended_at = $1, bytes_in = $2, bytes_out = $3, \
-             close_reason = $4 WHERE id = $5",
-        )
-        .bind(ended_at)
-        .bind(bytes.0)
-        .bind(bytes.1)
-        .bind(reason)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+    /// Stores a batch of audit records in one transaction: one commit (one fsync on
+    /// SQLite) for a burst of connections, not one per record.
+    pub async fn audit_write(&self, records: &[AuditRecord]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for record in records {
+            match record {
+                AuditRecord::Open(c) => {
+                    sqlx::query(
+                        "INSERT INTO audit_connections (id, user_id, user_name, key_id, \
+                         key_fingerprint, certificate_serial, source_address, target, started_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(&c.id)
+                    .bind(&c.user_id)
+                    .bind(&c.user_name)
+                    .bind(&c.key_id)
+                    .bind(&c.key_fingerprint)
+                    .bind(c.certificate_serial)
+                    .bind(&c.source_address)
+                    .bind(&c.target)
+                    .bind(c.started_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                AuditRecord::Channel(connection_id, c) => {
+                    sqlx::query(
+                        "INSERT INTO audit_channels (connection_id, channel, kind, program, \
+                         started_at, ended_at, bytes_in, bytes_out, exit_status, outcome) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    )
+                    .bind(connection_id)
+                    .bind(c.channel)
+                    .bind(&c.kind)
+                    .bind(&c.program)
+                    .bind(c.started_at)
+                    .bind(c.ended_at)
+                    .bind(c.bytes_in)
+                    .bind(c.bytes_out)
+                    .bind(c.exit_status)
+                    .bind(&c.outcome)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                AuditRecord::Close {
+                    id,
+                    ended_at,
+                    bytes,
+                    reason,
+                } => {
+                    sqlx::query(
+                        "UPDATE audit_connections SET ended_at = $1, bytes_in = $2, \
+                         bytes_out = $3, close_reason = $4 WHERE id = $5",
+                    )
+                    .bind(ended_at)
+                    .bind(bytes.0)
+                    .bind(bytes.1)
+                    .bind(reason)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
         Ok(())
     }
 
