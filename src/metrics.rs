@@ -30,6 +30,7 @@ pub struct Metrics {
     control_errors: IntCounterVec,
     audit_dropped: IntCounterVec,
     revocations: IntCounterVec,
+    kubernetes_requests: HistogramVec,
 }
 
 /// One set per process: what the event stream, auth and control planes record into.
@@ -82,6 +83,17 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(control_requests.clone()))
+            .expect("registered once");
+        let kubernetes_requests = HistogramVec::new(
+            HistogramOpts::new(
+                "ssh_gateway_kubernetes_request_seconds",
+                "Kubernetes API calls (to the response head for streams and watches), by kind of call and outcome.",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 4.0, 8).expect("buckets")),
+            &["kind", "outcome"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(kubernetes_requests.clone()))
             .expect("registered once");
         Self {
             accepted: counter(
@@ -164,6 +176,7 @@ impl Metrics {
                 "Live connections ended by a revocation, by what was taken away.",
                 &["what"],
             ),
+            kubernetes_requests,
             registry: r,
         }
     }
@@ -186,6 +199,19 @@ impl Metrics {
         if result.is_ok() {
             self.resume_seconds.observe(took.as_secs_f64());
         }
+    }
+
+    /// One Kubernetes API call: `kind` (list, get, watch, patch, exec, portforward, …)
+    /// and `outcome` (ok, client_error, server_error, transport_error).
+    pub fn kubernetes_call(
+        &self,
+        kind: &'static str,
+        outcome: &'static str,
+        took: std::time::Duration,
+    ) {
+        self.kubernetes_requests
+            .with_label_values(&[kind, outcome])
+            .observe(took.as_secs_f64());
     }
 
     /// An audit record lost: `queue_full` or `store_error`.

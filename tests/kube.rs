@@ -463,6 +463,32 @@ fn the_gateway_recovers_when_the_api_server_comes_back() {
     };
     let out = attempt();
     assert_eq!(stdout(&out), "up\n", "{}", stderr(&out));
+    // Every API call is in the metrics, by kind and outcome.
+    let metrics = || {
+        let url = format!("http://127.0.0.1:{}/metrics", gw.api_port);
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            support::http()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    };
+    let count = |text: &str, kind: &str, outcome: &str| -> u64 {
+        let series = format!(
+            "ssh_gateway_kubernetes_request_seconds_count{{kind=\"{kind}\",outcome=\"{outcome}\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let before = metrics();
+    assert!(count(&before, "list", "ok") >= 1, "{before}");
+    assert!(count(&before, "exec", "ok") >= 1, "{before}");
 
     relay.down();
     let out = attempt();
@@ -472,6 +498,8 @@ fn the_gateway_recovers_when_the_api_server_comes_back() {
         "{}",
         stderr(&out)
     );
+    let during = metrics();
+    assert!(count(&during, "list", "transport_error") >= 1, "{during}");
 
     relay.up();
     let mut last = None;

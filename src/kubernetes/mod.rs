@@ -3,6 +3,7 @@
 //! channels over WebSocket, with its own framing (`ws`) on the socket kube-rs upgrades.
 
 pub mod exec;
+mod metered;
 pub mod portforward;
 pub mod ws;
 
@@ -43,5 +44,9 @@ pub async fn client(config: &KubernetesConfig) -> Result<kube::Client, ClientErr
     kube_config.connect_timeout = Some(config.request_timeout());
     // No read timeout: exec and port-forward streams sit idle for hours.
     kube_config.read_timeout = None;
-    kube::Client::try_from(kube_config).map_err(|e| ClientError::Config(e.to_string()))
+    let builder = kube::client::ClientBuilder::try_from(kube_config)
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    Ok(builder
+        .with_layer(&tower::layer::layer_fn(metered::Metered))
+        .build())
 }
