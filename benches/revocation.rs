@@ -19,9 +19,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{env_usize, free_port, spawn_serve, wait_port};
+use common::{Client, GATEWAY as BIN, admin, env_usize, free_port, spawn_serve, wait_port};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ssh-gateway");
+/// The session's cipher: what a client picks first by default.
+const CIPHER: &str = "chacha20-poly1305@openssh.com";
 
 fn config(dir: &Path, ssh_port: u16, api_port: u16, db: &str) -> String {
     let d = dir.display();
@@ -31,22 +32,6 @@ fn config(dir: &Path, ssh_port: u16, api_port: u16, db: &str) -> String {
          [control]\nkind = \"static\"\nsandbox_root = \"{d}/sandboxes\"\n\
          [revocation]\nrecheck_secs = 0\n"
     )
-}
-
-fn admin(config: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .arg("admin")
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn replica(dir: &Path, name: &str, db: &str) -> (Child, u16, String) {
@@ -73,23 +58,11 @@ fn keygen(dir: &Path, name: &str) -> (std::path::PathBuf, String) {
 
 /// A session through `port` that has printed `started`.
 fn session(key: &Path, port: u16) -> Child {
+    let client = Client {
+        key: key.to_owned(),
+    };
     let mut child = Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "LogLevel=ERROR",
-            "-i",
-        ])
-        .arg(key)
+        .args(client.opts(CIPHER))
         .args(["-p", &port.to_string(), "box@127.0.0.1"])
         .arg("echo started; exec sleep 300")
         .stdin(Stdio::null())

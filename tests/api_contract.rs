@@ -9,7 +9,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{Serve, admin_with_config, free_port};
+use support::StaticConfig;
 
 fn schemathesis() -> PathBuf {
     let installed = Path::new("/opt/schemathesis/bin/st");
@@ -23,30 +23,20 @@ fn schemathesis() -> PathBuf {
 fn the_api_answers_as_its_openapi_document_says() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (ssh_port, api_port) = (free_port(), free_port());
-    let config = d.join("gateway.toml");
-    std::fs::write(
-        &config,
-        support::static_gateway_toml(
-            d,
-            ssh_port,
-            api_port,
-            "",
-            &format!(
-                "[certificates]\nca_key_file = \"{}/ca/user_ca\"\n[routing]\ndomain = \"ssh.example.com\"\n",
-                d.display()
-            ),
+    let config = StaticConfig::write(
+        d,
+        "",
+        &format!(
+            "[certificates]\nca_key_file = \"{}/ca/user_ca\"\n[routing]\ndomain = \"ssh.example.com\"\n",
+            d.display()
         ),
-    )
-    .unwrap();
-    admin_with_config(&config, &["user", "add", "ana"]);
+    );
+    config.admin(&["user", "add", "ana"]);
     // The document's example sandbox id, so the examples reach a 200.
-    admin_with_config(&config, &["sandbox", "add", "demo", "--owner", "ana"]);
-    let token = admin_with_config(&config, &["token", "create", "ana"])
-        .trim()
-        .to_owned();
-    let _serve = Serve::start(&config, &d.join("gateway.log"), api_port);
-    let api = format!("http://127.0.0.1:{api_port}");
+    config.admin(&["sandbox", "add", "demo", "--owner", "ana"]);
+    let token = config.token("ana");
+    let _serve = config.serve();
+    let api = config.api();
     let document = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/api.openapi.json");
 
     // What the server serves is the document in the repository.

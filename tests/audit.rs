@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{KeyPair, Serve, admin_with_config, free_port, keygen, run, stderr};
+use support::{KeyPair, Serve, StaticConfig, admin_with_config, keygen, run, stderr};
 
 struct Gw {
     _serve: Serve,
@@ -22,41 +22,20 @@ struct Gw {
 
 fn start() -> (Gw, KeyPair, KeyPair, String, String) {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (ssh_port, api_port) = (free_port(), free_port());
-    let config = d.join("gateway.toml");
-    std::fs::write(
-        &config,
-        support::static_gateway_toml(d, ssh_port, api_port, "", ""),
-    )
-    .unwrap();
-    let db = format!("sqlite://{}/gw.db", d.display());
-    let mut keys = support::users_with_keys(&config, &db, d, &["ana", "bob"]);
-    admin_with_config(
-        &config,
-        &["sandbox", "add", "box", "--owner", "ana", "--member", "bob"],
-    );
-    let ana_token = admin_with_config(&config, &["token", "create", "ana"])
-        .trim()
-        .to_owned();
-    let bob_token = admin_with_config(&config, &["token", "create", "bob"])
-        .trim()
-        .to_owned();
+    let config = StaticConfig::write(dir.path(), "", "");
+    let mut keys = config.users_with_keys(&["ana", "bob"]);
+    config.admin(&["sandbox", "add", "box", "--owner", "ana", "--member", "bob"]);
+    let (ana_token, bob_token) = (config.token("ana"), config.token("bob"));
     // Structured logs too: the same events, one JSON object a line.
-    let serve = Serve::start_with_env(
-        &config,
-        &d.join("gateway.log"),
-        api_port,
-        &[("SSH_GATEWAY_LOG_FORMAT", "json")],
-    );
+    let serve = config.serve_with_env(&[("SSH_GATEWAY_LOG_FORMAT", "json")]);
     let bob = keys.remove(1);
     let ana = keys.remove(0);
     (
         Gw {
             _serve: serve,
-            ssh_port,
-            api: format!("http://127.0.0.1:{api_port}"),
-            config,
+            ssh_port: config.ssh_port,
+            api: config.api(),
+            config: config.path,
             dir,
         },
         ana,

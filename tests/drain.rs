@@ -71,28 +71,17 @@ struct Served {
 /// `serve` on SQLite with `drain_timeout_secs`, user ana and her sandbox `box`.
 fn served(drain_timeout_secs: u64) -> Served {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (ssh_port, api_port) = (support::free_port(), support::free_port());
-    let config = d.join("gateway.toml");
-    std::fs::write(
-        &config,
-        support::static_gateway_toml(
-            d,
-            ssh_port,
-            api_port,
-            &format!("drain_timeout_secs = {drain_timeout_secs}\n"),
-            "",
-        ),
-    )
-    .unwrap();
-    let db = format!("sqlite://{}/gw.db", d.display());
-    let key = support::users_with_keys(&config, &db, d, &["ana"]).remove(0);
-    support::admin_with_config(&config, &["sandbox", "add", "box", "--owner", "ana"]);
-    let serve = support::Serve::start(&config, &d.join("gateway.log"), api_port);
+    let config = support::StaticConfig::write(
+        dir.path(),
+        &format!("drain_timeout_secs = {drain_timeout_secs}\n"),
+        "",
+    );
+    let key = config.users_with_keys(&["ana"]).remove(0);
+    config.admin(&["sandbox", "add", "box", "--owner", "ana"]);
     Served {
-        serve,
-        ssh_port,
-        api: format!("http://127.0.0.1:{api_port}"),
+        serve: config.serve(),
+        ssh_port: config.ssh_port,
+        api: config.api(),
         key,
         _dir: dir,
     }

@@ -8,7 +8,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::{KeyPair, Serve, free_port, keygen, run, stderr};
+use support::{KeyPair, Serve, keygen, run, stderr};
 
 struct Gw {
     _serve: Serve,
@@ -25,20 +25,12 @@ fn start(prepare: impl FnOnce(&Path)) -> Gw {
     let keys = d.join("keys");
     std::fs::create_dir_all(&keys).unwrap();
     prepare(&keys);
-    let (port, api_port) = (free_port(), free_port());
-    let config = d.join("gateway.toml");
-    std::fs::write(
-        &config,
-        support::static_gateway_toml(d, port, api_port, "", ""),
-    )
-    .unwrap();
-    let db = format!("sqlite://{}/gw.db", d.display());
-    let user = support::users_with_keys(&config, &db, d, &["ana"]).remove(0);
-    support::admin_with_config(&config, &["sandbox", "add", "box", "--owner", "ana"]);
-    let serve = Serve::start(&config, &d.join("gateway.log"), api_port);
+    let config = support::StaticConfig::write(d, "", "");
+    let user = config.users_with_keys(&["ana"]).remove(0);
+    config.admin(&["sandbox", "add", "box", "--owner", "ana"]);
     Gw {
-        _serve: serve,
-        port,
+        _serve: config.serve(),
+        port: config.ssh_port,
         user,
         dir,
     }
@@ -181,12 +173,7 @@ fn a_certificate_that_is_not_a_host_certificate_for_its_key_is_refused_at_start(
         .unwrap()
         .success();
     assert!(ok);
-    let config = d.join("gateway.toml");
-    std::fs::write(
-        &config,
-        support::static_gateway_toml(d, free_port(), free_port(), "", ""),
-    )
-    .unwrap();
+    let config = support::StaticConfig::write(d, "", "").path;
     let out = Command::new(support::BIN)
         .args(["serve", "--config"])
         .arg(&config)

@@ -93,8 +93,8 @@ async fn revocation_through_one_replica_ends_sessions_on_the_other() {
     admin(&[
         "sandbox", "add", "job-1", "--owner", "ana", "--member", "bob",
     ]);
-    let ana_token = admin(&["token", "create", "ana"]).trim().to_owned();
-    let bob_token = admin(&["token", "create", "bob"]).trim().to_owned();
+    let token = |user: &str| admin(&["token", "create", user]).trim().to_owned();
+    let (ana_token, bob_token) = (token("ana"), token("bob"));
 
     let a = replica(d, "a", &db);
     let b = replica(d, "b", &db);
@@ -197,27 +197,15 @@ async fn revocation_through_one_replica_ends_sessions_on_the_other() {
 async fn on_sqlite_the_gateway_acts_itself_and_the_recheck_catches_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (ssh_port, api_port) = (free_port(), free_port());
-    let config = d.join("gateway.toml");
-    std::fs::write(
-        &config,
-        support::static_gateway_toml(
-            d,
-            ssh_port,
-            api_port,
-            "",
-            "[revocation]\nrecheck_secs = 1\n",
-        ),
-    )
-    .unwrap();
-    let admin = |args: &[&str]| admin_with_config(&config, args);
+    let config = support::StaticConfig::write(d, "", "[revocation]\nrecheck_secs = 1\n");
+    let admin = |args: &[&str]| config.admin(args);
     admin(&["user", "add", "ana"]);
     admin(&["user", "add", "bob"]);
     admin(&["sandbox", "add", "box", "--owner", "ana", "--member", "bob"]);
-    let ana_token = admin(&["token", "create", "ana"]).trim().to_owned();
-    let bob_token = admin(&["token", "create", "bob"]).trim().to_owned();
-    let _serve = Serve::start(&config, &d.join("gateway.log"), api_port);
-    let api = format!("http://127.0.0.1:{api_port}");
+    let (ana_token, bob_token) = (config.token("ana"), config.token("bob"));
+    let _serve = config.serve();
+    let api = config.api();
+    let ssh_port = config.ssh_port;
     let (ana_key, bob_key) = (
         keygen(d, "ana", &["-t", "ed25519"]),
         keygen(d, "bob", &["-t", "ed25519"]),

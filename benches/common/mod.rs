@@ -234,6 +234,23 @@ pub fn spawn_serve(binary: &str, config: &Path, ssh_port: u16) -> Child {
     child
 }
 
+/// `ssh-gateway admin --config CONFIG ARGS…`; its stdout, panics on failure.
+pub fn admin(config: &Path, args: &[&str]) -> String {
+    let out = Command::new(GATEWAY)
+        .arg("admin")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "admin {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Adds user `bench` with `pubkey` to the store of the gateway configured by `config`.
 pub fn add_bench_user(
     runtime: &tokio::runtime::Runtime,
@@ -241,18 +258,7 @@ pub fn add_bench_user(
     db_url: &str,
     pubkey: &str,
 ) {
-    let out = Command::new(GATEWAY)
-        .arg("admin")
-        .arg("--config")
-        .arg(config)
-        .args(["user", "add", "bench"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    admin(config, &["user", "add", "bench"]);
     runtime.block_on(async {
         let store = ssh_gateway::store::Store::open(db_url, 1).await.unwrap();
         let user = store.user_by_name("bench").await.unwrap();

@@ -150,14 +150,7 @@ impl Gateway {
 
     /// Waits up to `limit` for the gateway to exit by itself.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        None
+        wait_exit(&mut self.child, limit)
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -394,6 +387,67 @@ pub fn static_gateway_toml(
     )
 }
 
+/// A `serve` gateway on SQLite and the static control plane, configured in `dir`
+/// (`static_gateway_toml`, written to `dir/gateway.toml` on fresh ports) but not
+/// started yet: add users and sandboxes, then `serve`.
+pub struct StaticConfig {
+    pub path: PathBuf,
+    pub dir: PathBuf,
+    pub ssh_port: u16,
+    pub api_port: u16,
+}
+
+impl StaticConfig {
+    pub fn write(dir: &Path, ssh_extra: &str, extra: &str) -> Self {
+        let (ssh_port, api_port) = (free_port(), free_port());
+        let path = dir.join("gateway.toml");
+        std::fs::write(
+            &path,
+            static_gateway_toml(dir, ssh_port, api_port, ssh_extra, extra),
+        )
+        .unwrap();
+        StaticConfig {
+            path,
+            dir: dir.to_owned(),
+            ssh_port,
+            api_port,
+        }
+    }
+
+    pub fn admin(&self, args: &[&str]) -> String {
+        admin_with_config(&self.path, args)
+    }
+
+    /// A fresh API token for `user`.
+    pub fn token(&self, user: &str) -> String {
+        self.admin(&["token", "create", user]).trim().to_owned()
+    }
+
+    /// Adds each of `users`, each with a fresh ed25519 key registered.
+    pub fn users_with_keys(&self, users: &[&str]) -> Vec<KeyPair> {
+        let db = format!("sqlite://{}/gw.db", self.dir.display());
+        users_with_keys(&self.path, &db, &self.dir, users)
+    }
+
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    /// Starts it, logging to `dir/gateway.log`.
+    pub fn serve(&self) -> Serve {
+        self.serve_with_env(&[])
+    }
+
+    pub fn serve_with_env(&self, env: &[(&str, &str)]) -> Serve {
+        Serve::start_with_env(
+            &self.path,
+            &self.dir.join("gateway.log"),
+            self.api_port,
+            env,
+        )
+    }
+}
+
 /// The keys registered to `token`'s user, as `GET /users/me/ssh-keys` lists them.
 pub async fn list_keys(api: &str, token: &str) -> serde_json::Value {
     http()
@@ -462,15 +516,20 @@ impl Serve {
 
     /// Waits up to `limit` for serve to exit by itself.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        wait_exit(&mut self.child, limit)
     }
+}
+
+/// Waits up to `limit` for `child` to exit by itself.
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
 
 impl Drop for Serve {
