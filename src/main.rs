@@ -168,7 +168,7 @@ enum AdminCommand {
     },
     /// The audit trail: connections, newest first, each with its channels.
     Sessions {
-        /// Only this user's.
+        /// Only this user's (by the name recorded, so also a deleted user's).
         #[arg(long)]
         user: Option<String>,
         #[arg(long, default_value_t = 20)]
@@ -183,6 +183,13 @@ enum UserCommand {
     /// Delete a user with their keys, tokens, certificates and sandboxes; their live
     /// connections end (on every replica).
     Delete { name: String },
+    /// Let a user call the admin API (GET /admin/sessions: everyone's audit trail);
+    /// `--off` takes the right back, effective on their next request.
+    Admin {
+        name: String,
+        #[arg(long)]
+        off: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -454,20 +461,26 @@ async fn admin(store: &Store, command: AdminCommand) -> anyhow::Result<()> {
             eprintln!("created user {} ({})", user.name, user.id);
         }
         AdminCommand::Sessions { user, limit } => {
-            let user_id = match &user {
-                Some(name) => Some(
-                    store
-                        .user_by_name(name)
-                        .await
-                        .with_context(|| format!("user {name:?}"))?
-                        .id,
-                ),
-                None => None,
+            use ssh_gateway::store::AuditFilter;
+            let filter = match &user {
+                Some(name) => AuditFilter::UserName(name),
+                None => AuditFilter::Everyone,
             };
             let sessions = store
-                .audit_sessions(user_id.as_deref(), None, limit.clamp(1, 10_000))
+                .audit_sessions(filter, None, limit.clamp(1, 10_000))
                 .await?;
             print!("{}", ssh_gateway::audit::table(&sessions));
+        }
+        AdminCommand::User {
+            command: UserCommand::Admin { name, off },
+        } => {
+            let user = store
+                .user_by_name(&name)
+                .await
+                .with_context(|| format!("user {name:?}"))?;
+            store.set_admin(&user.id, !off).await?;
+            let now = if off { "no longer an admin" } else { "an admin" };
+            eprintln!("user {} ({}) is {now}", user.name, user.id);
         }
         AdminCommand::User {
             command: UserCommand::Delete { name },

@@ -32,6 +32,8 @@ fn the_api_answers_as_its_openapi_document_says() {
         ),
     );
     config.admin(&["user", "add", "ana"]);
+    // An admin, so the admin API's answers are checked beyond its 403.
+    config.admin(&["user", "admin", "ana"]);
     // The document's example sandbox id, so the examples reach a 200.
     config.admin(&["sandbox", "add", "demo", "--owner", "ana"]);
     let token = config.token("ana");

@@ -46,8 +46,12 @@ fn start() -> (Gw, KeyPair, KeyPair, String, String) {
 }
 
 async fn sessions(gw: &Gw, token: &str, query: &str) -> (u16, Value) {
+    get(gw, token, &format!("/users/me/sessions{query}")).await
+}
+
+async fn get(gw: &Gw, token: &str, path: &str) -> (u16, Value) {
     let resp = support::http()
-        .get(format!("{}/users/me/sessions{query}", gw.api))
+        .get(format!("{}{path}", gw.api))
         .bearer_auth(token)
         .send()
         .await
@@ -202,8 +206,45 @@ async fn recorded_and_shown(
         .unwrap();
     assert_eq!(resp.status(), 401);
 
-    // The admin sees everyone's, and the record outlives its user.
+    // The admin API: a user without the right is refused, one with it sees
+    // everyone's, by user name too; the record outlives its user; taking the right
+    // back works on the next request.
+    let (status, body) = get(&gw, &ana_token, "/admin/sessions").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden");
+    let resp = support::http()
+        .get(format!("{}/admin/sessions", gw.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    admin_with_config(&gw.config, &["user", "admin", "ana"]);
+    let (status, all) = get(&gw, &ana_token, "/admin/sessions?limit=10").await;
+    assert_eq!(status, 200, "{all}");
+    let users: Vec<&str> = all["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["bob", "ana", "ana", "ana"], "{all:#}");
+    let (_, page) = get(&gw, &ana_token, "/admin/sessions?limit=3").await;
+    let next = page["next"].as_str().unwrap().to_owned();
+    let (_, last) = get(&gw, &ana_token, &format!("/admin/sessions?after={next}")).await;
+    assert_eq!(last["sessions"][0]["id"], exec["id"], "{last}");
+    for bad in ["?user=bob%27--", "?user=", "?limit=0", "?after=x", "?other=1"] {
+        let (status, body) = get(&gw, &ana_token, &format!("/admin/sessions{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
     admin_with_config(&gw.config, &["user", "delete", "bob"]);
+    let (_, of_bob) = get(&gw, &ana_token, "/admin/sessions?user=bob").await;
+    let of_bob = of_bob["sessions"].as_array().unwrap().clone();
+    assert_eq!(of_bob.len(), 1, "{of_bob:?}");
+    assert_eq!(of_bob[0]["id"], bobs[0]["id"]);
+    let (_, of_nobody) = get(&gw, &ana_token, "/admin/sessions?user=carol").await;
+    assert_eq!(of_nobody["sessions"].as_array().unwrap().len(), 0);
+
     let all = admin_with_config(&gw.config, &["sessions", "--limit", "10"]);
     assert_eq!(
         all.lines().filter(|l| l.starts_with("ses_")).count(),
@@ -214,4 +255,14 @@ async fn recorded_and_shown(
         all.contains("  bob  ") && all.contains("\"echo hi; exit 3\""),
         "{all}"
     );
+    let bobs_trail = admin_with_config(&gw.config, &["sessions", "--user", "bob"]);
+    assert_eq!(
+        bobs_trail.lines().filter(|l| l.starts_with("ses_")).count(),
+        1,
+        "{bobs_trail}"
+    );
+
+    admin_with_config(&gw.config, &["user", "admin", "ana", "--off"]);
+    let (status, _) = get(&gw, &ana_token, "/admin/sessions").await;
+    assert_eq!(status, 403);
 }

@@ -34,6 +34,7 @@ while True:
 
 struct Gw {
     dir: tempfile::TempDir,
+    config: std::path::PathBuf,
     ssh_port: u16,
     alice: KeyPair,
     _server: Serve,
@@ -67,6 +68,7 @@ fn start(from: &str) -> Gw {
     let server = Serve::start(&config, &dir.path().join("gateway.log"), api_port);
     Gw {
         dir,
+        config,
         ssh_port,
         alice,
         _server: server,
@@ -135,6 +137,17 @@ fn the_client_named_by_a_v1_or_v2_header_is_the_one_logged() {
             .any(|l| l.contains("connection closed") && l.contains("peer=127.0.0.1")),
         "{log}"
     );
+    // The audit trail records the header's address too, never the balancer's.
+    let audited = || admin_with_config(&gw.config, &["sessions", "--limit", "10"]);
+    assert!(
+        support::process::wait_until(Duration::from_secs(10), || audited()
+            .contains("from 198.51.100.23:4444")),
+        "{}",
+        audited()
+    );
+    let trail = audited();
+    assert!(trail.contains("from 203.0.113.7:5555"), "{trail}");
+    assert!(!trail.contains("from 127.0.0.1"), "{trail}");
 
     // Straight SSH, with no header, is refused.
     let mut plain = support::client("ssh", &gw.alice, gw.ssh_port);

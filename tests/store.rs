@@ -29,6 +29,19 @@ async fn suite(store: Store) {
     ));
     assert_eq!(store.ensure_user("alice").await.unwrap(), alice);
 
+    // The admin right: off by default, granted and taken back per user.
+    assert!(!store.is_admin(&alice.id).await.unwrap());
+    store.set_admin(&alice.id, true).await.unwrap();
+    assert!(store.is_admin(&alice.id).await.unwrap());
+    assert!(!store.is_admin(&bob.id).await.unwrap());
+    store.set_admin(&alice.id, false).await.unwrap();
+    assert!(!store.is_admin(&alice.id).await.unwrap());
+    assert!(matches!(
+        store.set_admin("usr_nobody", true).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(!store.is_admin("usr_nobody").await.unwrap());
+
     // Tokens: the secret finds its user; only a hash is stored.
     let token = store.create_token(&alice.id, "cli").await.unwrap();
     assert_eq!(store.user_for_token(&token.secret).await.unwrap(), alice);

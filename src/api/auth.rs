@@ -52,3 +52,26 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
         }
     }
 }
+
+/// A caller whose user holds the admin right (`ssh-gateway admin user admin NAME`),
+/// checked on every request so taking the right back works at once.
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<Arc<ApiState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        match state.store.is_admin(&caller.0.id).await {
+            Ok(true) => Ok(Admin(caller)),
+            Ok(false) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this endpoint needs a token of an admin user",
+            )),
+            Err(e) => Err(ApiError::internal(e)),
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! `GET /users/me/sessions`: the caller's own audit trail, newest first, a page at a
 //! time (`?limit=` up to 100, `?after=` the previous page's `next`).
+//! `GET /admin/sessions`: everyone's, or one user's (`?user=NAME`), for admins.
 
 use std::sync::Arc;
 
@@ -9,16 +10,18 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::auth::Caller;
+use super::auth::{Admin, Caller};
 use super::keys::rfc3339;
 use super::{ApiError, ApiState};
-use crate::store::{AuditChannel, AuditConnection, AuditCursor};
+use crate::store::{AuditChannel, AuditConnection, AuditCursor, AuditFilter};
 
 const DEFAULT_PAGE: u32 = 20;
 const MAX_PAGE: u32 = 100;
 
 pub fn router() -> Router<Arc<ApiState>> {
-    Router::new().route("/users/me/sessions", get(list))
+    Router::new()
+        .route("/users/me/sessions", get(own))
+        .route("/admin/sessions", get(everyone))
 }
 
 #[derive(Deserialize)]
@@ -26,6 +29,15 @@ pub fn router() -> Router<Arc<ApiState>> {
 struct Page {
     limit: Option<u32>,
     after: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminPage {
+    limit: Option<u32>,
+    after: Option<String>,
+    /// A user name as recorded (deleted users included).
+    user: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -107,19 +119,50 @@ impl From<AuditConnection> for SessionView {
     }
 }
 
-async fn list(
+async fn own(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
     page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<SessionsView>, ApiError> {
     let Query(page) = page.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
+    let filter = AuditFilter::UserId(&caller.0.id);
+    list(&state, filter, page.limit, page.after.as_deref()).await
+}
+
+async fn everyone(
+    State(state): State<Arc<ApiState>>,
+    admin: Admin,
+    page: Result<Query<AdminPage>, QueryRejection>,
+) -> Result<Json<SessionsView>, ApiError> {
+    let Query(page) = page.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let filter = match page.user.as_deref() {
+        None => AuditFilter::Everyone,
+        Some(name) if crate::store::valid_user_name(name) => AuditFilter::UserName(name),
+        Some(_) => return Err(ApiError::bad_request("user: not a valid user name")),
+    };
+    // Reading other people's trails is itself worth a line in the log (the name is
+    // valid by now: plain characters only).
+    tracing::info!(
+        admin = %admin.0.0.name,
+        user = page.user.as_deref().unwrap_or("*"),
+        "admin API: audit trail read"
+    );
+    list(&state, filter, page.limit, page.after.as_deref()).await
+}
+
+async fn list(
+    state: &ApiState,
+    filter: AuditFilter<'_>,
+    limit: Option<u32>,
+    after: Option<&str>,
+) -> Result<Json<SessionsView>, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad_request(format!(
             "limit must be between 1 and {MAX_PAGE}"
         )));
     }
-    let after = match page.after.as_deref() {
+    let after = match after {
         None => None,
         Some(s) => Some(AuditCursor::decode(s).ok_or_else(|| {
             ApiError::bad_request("after: not a cursor this API returned as `next`")
@@ -128,7 +171,7 @@ async fn list(
     // One more than asked tells whether there is a next page.
     let mut rows = state
         .store
-        .audit_sessions(Some(&caller.0.id), after.as_ref(), limit + 1)
+        .audit_sessions(filter, after.as_ref(), limit + 1)
         .await
         .map_err(ApiError::internal)?;
     let next = if rows.len() > limit as usize {

@@ -62,6 +62,15 @@ pub enum AuditRecord {
     },
 }
 
+/// Whose audit trail a query reads.
+#[derive(Debug, Clone, Copy)]
+pub enum AuditFilter<'a> {
+    Everyone,
+    UserId(&'a str),
+    /// By the name recorded at the time, so a deleted user's trail stays findable.
+    UserName(&'a str),
+}
+
 /// Where a page of newest-first sessions ends: the next page starts after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditCursor {
@@ -196,10 +205,10 @@ impl Store {
     }
 
     /// Up to `limit` connections, newest first, after `after` (a previous page's
-    /// last), of one user or (`None`) everyone's; each with its channels.
+    /// last), of those `filter` picks; each with its channels.
     pub async fn audit_sessions(
         &self,
-        user_id: Option<&str>,
+        filter: AuditFilter<'_>,
         after: Option<&AuditCursor>,
         limit: u32,
     ) -> Result<Vec<AuditConnection>> {
@@ -209,30 +218,24 @@ impl Store {
         };
         let page = "(started_at < $1 OR (started_at = $1 AND id < $2))";
         let order = "ORDER BY started_at DESC, id DESC LIMIT $3";
-        let rows = match user_id {
-            Some(user) => {
-                // Only this module's constants are interpolated; values are bound.
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {CONNECTION_COLUMNS} FROM audit_connections WHERE {page} AND user_id = $4 {order}"
-                )))
-                .bind(at)
-                .bind(id)
-                .bind(i64::from(limit))
-                .bind(user)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {CONNECTION_COLUMNS} FROM audit_connections WHERE {page} {order}"
-                )))
-                .bind(at)
-                .bind(id)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?
-            }
+        let (column, value) = match filter {
+            AuditFilter::Everyone => ("", ""),
+            AuditFilter::UserId(v) => ("AND user_id = $4", v),
+            AuditFilter::UserName(v) => ("AND user_name = $4", v),
         };
+        // Only this module's constants are interpolated; values are bound.
+        let query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CONNECTION_COLUMNS} FROM audit_connections WHERE {page} {column} {order}"
+        )))
+        .bind(at)
+        .bind(id)
+        .bind(i64::from(limit));
+        let query = if column.is_empty() {
+            query
+        } else {
+            query.bind(value)
+        };
+        let rows = query.fetch_all(&self.pool).await?;
         let mut sessions = rows.iter().map(connection).collect::<Result<Vec<_>>>()?;
         if sessions.is_empty() {
             return Ok(sessions);

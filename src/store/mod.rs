@@ -16,14 +16,14 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
-pub use audit::{AuditChannel, AuditConnection, AuditCursor, AuditRecord};
+pub use audit::{AuditChannel, AuditConnection, AuditCursor, AuditFilter, AuditRecord};
 pub use certificates::{CertificateLogin, IssuedCertificate};
 pub use changes::Change;
 pub use files::{FileModeError, ensure_private_dir};
 pub use keys::{KeyLogin, NewKey, SshKey};
 pub use sandboxes::Sandbox;
 pub use tokens::{Token, hash_token};
-pub use users::User;
+pub use users::{User, valid_user_name};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -71,6 +71,28 @@ impl Store {
         User::from_row(&row)
     }
 
+    /// Grants or takes back the admin right (the admin API); NotFound for no such user.
+    pub async fn set_admin(&self, id: &str, admin: bool) -> Result<()> {
+        let done = sqlx::query("UPDATE users SET is_admin = $1 WHERE id = $2")
+            .bind(i64::from(admin))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Whether the user may call the admin API; false for no such user.
+    pub async fn is_admin(&self, id: &str) -> Result<bool> {
+        let flag: Option<i64> = sqlx::query_scalar("SELECT is_admin FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(flag == Some(1))
+    }
+
     /// Deletes the user and, through the foreign keys, their keys, tokens,
     /// certificates, memberships and the sandboxes they own.
     pub async fn delete_user(&self, id: &str) -> Result<()> {
