@@ -1,5 +1,7 @@
 //! Start-up stage: one typed configuration, read from a TOML file, overridden from the
 //! environment, validated before anything listens. Every later stage gets plain values.
+//! The fuzz target fuzz/fuzz_targets/config.rs compiles this file alone, with
+//! conn/limits.rs: it may use serde, toml, thiserror and those two, nothing else.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,9 @@
 //! point or modulus inside it, and a few values make every signature verify (the
 //! ed25519 identity point, an RSA exponent of 1). The same check runs at upload and at
 //! every login, so a key stored before the check existed is refused too.
+//!
+//! The fuzz target fuzz/fuzz_targets/keys.rs compiles this file alone: it may use
+//! ssh-key (through russh::keys), the curve crates and thiserror, nothing else.
 
 use std::fmt;
 

@@ -479,7 +479,11 @@ async fn admin(store: &Store, command: AdminCommand) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("user {name:?}"))?;
             store.set_admin(&user.id, !off).await?;
-            let now = if off { "no longer an admin" } else { "an admin" };
+            let now = if off {
+                "no longer an admin"
+            } else {
+                "an admin"
+            };
             eprintln!("user {} ({}) is {now}", user.name, user.id);
         }
         AdminCommand::User {

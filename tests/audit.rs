@@ -232,7 +232,13 @@ async fn recorded_and_shown(
     let next = page["next"].as_str().unwrap().to_owned();
     let (_, last) = get(&gw, &ana_token, &format!("/admin/sessions?after={next}")).await;
     assert_eq!(last["sessions"][0]["id"], exec["id"], "{last}");
-    for bad in ["?user=bob%27--", "?user=", "?limit=0", "?after=x", "?other=1"] {
+    for bad in [
+        "?user=bob%27--",
+        "?user=",
+        "?limit=0",
+        "?after=x",
+        "?other=1",
+    ] {
         let (status, body) = get(&gw, &ana_token, &format!("/admin/sessions{bad}")).await;
         assert_eq!(status, 400, "{bad}: {body}");
     }

@@ -4,6 +4,9 @@
 //! sees a rejected key). Whether the claimed user still exists, and for the gateway's
 //! own certificates whether the key they were issued for is still registered, is the
 //! key store's to say afterwards.
+//!
+//! The fuzz target fuzz/fuzz_targets/certificates.rs compiles this file alone, with
+//! permits.rs and conn/limits.rs: keep it to those, ssh-key and thiserror.
 
 use std::net::IpAddr;
 

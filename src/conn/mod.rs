@@ -7,6 +7,7 @@ pub mod activity;
 pub mod admission;
 pub mod connect;
 pub mod events;
+pub mod limits;
 pub mod proxy_protocol;
 pub mod registry;
 pub mod stream;
