@@ -24,6 +24,7 @@ pub struct Metrics {
     channels_closed: IntCounterVec,
     active_channels: IntGaugeVec,
     bytes: IntCounterVec,
+    bytes_sync: std::sync::Mutex<()>,
     resumes: IntCounterVec,
     resume_seconds: Histogram,
     control_requests: HistogramVec,
@@ -142,9 +143,10 @@ impl Metrics {
             bytes: counter_vec(
                 &r,
                 "ssh_gateway_channel_bytes_total",
-                "Payload bytes of closed channels, by direction (in: from clients).",
+                "Payload bytes of channels as they move, by direction (in: from clients).",
                 &["direction"],
             ),
+            bytes_sync: std::sync::Mutex::new(()),
             resumes: counter_vec(
                 &r,
                 "ssh_gateway_resumes_total",
@@ -183,6 +185,18 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
+        // Bring the byte counters up to the process totals (which only grow, so the
+        // counters stay monotonic whoever else reads them).
+        // One scrape at a time, or two could both add the same difference.
+        let _one = self
+            .bytes_sync
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (to_workload, from_workload) = crate::conn::payload_totals();
+        for (direction, total) in [("in", to_workload), ("out", from_workload)] {
+            let counter = self.bytes.with_label_values(&[direction]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
@@ -290,19 +304,11 @@ impl Subscriber for MetricsSubscriber {
                 m.channels_opened.with_label_values(&[kind]).inc();
                 m.active_channels.with_label_values(&[kind]).inc();
             }
-            Event::ChannelClosed {
-                kind,
-                bytes_in,
-                bytes_out,
-                end,
-                ..
-            } => {
+            Event::ChannelClosed { kind, end, .. } => {
                 m.channels_closed
                     .with_label_values(&[kind, end_label(end)])
                     .inc();
                 m.active_channels.with_label_values(&[kind]).dec();
-                m.bytes.with_label_values(&["in"]).inc_by(*bytes_in);
-                m.bytes.with_label_values(&["out"]).inc_by(*bytes_out);
             }
             Event::Closed {
                 reason, lifetime, ..

@@ -119,3 +119,40 @@ async fn a_session_and_a_refused_login_show_in_the_metrics() {
         }
     }
 }
+
+/// Bytes count as they move: a transfer still running shows in the metrics, so a
+/// rate over a long session is not one spike at its end.
+#[tokio::test(flavor = "multi_thread")]
+async fn bytes_show_while_the_channel_is_still_open() {
+    use std::io::Read;
+    use std::process::Stdio;
+
+    let gw = Gateway::start();
+    let (_, before) = metrics(&gw).await;
+    let mut cmd = gw.ssh(&gw.dev_key);
+    cmd.args(["demo@127.0.0.1", "head -c 70000 /dev/zero; sleep 60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // The client has all of it once it has read 70000 bytes.
+    let got = tokio::task::block_in_place(|| {
+        let mut buf = vec![0u8; 70_000];
+        stdout.read_exact(&mut buf).map(|_| buf.len())
+    });
+    assert_eq!(got.unwrap(), 70_000);
+
+    let (text, during) = metrics(&gw).await;
+    let grew = |series: &str| value(&during, series) - value(&before, series);
+    assert!(
+        grew("ssh_gateway_channel_bytes_total{direction=\"out\"}") >= 70_000.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&during, "ssh_gateway_channels_active{kind=\"session\"}"),
+        1.0,
+        "{text}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -41,6 +41,19 @@ pub struct Counters {
     last_payload_ms: AtomicU64,
 }
 
+/// Payload bytes of every channel in this process, both ways, as they move: what the
+/// metrics report, so a long transfer shows while it runs rather than at its close.
+static PAYLOAD_TO_WORKLOAD: AtomicU64 = AtomicU64::new(0);
+static PAYLOAD_FROM_WORKLOAD: AtomicU64 = AtomicU64::new(0);
+
+/// (to workloads, from workloads) moved so far by this process; never decreases.
+pub fn payload_totals() -> (u64, u64) {
+    (
+        PAYLOAD_TO_WORKLOAD.load(Ordering::Relaxed),
+        PAYLOAD_FROM_WORKLOAD.load(Ordering::Relaxed),
+    )
+}
+
 /// Now, in Unix milliseconds.
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -52,11 +65,13 @@ pub fn unix_ms() -> u64 {
 impl Counters {
     pub fn add_in(&self, n: usize) {
         self.to_workload.fetch_add(n as u64, Ordering::Relaxed);
+        PAYLOAD_TO_WORKLOAD.fetch_add(n as u64, Ordering::Relaxed);
         self.moved(n);
     }
 
     pub fn add_out(&self, n: usize) {
         self.from_workload.fetch_add(n as u64, Ordering::Relaxed);
+        PAYLOAD_FROM_WORKLOAD.fetch_add(n as u64, Ordering::Relaxed);
         self.moved(n);
     }
 
