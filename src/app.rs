@@ -141,10 +141,13 @@ impl Bound {
             (ControlConfig::Static { sandbox_root }, _) => {
                 Arc::new(StaticControlPlane::new(store.clone(), sandbox_root.clone()))
             }
-            (ControlConfig::Kubernetes, Some((client, k))) => Arc::new(
-                KubernetesControlPlane::new(client.clone(), k.clone(), store.clone())
-                    .owned_by(tasks.clone(), stop.clone()),
-            ),
+            (ControlConfig::Kubernetes, Some((client, k))) => {
+                watch_access(client, k, None, &store, &tasks, &stop);
+                Arc::new(
+                    KubernetesControlPlane::new(client.clone(), k.clone(), store.clone())
+                        .owned_by(tasks.clone(), stop.clone()),
+                )
+            }
             (ControlConfig::Kubernetes, None) => {
                 anyhow::bail!("the kubernetes control plane needs a [kubernetes] section")
             }
@@ -189,6 +192,7 @@ impl Bound {
             let client = kubernetes::client(k)
                 .await
                 .with_context(|| format!("connecting to the cluster of remote {name:?}"))?;
+            watch_access(&client, k, Some(name.clone()), &store, &tasks, &stop);
             remotes.insert(
                 name,
                 Cluster {
@@ -538,4 +542,27 @@ fn raise_fd_limit() -> Option<u64> {
     };
     tracing::info!(fd_limit = limit, was = soft, "file descriptor limit");
     Some(limit)
+}
+
+/// A Kubernetes control plane's access lives on cluster objects: watch them, so an
+/// owner or members edit ends the sessions it refuses at once (not only at the next
+/// periodic re-check).
+fn watch_access(
+    client: &kube::Client,
+    config: &crate::config::KubernetesConfig,
+    remote: Option<String>,
+    store: &Store,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) {
+    if !config.watch_access {
+        return;
+    }
+    crate::control::kube_access::AccessWatch {
+        client: client.clone(),
+        config: config.clone(),
+        remote,
+        store: store.clone(),
+    }
+    .spawn(tasks, stop.clone());
 }

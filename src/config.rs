@@ -534,6 +534,15 @@ pub struct KubernetesConfig {
     /// for it to be scaled up and Ready before the user is told it did not come up.
     #[serde(default = "default_resume_timeout")]
     pub resume_timeout_secs: u64,
+    /// Watch the pods and StatefulSets carrying target labels, so an owner or
+    /// members edit ends the live sessions it refuses at once. Off: such edits are
+    /// seen by the next channel and by the periodic `[revocation] recheck_secs`.
+    #[serde(default = "default_true")]
+    pub watch_access: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_resume_timeout() -> u64 {

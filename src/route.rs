@@ -61,6 +61,22 @@ impl TargetRef {
     }
 }
 
+impl TargetRef {
+    /// The workload whose objects decide access to this target, whatever node or
+    /// replica was asked for: `sandbox/<id>`, `job/<id>`, `model/<model>/<deployment>`.
+    /// Every node of a job and every replica of a deployment must agree on access, so
+    /// a change to any of them concerns all of its connections.
+    pub fn family(&self) -> String {
+        match self {
+            TargetRef::Sandbox(id) => format!("sandbox/{id}"),
+            TargetRef::TrainingJob { job, .. } => format!("job/{job}"),
+            TargetRef::Model {
+                model, deployment, ..
+            } => format!("model/{model}/{deployment}"),
+        }
+    }
+}
+
 impl fmt::Display for TargetRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

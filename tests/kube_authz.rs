@@ -214,7 +214,9 @@ fn pods_of_different_controllers_conflict_but_one_deployment_rolling_over_does_n
 
 #[test]
 fn each_new_channel_rereads_access_from_the_current_pod() {
-    let gw = KubeGateway::start(&["default"], None);
+    // Without the access watch (which would end the connection itself, see below):
+    // the channel check alone must hold.
+    let gw = KubeGateway::start_with(&["default"], None, "watch_access = false\n");
     victim(&gw);
     let dir = tempfile::tempdir().unwrap();
     let master = Master::open(gw.ssh_port, &gw.alice.private, dir.path(), "shared");
@@ -241,4 +243,56 @@ fn each_new_channel_rereads_access_from_the_current_pod() {
     let out = master.run("cat secret");
     assert_ne!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stderr(&out).contains(NO_ACCESS), "{}", stderr(&out));
+}
+
+/// Access edited on the cluster ends the live sessions it now refuses, at once and
+/// without the periodic re-check (off here): a member taken off the pod's members
+/// annotation is disconnected and told why, the owner's session carries on, and an
+/// edit that changes nobody's access (an unrelated annotation) ends nothing.
+#[test]
+fn a_members_edit_on_the_pod_ends_that_members_live_session() {
+    use std::time::Duration;
+    use support::live::live;
+
+    let gw = KubeGateway::start_with(&["default"], None, "[revocation]\nrecheck_secs = 0\n");
+    let (labels, mut annotations) = sandbox("shared", "alice");
+    annotations["ssh-gateway.io/members"] = json!("bob");
+    gw.emu.pod("default", "sandbox-shared", labels, annotations);
+
+    let session = |key| {
+        let mut cmd = gw.ssh(key);
+        cmd.arg("shared@127.0.0.1");
+        cmd
+    };
+    let mut alice = live(
+        session(&gw.alice),
+        "echo started; sleep 120",
+        "alice's session",
+    );
+    let bob = live(session(&gw.bob), "echo started; sleep 120", "bob's session");
+
+    gw.emu.update_pod("default", "sandbox-shared", |p| {
+        p["metadata"]["annotations"]["example.com/unrelated"] = json!("edited");
+    });
+    gw.emu.update_pod("default", "sandbox-shared", |p| {
+        p["metadata"]["annotations"]["ssh-gateway.io/members"] = json!("");
+    });
+    let out = bob.ended(Duration::from_secs(20));
+    assert!(
+        stderr(&out).contains("your access to this sandbox was removed"),
+        "{}\n{}",
+        stderr(&out),
+        gw.log()
+    );
+    assert!(
+        alice.is_running(),
+        "the owner's session ended too:\n{}",
+        gw.log()
+    );
+    // And bob cannot come back in.
+    let mut again = gw.ssh(&gw.bob);
+    again.args(["shared@127.0.0.1", "true"]);
+    let out = run(again);
+    assert!(stderr(&out).contains(NO_ACCESS), "{}", stderr(&out));
+    assert!(alice.is_running());
 }

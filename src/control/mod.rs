@@ -3,6 +3,7 @@
 //! whether the target exists.
 
 mod http;
+pub mod kube_access;
 mod kubernetes;
 pub mod resume;
 mod static_plane;

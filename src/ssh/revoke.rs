@@ -132,6 +132,10 @@ fn concerns(changes: &HashSet<Change>, login: &LiveLogin) -> bool {
             login.route.as_ref(),
             Ok(route) if matches!(&route.target, TargetRef::Sandbox(s) if s == id)
         ),
+        Change::Workload { remote, family } => matches!(
+            login.route.as_ref(),
+            Ok(route) if route.remote == *remote && route.target.family() == *family
+        ),
     })
 }
 

@@ -35,6 +35,14 @@ pub enum Change {
     Sandbox(String),
     /// An API token was deleted (with it, the certificates it was used to issue).
     Token(String),
+    /// The Kubernetes objects that decide access to a workload changed (an owner or
+    /// members annotation edited, a decoy appeared, labels moved): announced by this
+    /// process's watch of the cluster (`control::kube_access`), never by the database.
+    /// `family` is `TargetRef::family`; `remote` the cluster (`None`: the default).
+    Workload {
+        remote: Option<String>,
+        family: String,
+    },
     /// Anything may have changed (notifications were missed): re-check everyone.
     Everything,
 }
@@ -72,6 +80,12 @@ impl Store {
     /// which its owner must treat as `Everything`.
     pub fn changes(&self) -> broadcast::Receiver<Change> {
         self.changes.0.subscribe()
+    }
+
+    /// Announces a change this process saw outside the database (a cluster object's
+    /// access edited): every subscriber re-checks what it concerns.
+    pub fn announce(&self, change: Change) {
+        self.changed(change);
     }
 
     /// Announces a change this process made (no subscribers is fine).
