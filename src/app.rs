@@ -260,8 +260,9 @@ impl Bound {
         // The audit writer outlives the drain (its last records are the drain's), so
         // it has its own stop, given after the registry has drained.
         let audit_done = CancellationToken::new();
+        let instance = crate::audit::instance_id();
         let audit_writer = if config.audit.enabled {
-            let (subscriber, writer) = crate::audit::audit(store.clone());
+            let (subscriber, writer) = crate::audit::audit(store.clone(), instance.clone());
             subscribers.push(subscriber);
             Some(tokio::spawn(writer.write(audit_done.clone())))
         } else {
@@ -272,6 +273,14 @@ impl Bound {
             registry.spawn(crate::audit::prune(
                 store.clone(),
                 Duration::from_secs(config.audit.retention_days * 86_400),
+                stop.clone(),
+            ));
+        }
+        if config.audit.enabled && config.audit.orphan_after_secs > 0 {
+            registry.spawn(crate::audit::liveness(
+                store.clone(),
+                instance,
+                Duration::from_secs(config.audit.orphan_after_secs),
                 stop.clone(),
             ));
         }

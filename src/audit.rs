@@ -44,16 +44,27 @@ pub struct AuditSubscriber {
 pub struct AuditWriter {
     rx: mpsc::Receiver<Record>,
     store: Store,
+    /// This gateway process, as its connections' records name it.
+    instance: String,
 }
 
-pub fn audit(store: Store) -> (Arc<AuditSubscriber>, AuditWriter) {
+/// A new id for this gateway process (`gw_…`), which its audit records carry.
+pub fn instance_id() -> String {
+    new_id("gw")
+}
+
+pub fn audit(store: Store, instance: String) -> (Arc<AuditSubscriber>, AuditWriter) {
     let (queue, rx) = mpsc::channel(QUEUE);
     (
         Arc::new(AuditSubscriber {
             queue,
             open: Mutex::new(HashMap::new()),
         }),
-        AuditWriter { rx, store },
+        AuditWriter {
+            rx,
+            store,
+            instance,
+        },
     )
 }
 
@@ -225,7 +236,7 @@ impl AuditWriter {
         if batch.is_empty() {
             return;
         }
-        let mut last = match self.store.audit_write(batch).await {
+        let mut last = match self.store.audit_write(batch, &self.instance).await {
             Ok(()) => {
                 batch.clear();
                 return;
@@ -241,7 +252,11 @@ impl AuditWriter {
             // not take the batch with it: store them one by one, losing only what
             // fails. (Not when the database is away: each would wait out the pool.)
             for record in batch.drain(..) {
-                if let Err(e) = self.store.audit_write(std::slice::from_ref(&record)).await {
+                if let Err(e) = self
+                    .store
+                    .audit_write(std::slice::from_ref(&record), &self.instance)
+                    .await
+                {
                     crate::metrics::global().audit_dropped("store_error");
                     n += 1;
                     last = e;
@@ -310,6 +325,42 @@ pub fn table(sessions: &[AuditConnection]) -> String {
         }
     }
     out
+}
+
+/// Tells the store this process is alive, every `orphan_after / 4`, and closes the
+/// connections of processes silent for longer than `orphan_after` (a gateway killed
+/// with its sessions open), until `stop`.
+pub async fn liveness(
+    store: Store,
+    instance: String,
+    orphan_after: Duration,
+    stop: CancellationToken,
+) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let mut every = tokio::time::interval((orphan_after / 4).max(Duration::from_millis(250)));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if let Err(e) = store.instance_alive(&instance, &host).await {
+            warn!(error = %e, "could not record this gateway as alive for the audit trail");
+            continue;
+        }
+        let stale =
+            now_ms().saturating_sub(i64::try_from(orphan_after.as_millis()).unwrap_or(i64::MAX));
+        match store.close_orphans(stale).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                connections = n,
+                "closed audit records of a gateway that stopped without closing them"
+            ),
+            Err(e) => warn!(error = %e, "could not close audit records of stopped gateways"),
+        }
+    }
 }
 
 /// Deletes audit rows older than `retention`, now and every hour, until `stop`.

@@ -330,6 +330,10 @@ pub struct AuditConfig {
     pub enabled: bool,
     /// Days records are kept after their connection ended. 0 = for ever.
     pub retention_days: u64,
+    /// A gateway process not heard from for this long (killed, its node lost) has its
+    /// open connections closed in the trail by the replicas still running. Each
+    /// process says it is alive every quarter of this. 0 = never.
+    pub orphan_after_secs: u64,
 }
 
 impl Default for AuditConfig {
@@ -337,6 +341,7 @@ impl Default for AuditConfig {
         Self {
             enabled: true,
             retention_days: 90,
+            orphan_after_secs: 300,
         }
     }
 }

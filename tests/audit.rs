@@ -272,3 +272,60 @@ async fn recorded_and_shown(
     let (status, _) = get(&gw, &ana_token, "/admin/sessions").await;
     assert_eq!(status, 403);
 }
+
+/// A gateway killed with a session open leaves no connection open in the trail for
+/// ever: a replica that outlives it closes it once it has been silent for
+/// `orphan_after_secs`; that replica's own open sessions stay open meanwhile.
+#[test]
+fn the_connections_of_a_killed_gateway_are_closed_by_the_one_that_outlives_it() {
+    use support::live::live;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = StaticConfig::write(dir.path(), "", "[audit]\norphan_after_secs = 2\n");
+    let ana = config.users_with_keys(&["ana"]).remove(0);
+    config.admin(&["sandbox", "add", "box", "--owner", "ana"]);
+    let trail = || config.admin(&["sessions", "--limit", "10"]);
+    let session = || {
+        let mut cmd = support::client("ssh", &ana, config.ssh_port);
+        cmd.arg("box@127.0.0.1");
+        live(cmd, "echo started; sleep 120", "ana's session")
+    };
+
+    let mut first = config.serve();
+    let held = session();
+    assert!(
+        support::process::wait_until(Duration::from_secs(20), || trail().contains(" open ")),
+        "{}",
+        trail()
+    );
+    let status = Command::new("kill")
+        .args(["-KILL", &first.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    first.wait_exit(Duration::from_secs(10));
+    drop(held);
+
+    let _second = config.serve();
+    let still_open = session();
+    assert!(
+        support::process::wait_until(Duration::from_secs(20), || trail()
+            .contains("the gateway serving it stopped without closing it")),
+        "{}",
+        trail()
+    );
+    // Well past the silence allowed: the live replica's own session is still open.
+    std::thread::sleep(Duration::from_secs(3));
+    let now = trail();
+    let lines: Vec<&str> = now.lines().filter(|l| l.starts_with("ses_")).collect();
+    assert_eq!(lines.len(), 2, "{now}");
+    assert!(
+        lines[0].contains(" open "),
+        "newest, on the live gateway: {now}"
+    );
+    assert!(
+        lines[1].contains("the gateway serving it stopped without closing it"),
+        "{now}"
+    );
+    drop(still_open);
+}

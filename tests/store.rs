@@ -147,6 +147,61 @@ async fn suite(store: Store) {
         Err(StoreError::NotFound)
     ));
     store.ping().await.unwrap();
+
+    // The audit trail: a connection recorded by a process that then falls silent is
+    // closed as orphaned once it is stale, as ended when it was last seen; one of a
+    // live process is not.
+    use ssh_gateway::store::{AuditConnection, AuditFilter, AuditRecord};
+    let open = |id: &str| {
+        AuditRecord::Open(AuditConnection {
+            id: id.into(),
+            user_id: alice.id.clone(),
+            user_name: "alice".into(),
+            key_id: "key_x".into(),
+            key_fingerprint: "SHA256:x".into(),
+            certificate_serial: None,
+            source_address: "127.0.0.1:1".into(),
+            target: "sb-1".into(),
+            started_at: 1_000,
+            ended_at: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            close_reason: None,
+            channels: vec![],
+        })
+    };
+    store.instance_alive("gw_dead", "host-a").await.unwrap();
+    store.instance_alive("gw_live", "host-b").await.unwrap();
+    store
+        .audit_write(&[open("ses_dead")], "gw_dead")
+        .await
+        .unwrap();
+    store
+        .audit_write(&[open("ses_live")], "gw_live")
+        .await
+        .unwrap();
+    assert_eq!(store.close_orphans(0).await.unwrap(), 0);
+    // gw_live is seen again after the cutoff, gw_dead never.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let cutoff = ssh_gateway::store::now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store.instance_alive("gw_live", "host-b").await.unwrap();
+    assert_eq!(store.close_orphans(cutoff).await.unwrap(), 1);
+    let trail = store
+        .audit_sessions(AuditFilter::Everyone, None, 10)
+        .await
+        .unwrap();
+    let dead = trail.iter().find(|c| c.id == "ses_dead").unwrap();
+    assert_eq!(
+        dead.close_reason.as_deref(),
+        Some(ssh_gateway::store::ORPHANED)
+    );
+    assert!(dead.ended_at.is_some_and(|t| t < cutoff));
+    let live = trail.iter().find(|c| c.id == "ses_live").unwrap();
+    assert_eq!(live.ended_at, None);
+    // Forgotten once closed; alive again, it registers anew.
+    assert_eq!(store.close_orphans(cutoff).await.unwrap(), 0);
+    store.instance_alive("gw_dead", "host-a").await.unwrap();
 }
 
 #[tokio::test]

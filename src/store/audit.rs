@@ -62,6 +62,9 @@ pub enum AuditRecord {
     },
 }
 
+/// The close reason of a connection whose gateway process died before closing it.
+pub const ORPHANED: &str = "the gateway serving it stopped without closing it";
+
 /// Whose audit trail a query reads.
 #[derive(Debug, Clone, Copy)]
 pub enum AuditFilter<'a> {
@@ -138,16 +141,17 @@ fn channel(row: &AnyRow) -> Result<(String, AuditChannel)> {
 
 impl Store {
     /// Stores a batch of audit records in one transaction: one commit (one fsync on
-    /// SQLite) for a burst of connections, not one per record.
-    pub async fn audit_write(&self, records: &[AuditRecord]) -> Result<()> {
+    /// SQLite) for a burst of connections, not one per record. Connections are marked
+    /// as recorded by gateway process `instance` (see `instance_alive`).
+    pub async fn audit_write(&self, records: &[AuditRecord], instance: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for record in records {
             match record {
                 AuditRecord::Open(c) => {
                     sqlx::query(
                         "INSERT INTO audit_connections (id, user_id, user_name, key_id, \
-                         key_fingerprint, certificate_serial, source_address, target, started_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                         key_fingerprint, certificate_serial, source_address, target, started_at, \
+                         instance_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     )
                     .bind(&c.id)
                     .bind(&c.user_id)
@@ -158,6 +162,7 @@ impl Store {
                     .bind(&c.source_address)
                     .bind(&c.target)
                     .bind(c.started_at)
+                    .bind(instance)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -259,6 +264,48 @@ impl Store {
             }
         }
         Ok(sessions)
+    }
+
+    /// Gateway process `instance` (on `host`) is alive now: registered on first call,
+    /// its `seen_at` moved on every later one (again registered if a replica that
+    /// thought it dead removed it).
+    pub async fn instance_alive(&self, instance: &str, host: &str) -> Result<()> {
+        let now = super::now_ms();
+        sqlx::query(
+            "INSERT INTO gateway_instances (id, host, started_at, seen_at) VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (id) DO UPDATE SET seen_at = $3",
+        )
+        .bind(instance)
+        .bind(host)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Closes the open connections of gateway processes not seen alive since
+    /// `stale_before` (Unix ms), as ended when each was last seen, and forgets those
+    /// processes; returns how many connections it closed. A process that was only
+    /// slow registers again, and its own close records still overwrite these.
+    pub async fn close_orphans(&self, stale_before: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let closed = sqlx::query(
+            "UPDATE audit_connections SET close_reason = $2, ended_at = \
+             (SELECT seen_at FROM gateway_instances g WHERE g.id = audit_connections.instance_id) \
+             WHERE ended_at IS NULL AND instance_id IN \
+             (SELECT id FROM gateway_instances WHERE seen_at < $1)",
+        )
+        .bind(stale_before)
+        .bind(ORPHANED)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM gateway_instances WHERE seen_at < $1")
+            .bind(stale_before)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(closed)
     }
 
     /// Deletes connections (and their channels) that ended before `before` (Unix ms).

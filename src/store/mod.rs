@@ -16,7 +16,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
-pub use audit::{AuditChannel, AuditConnection, AuditCursor, AuditFilter, AuditRecord};
+pub use audit::{AuditChannel, AuditConnection, AuditCursor, AuditFilter, AuditRecord, ORPHANED};
 pub use certificates::{CertificateLogin, IssuedCertificate};
 pub use changes::Change;
 pub use files::{FileModeError, ensure_private_dir};
