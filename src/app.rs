@@ -58,9 +58,13 @@ pub struct Bound {
 /// Opens the store (migrating it), loads host keys and binds both listeners, so
 /// start-up errors surface before anything is announced.
 pub async fn bind(config: Config) -> anyhow::Result<Bound> {
-    let store = Store::open(&config.database.url, config.database.max_connections)
-        .await
-        .context("opening the database")?;
+    let db = &config.database;
+    let store = if db.migrate_on_start {
+        Store::open(&db.url, db.max_connections).await
+    } else {
+        Store::open_migrated(&db.url, db.max_connections).await
+    }
+    .context("opening the database")?;
     let host_keys = hostkeys::load_all(&config.ssh.host_key_dir)?;
     let (authority, trust) = match &config.certificates {
         Some(c) => certs::load(c)?,

@@ -401,6 +401,11 @@ pub struct DatabaseConfig {
     pub url: String,
     #[serde(default = "default_pool_size")]
     pub max_connections: u32,
+    /// `serve` applies pending migrations at start. Off (a deployment whose migrate
+    /// step runs first, once): it only checks the schema is current and refuses to
+    /// start otherwise, so replicas never race to migrate.
+    #[serde(default = "default_true")]
+    pub migrate_on_start: bool,
 }
 
 /// The URL may carry a password: Debug shows only its scheme.
@@ -410,6 +415,7 @@ impl std::fmt::Debug for DatabaseConfig {
         f.debug_struct("DatabaseConfig")
             .field("url", &format_args!("{scheme}:<redacted>"))
             .field("max_connections", &self.max_connections)
+            .field("migrate_on_start", &self.migrate_on_start)
             .finish()
     }
 }

@@ -66,6 +66,7 @@ pub fn config(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -
         database: DatabaseConfig {
             url: sqlite_url(data_dir),
             max_connections: 5,
+            migrate_on_start: true,
         },
         backend: BackendConfig::Local {
             shell: default_shell(),

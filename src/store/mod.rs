@@ -38,6 +38,11 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database file permissions: {0}")]
     FileMode(#[from] FileModeError),
+    /// Checked at start when the gateway does not migrate itself.
+    #[error(
+        "the database schema is behind this gateway (migrations {0} not applied); run `ssh-gateway migrate --config …` first"
+    )]
+    SchemaBehind(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -123,16 +128,55 @@ impl Store {
         Ok(store)
     }
 
+    /// Connects and checks that every migration this gateway knows is applied,
+    /// without applying any: for replicas whose schema a deploy step (the Helm hook
+    /// running `ssh-gateway migrate`) brings up to date.
+    pub async fn open_migrated(url: &str, max_connections: u32) -> Result<Self> {
+        let store = Self::connect(url, max_connections).await?;
+        store.check_schema().await?;
+        Ok(store)
+    }
+
+    fn migrator(&self) -> sqlx::migrate::Migrator {
+        let mut migrator = match self.flavor {
+            Flavor::Sqlite => sqlx::migrate!("migrations/sqlite"),
+            Flavor::Postgres => sqlx::migrate!("migrations/postgres"),
+        };
+        // A database a newer gateway migrated further still serves this one: a
+        // rollback must not crash-loop on migrations it has never heard of (each
+        // migration only adds, so the older code's tables are all there).
+        migrator.set_ignore_missing(true);
+        migrator
+    }
+
     pub async fn migrate(&self) -> Result<()> {
-        match self.flavor {
-            Flavor::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
-            Flavor::Postgres => {
-                sqlx::migrate!("migrations/postgres")
-                    .run(&self.pool)
-                    .await?
-            }
-        }
+        self.migrator().run(&self.pool).await?;
         Ok(())
+    }
+
+    /// Refuses a schema missing any migration this gateway knows.
+    pub async fn check_schema(&self) -> Result<()> {
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(versions) => versions,
+                // No migrations table: nothing was ever applied.
+                Err(sqlx::Error::Database(_)) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+        let missing: Vec<String> = self
+            .migrator()
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .map(|m| m.version.to_string())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::SchemaBehind(missing.join(", ")))
+        }
     }
 
     pub fn flavor(&self) -> Flavor {
