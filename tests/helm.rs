@@ -10,7 +10,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-
 use base64::Engine;
 use serde_json::{Value, json};
 use ssh_gateway::config::Config;
@@ -234,7 +233,10 @@ fn default_install_is_valid_and_runs_hardened_replicas_the_gateway_accepts() {
     );
     assert_eq!(u64::from(config.api.listen.port()), port_named(gw, "api"));
     assert!(config.ssh.listen.port() >= 1024 && config.ssh.listen.ip().is_unspecified());
-    assert!(config.api.listen.ip().is_unspecified(), "probes reach the API");
+    assert!(
+        config.api.listen.ip().is_unspecified(),
+        "probes reach the API"
+    );
     assert_eq!(config.database.url, FAKE_DATABASE_URL);
     assert!(
         !r.gateway_toml().contains("url ="),
@@ -249,9 +251,7 @@ fn default_install_is_valid_and_runs_hardened_replicas_the_gateway_accepts() {
         assert_eq!(gw[probe]["httpGet"]["port"], "api");
     }
     // Draining sessions get their time before the kubelet's SIGKILL.
-    assert!(
-        pod["terminationGracePeriodSeconds"].as_u64().unwrap() > config.ssh.drain_timeout_secs
-    );
+    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > config.ssh.drain_timeout_secs);
     let db = &gw["env"].as_array().unwrap()[0];
     assert_eq!(db["name"], "SSH_GATEWAY__DATABASE__URL");
     assert_eq!(
@@ -276,7 +276,10 @@ fn default_install_is_valid_and_runs_hardened_replicas_the_gateway_accepts() {
     );
     let pdb = r.one("PodDisruptionBudget", "gw-ssh-gateway");
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
-    assert!(r.notes.contains("kubectl -n ssh get service gw-ssh-gateway"));
+    assert!(
+        r.notes
+            .contains("kubectl -n ssh get service gw-ssh-gateway")
+    );
 }
 
 #[test]
@@ -444,7 +447,8 @@ fn rbac_is_a_role_per_watched_namespace_or_cluster_wide_for_all() {
 fn the_proxy_protocol_switch_reaches_the_gateway() {
     let off = render(json!({}));
     assert!(!off.config().ssh.proxy_protocol);
-    let on = render(json!({"proxyProtocol": {"enabled": true, "from": ["10.0.0.0/8", "fd00::/8"]}}));
+    let on =
+        render(json!({"proxyProtocol": {"enabled": true, "from": ["10.0.0.0/8", "fd00::/8"]}}));
     let config = on.config();
     assert!(config.ssh.proxy_protocol);
     assert_eq!(config.ssh.proxy_protocol_from, ["10.0.0.0/8", "fd00::/8"]);
@@ -470,7 +474,10 @@ fn migrations_run_once_in_a_pre_install_pre_upgrade_hook() {
     assert_eq!(migrate["securityContext"]["readOnlyRootFilesystem"], true);
     // Its config exists before it (a hook of lower weight) and is the replicas' own.
     let hook_config = r.one("ConfigMap", "gw-ssh-gateway-migrate");
-    assert_eq!(hook_config["metadata"]["annotations"]["helm.sh/hook"], "pre-install,pre-upgrade");
+    assert_eq!(
+        hook_config["metadata"]["annotations"]["helm.sh/hook"],
+        "pre-install,pre-upgrade"
+    );
     let weight = |o: &Value| {
         o["metadata"]["annotations"]["helm.sh/hook-weight"]
             .as_str()
@@ -480,7 +487,10 @@ fn migrations_run_once_in_a_pre_install_pre_upgrade_hook() {
     };
     assert!(weight(hook_config) < weight(job));
     assert_eq!(hook_config["data"]["gateway.toml"], r.gateway_toml());
-    assert_eq!(volume(pod, "config")["configMap"]["name"], "gw-ssh-gateway-migrate");
+    assert_eq!(
+        volume(pod, "config")["configMap"]["name"],
+        "gw-ssh-gateway-migrate"
+    );
     // The replicas are not hooks: they start after the Job succeeded.
     assert!(
         r.deployment()["metadata"]["annotations"]
@@ -551,23 +561,35 @@ fn fronts_and_the_api_ingress_are_published_where_the_config_listens() {
     let tls_dir = Path::new(mount_path(gw, "tls"));
     assert_eq!(tls.cert_file, tls_dir.join("tls.crt"));
     assert_eq!(tls.key_file, tls_dir.join("tls.key"));
-    assert_eq!(volume(r.pod(), "tls")["secret"]["secretName"], "wildcard-tls");
+    assert_eq!(
+        volume(r.pod(), "tls")["secret"]["secretName"],
+        "wildcard-tls"
+    );
     let ports = r.one("Service", "gw-ssh-gateway")["spec"]["ports"].clone();
     let public: Vec<(u64, &str)> = ports
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["port"].as_u64().unwrap(), p["targetPort"].as_str().unwrap()))
+        .map(|p| {
+            (
+                p["port"].as_u64().unwrap(),
+                p["targetPort"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(public, [(22, "ssh"), (443, "tls"), (8022, "connect")]);
 
     let ingress = r.one("Ingress", "gw-ssh-gateway");
     assert_eq!(ingress["spec"]["ingressClassName"], "nginx");
     assert_eq!(ingress["spec"]["tls"][0]["secretName"], "api-tls");
-    let paths = ingress["spec"]["rules"][0]["http"]["paths"].as_array().unwrap();
+    let paths = ingress["spec"]["rules"][0]["http"]["paths"]
+        .as_array()
+        .unwrap();
     assert!(paths.iter().any(|p| p["path"] == "/users"));
     assert!(
-        paths.iter().all(|p| p["path"] != "/metrics" && p["path"] != "/"),
+        paths
+            .iter()
+            .all(|p| p["path"] != "/metrics" && p["path"] != "/"),
         "/metrics takes no token and stays inside the cluster"
     );
     assert!(
@@ -635,26 +657,53 @@ fn every_field_of_the_example_configs_is_reachable_through_values() {
     }
     // And raw TOML for anything else.
     let r = render(json!({"extraConfig": "[sftp]\nhelper_dir = \"/scratch/helper\"\n"}));
-    assert_eq!(r.config().sftp.helper_dir.as_deref(), Some("/scratch/helper"));
+    assert_eq!(
+        r.config().sftp.helper_dir.as_deref(),
+        Some("/scratch/helper")
+    );
 }
 
 #[test]
 fn bad_values_fail_at_install_with_a_message_that_names_them() {
     for (values, message) in [
         (json!({"replicaCount": 0}), "/replicaCount"),
-        (json!({"ports": {"ssh": 22, "api": 8080, "tls": 8443, "connect": 8022}}), "/ports/ssh"),
-        (json!({"config": {"ssh": {"public_host": ""}}}), "/config/ssh/public_host"),
-        (json!({"proxyProtocol": {"enabled": true, "from": ["anywhere"]}}), "/proxyProtocol/from/0"),
-        (json!({"service": {"externalTrafficPolicy": "local"}}), "/service/externalTrafficPolicy"),
-        (json!({"config": {"kubernetes": {"namespaces": ["Team_A"]}}}), "/config/kubernetes/namespaces/0"),
+        (
+            json!({"ports": {"ssh": 22, "api": 8080, "tls": 8443, "connect": 8022}}),
+            "/ports/ssh",
+        ),
+        (
+            json!({"config": {"ssh": {"public_host": ""}}}),
+            "/config/ssh/public_host",
+        ),
+        (
+            json!({"proxyProtocol": {"enabled": true, "from": ["anywhere"]}}),
+            "/proxyProtocol/from/0",
+        ),
+        (
+            json!({"service": {"externalTrafficPolicy": "local"}}),
+            "/service/externalTrafficPolicy",
+        ),
+        (
+            json!({"config": {"kubernetes": {"namespaces": ["Team_A"]}}}),
+            "/config/kubernetes/namespaces/0",
+        ),
         (json!({"replicas": 3}), "replicas"),
         (
             json!({"terminationGracePeriodSeconds": 20}),
             "terminationGracePeriodSeconds (20) must be longer than config.ssh.drain_timeout_secs (25)",
         ),
-        (json!({"config": {"ssh": {"public_host": "gw", "listen": "0.0.0.0:22"}}}), "config.ssh.listen is set by the chart"),
-        (json!({"proxyProtocol": {"enabled": false, "from": ["10.0.0.0/8"]}}), "proxyProtocol.enabled is false"),
-        (json!({"fronts": {"connect": {"enabled": true}}}), "need config.routing.domain"),
+        (
+            json!({"config": {"ssh": {"public_host": "gw", "listen": "0.0.0.0:22"}}}),
+            "config.ssh.listen is set by the chart",
+        ),
+        (
+            json!({"proxyProtocol": {"enabled": false, "from": ["10.0.0.0/8"]}}),
+            "proxyProtocol.enabled is false",
+        ),
+        (
+            json!({"fronts": {"connect": {"enabled": true}}}),
+            "need config.routing.domain",
+        ),
         (
             json!({"config": {"routing": {"domain": "ssh.example.com"}}, "fronts": {"tls": {"enabled": true}}}),
             "needs fronts.tls.secretName",
