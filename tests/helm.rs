@@ -393,7 +393,7 @@ fn expected_rules() -> Vec<(String, String, Vec<String>)> {
         r("", "pods", &["get", "list", "watch"]),
         r("", "pods/exec", &["create", "get"]),
         r("", "pods/portforward", &["create", "get"]),
-        r("apps", "statefulsets", &["get", "list", "patch"]),
+        r("apps", "statefulsets", &["get", "list", "patch", "watch"]),
         r("apps", "statefulsets/scale", &["patch"]),
     ];
     v.sort();
@@ -497,8 +497,12 @@ fn migrations_run_once_in_a_pre_install_pre_upgrade_hook() {
             .get("helm.sh/hook")
             .is_none()
     );
+    // Replicas only check the schema, and refuse to start on one behind.
+    assert!(!r.config().database.migrate_on_start);
+    // Without the hook, they migrate at start themselves.
     let off = render(json!({"migrations": {"enabled": false}}));
     assert!(off.all("Job").is_empty());
+    assert!(off.config().database.migrate_on_start);
 }
 
 #[test]
@@ -625,6 +629,7 @@ fn every_field_of_the_example_configs_is_reachable_through_values() {
         "ssh.proxy_protocol",
         "api.listen",
         "database.url",
+        "database.migrate_on_start",
     ];
     for (file, extra) in [
         ("config/gateway.example.toml", ""),

@@ -20,11 +20,11 @@
 
 {{/* Fields of config the chart sets itself, because the pod spec depends on them. */}}
 {{- define "ssh-gateway.ownedFields" -}}
-{{- $owned := dict "ssh" (list "listen" "host_key_dir" "proxy_protocol" "proxy_protocol_from") "api" (list "listen") "database" (list "url") }}
+{{- $owned := dict "ssh" (list "listen" "host_key_dir" "proxy_protocol" "proxy_protocol_from") "api" (list "listen") "database" (list "url" "migrate_on_start") }}
 {{- range $section, $fields := $owned }}
 {{- range $field := $fields }}
 {{- if hasKey (index ($.Values.config | default dict) $section | default dict) $field }}
-{{- fail (printf "config.%s.%s is set by the chart (see values.yaml: ports, hostKeys, proxyProtocol, database.existingSecret); remove it from config" $section $field) }}
+{{- fail (printf "config.%s.%s is set by the chart (see values.yaml: ports, hostKeys, proxyProtocol, database.existingSecret, the migrate hook); remove it from config" $section $field) }}
 {{- end }}
 {{- end }}
 {{- end }}

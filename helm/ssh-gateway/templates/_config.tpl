@@ -17,7 +17,11 @@ SSH_GATEWAY__DATABASE__URL.
 {{- $api := $c.api | default dict }}
 {{- $_ = set $api "listen" (printf "0.0.0.0:%v" .Values.ports.api) }}
 {{- $_ = set $c "api" $api }}
-{{- $_ = set $c "database" ($c.database | default dict) }}
+{{- /* The hook Job migrates once per install or upgrade and replicas only check;
+without the hook, replicas migrate at start. */}}
+{{- $db := $c.database | default dict }}
+{{- $_ = set $db "migrate_on_start" (not .Values.migrations.enabled) }}
+{{- $_ = set $c "database" $db }}
 {{- $fronts := dict }}
 {{- with .Values.fronts.tls }}{{ if .enabled }}
 {{- $tls := dict "listen" (printf "0.0.0.0:%v" $.Values.ports.tls) "cert_file" (printf "%s/tls.crt" (include "ssh-gateway.tlsDir" $)) "key_file" (printf "%s/tls.key" (include "ssh-gateway.tlsDir" $)) }}

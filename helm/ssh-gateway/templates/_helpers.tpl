@@ -68,7 +68,7 @@ capabilities:
   verbs: [create, get]
 - apiGroups: [apps]
   resources: [statefulsets]
-  verbs: [get, list, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [apps]
   resources: [statefulsets/scale]
   verbs: [patch]
