@@ -334,3 +334,53 @@ fn refused_forwards_say_why() {
         "{err}"
     );
 }
+
+/// What the gateway does not offer is refused the way sshd refuses it, so the client
+/// says so at once instead of waiting: X11 (`ssh -X`, a failed x11-req) and remote
+/// forwarding (`ssh -R`, TCP ports and sockets alike).
+#[test]
+fn x11_and_remote_forwarding_are_refused_as_sshd_refuses_them() {
+    let gw = Gateway::start();
+    let mut cmd = gw.ssh(&gw.dev_key);
+    // ssh asks for X11 only with a local display to forward to.
+    cmd.env("DISPLAY", ":0").args([
+        "-X",
+        "demo@127.0.0.1",
+        "echo ran; echo \"display=$DISPLAY\"",
+    ]);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ran\ndisplay=\n");
+    assert!(
+        stderr(&out).contains("X11 forwarding request failed on channel 0"),
+        "{}",
+        stderr(&out)
+    );
+
+    for (spec, what) in [
+        ("9999:localhost:22", "listen port 9999"),
+        ("/tmp/ssh-gateway-test-r.sock:localhost:22", "listen path"),
+    ] {
+        let mut cmd = gw.ssh(&gw.dev_key);
+        cmd.args([
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-R",
+            spec,
+            "demo@127.0.0.1",
+            "echo ran",
+        ]);
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(255), "{spec}: {}", stdout(&out));
+        assert!(
+            stderr(&out).contains(&format!("remote port forwarding failed for {what}")),
+            "{spec}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(
+        gw.log().contains("remote forwarding (ssh -R) refused"),
+        "{}",
+        gw.log()
+    );
+}

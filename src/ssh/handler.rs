@@ -420,6 +420,54 @@ impl russh::server::Handler for ConnectionHandler {
         Self::reply(session, channel, ok)
     }
 
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Workloads have no X server to forward to. Answered as sshd with
+        // `X11Forwarding no` answers, so the client says "X11 forwarding request
+        // failed" rather than waiting for a DISPLAY that never comes.
+        debug!(
+            conn = self.conn.id(),
+            "x11-req refused: X11 forwarding is not offered"
+        );
+        Self::reply(session, channel, false)
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        // The client prints "remote port forwarding failed for listen port N".
+        info!(
+            conn = self.conn.id(),
+            address = %crate::keys::Escaped(address),
+            port = *port,
+            "remote forwarding (ssh -R) refused: not offered by this gateway"
+        );
+        Ok(false)
+    }
+
+    async fn streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        info!(
+            conn = self.conn.id(),
+            path = %crate::keys::Escaped(socket_path),
+            "remote socket forwarding (ssh -R PATH) refused: not offered by this gateway"
+        );
+        Ok(false)
+    }
+
     async fn window_change_request(
         &mut self,
         channel: ChannelId,
