@@ -384,3 +384,97 @@ fn x11_and_remote_forwarding_are_refused_as_sshd_refuses_them() {
         gw.log()
     );
 }
+
+/// `direct-streamlocal@openssh.com` (`ssh -L LOCAL.sock:REMOTE.sock`, what VS Code
+/// opens with `remoteServerListenOnSocket`): a Unix socket in the sandbox, relayed by
+/// the in-workload helper, both ways and half-closed as a socket is; a socket that is
+/// not there reads "connect failed" with the reason.
+#[test]
+fn a_unix_socket_in_the_sandbox_is_forwarded() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let gw = Gateway::start();
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("app.sock");
+    let listener = UnixListener::bind(&remote).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    let _ = conn.write_all(format!("pong:{line}").as_bytes());
+                    line.clear();
+                }
+                // The client's end of input arrives as end of file here.
+                let _ = conn.write_all(b"bye\n");
+            });
+        }
+    });
+    let local = dir.path().join("local.sock");
+    let missing_local = dir.path().join("missing.sock");
+    // At INFO, as ssh runs by default: it reports a forward's open failure there.
+    let mut cmd = std::process::Command::new("ssh");
+    cmd.args(Gateway::client_opts_for(&gw.dev_key).into_iter().map(|o| {
+        if o == "LogLevel=ERROR" {
+            "LogLevel=INFO".to_owned()
+        } else {
+            o
+        }
+    }))
+    .args(["-p", &gw.ssh_port.to_string()]);
+    cmd.args([
+        "-N",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-o",
+        "StreamLocalBindUnlink=yes",
+    ])
+    .arg("-L")
+    .arg(format!("{}:{}", local.display(), remote.display()))
+    .arg("-L")
+    .arg(format!(
+        "{}:{}/nothing.sock",
+        missing_local.display(),
+        dir.path().display()
+    ))
+    .arg("demo@127.0.0.1")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut ssh = cmd.spawn().unwrap();
+    assert!(
+        support::process::wait_until(Duration::from_secs(20), || local.exists()
+            && missing_local.exists()),
+        "ssh did not listen"
+    );
+
+    let mut conn = UnixStream::connect(&local).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    conn.write_all(b"one\ntwo\n").unwrap();
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut got).unwrap();
+    assert_eq!(got, "pong:one\npong:two\nbye\n");
+
+    // Nothing there: the forward's connection is closed, and ssh says why.
+    let mut conn = UnixStream::connect(&missing_local).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut conn, &mut got);
+    assert!(got.is_empty());
+    let _ = ssh.kill();
+    let out = ssh.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.contains("open failed: connect failed: ssh-gateway: the socket")
+            && err.contains("No such file or directory"),
+        "{err}"
+    );
+}

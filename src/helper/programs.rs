@@ -88,6 +88,12 @@ pub async fn resolve(
 
 /// Runs the helper with `args` (left to the shell, unquoted); if the copy has vanished
 /// it says so instead of sh's bare "not found".
+/// The command line that relays the Unix socket `socket` inside the workload over the
+/// exec stream (`direct-streamlocal@openssh.com`), with the helper placed at `helper`.
+pub fn relay_unix_line(helper: &str, socket: &str) -> String {
+    helper_line(helper, &format!("relay-unix {}", quote(socket)))
+}
+
 fn helper_line(path: &str, args: &str) -> String {
     let p = quote(path);
     format!(

@@ -237,6 +237,155 @@ pub async fn serve_direct_tcpip(
     }
 }
 
+/// How long the helper may take to reach a socket once it runs.
+const SOCKET_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A `direct-streamlocal@openssh.com` channel (`ssh -L 9000:/run/app.sock`, VS Code's
+/// `remoteServerListenOnSocket`): the Unix socket `path` inside the target. The
+/// Kubernetes port-forward API carries only TCP, so the in-workload helper connects
+/// to it and relays it over an exec stream, on every backend alike (with the same
+/// authority as the user's own shell there). The channel is confirmed only once the
+/// helper has connected, so a missing socket reads "connect failed" as from sshd.
+pub async fn serve_direct_streamlocal(
+    channel: Channel<Msg>,
+    reply: ChannelOpenHandle,
+    path: String,
+    ctx: ChannelCtx,
+) {
+    let gw = ctx.gw.clone();
+    let opened = tokio::select! {
+        opened = ctx.with_target(None, |backend, target| {
+            let (gw, path) = (&gw, &path);
+            async move {
+                let helper = gw.placer.helper(backend, &target).await?;
+                let spec = ExecSpec {
+                    program: Program::Command(helper::programs::relay_unix_line(&helper, path)),
+                    pty: None,
+                    env: Vec::new(),
+                };
+                relay_connected(backend.exec(&target, spec).await?, path).await
+            }
+        }) => opened,
+        _ = ctx.guard.cancelled() => return,
+    };
+    let stream = match opened {
+        Ok((_, stream)) => stream,
+        Err(refusal) => {
+            ctx.refused(&refusal);
+            return reply.reject(refusal.open_failure()).await;
+        }
+    };
+    reply.accept().await;
+    let (rx, tx) = channel.split();
+    let counters = ctx.guard.counters();
+    tokio::select! {
+        _ = bridge::run_stream(rx, tx, stream, &counters) => {}
+        _ = ctx.guard.cancelled() => {}
+    }
+}
+
+/// The helper's relay once it says it has connected (one `0` byte), or why not.
+async fn relay_connected(
+    mut process: crate::backend::Process,
+    path: &str,
+) -> Result<Box<dyn crate::backend::Duplex>, BackendError> {
+    use tokio::io::AsyncReadExt;
+    let mut first = [0u8; 1];
+    let read = tokio::time::timeout(SOCKET_CONNECT_TIMEOUT, process.stdout.read(&mut first)).await;
+    if let Ok(Ok(1)) = read
+        && first[0] == 0
+    {
+        return Ok(Box::new(Relay {
+            stdout: process.stdout,
+            stdin: Some(process.stdin),
+            _control: process.control,
+        }));
+    }
+    // The helper said why on stderr (bounded: its one line).
+    let mut why = String::new();
+    if let Some(mut stderr) = process.stderr.take() {
+        let mut buf = vec![0u8; 1024];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(std::time::Duration::from_secs(2), stderr.read(&mut buf)).await
+        {
+            why = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
+        }
+    }
+    let why = why
+        .strip_prefix("ssh-gateway-helper: ")
+        .unwrap_or(&why)
+        .to_owned();
+    Err(BackendError::User(format!(
+        "the socket {} in the sandbox cannot be reached{}",
+        crate::keys::escape(path),
+        if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", crate::keys::escape(&why))
+        }
+    )))
+}
+
+/// The relay's stdout and stdin as one stream, holding the program's control handle:
+/// dropping that hangs the program up, which is how the relay ends with the channel.
+/// Shutting it down closes the program's stdin (a child's stdin only closes when
+/// dropped), which the helper passes on to the socket as a half-close.
+struct Relay {
+    stdout: crate::backend::BoxRead,
+    stdin: Option<crate::backend::BoxWrite>,
+    _control: mpsc::Sender<crate::backend::Control>,
+}
+
+impl tokio::io::AsyncRead for Relay {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stdout).poll_read(cx, buf)
+    }
+}
+
+impl Relay {
+    fn stdin(&mut self) -> std::io::Result<&mut crate::backend::BoxWrite> {
+        self.stdin
+            .as_mut()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+}
+
+impl tokio::io::AsyncWrite for Relay {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.stdin() {
+            Ok(stdin) => std::pin::Pin::new(stdin).poll_write(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.stdin.as_mut() {
+            Some(stdin) => std::pin::Pin::new(stdin).poll_flush(cx),
+            None => std::task::Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(stdin) = self.stdin.as_mut() {
+            std::task::ready!(std::pin::Pin::new(stdin).poll_shutdown(cx))?;
+        }
+        self.stdin = None;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 /// Tells the user why on stderr, exits non-zero and closes.
 async fn refuse(tx: ChannelWriteHalf<Msg>, message: &str) {
     let _ = tx.extended_data_bytes(1, message.as_bytes().to_vec()).await;

@@ -17,7 +17,7 @@ use super::Gateway;
 use super::auth::{
     Refusal as AuthRefusal, authenticate, authenticate_certificate, check_signature_algorithm,
 };
-use super::channel::{ChannelCtx, serve_direct_tcpip, serve_session};
+use super::channel::{ChannelCtx, serve_direct_streamlocal, serve_direct_tcpip, serve_session};
 use super::refusal::Refusal;
 use super::request::{self, SessionSetup};
 use crate::backend::{ExecSpec, Program};
@@ -377,6 +377,48 @@ impl russh::server::Handler for ConnectionHandler {
         self.conn
             .registry()
             .spawn(serve_direct_tcpip(channel, reply, port, ctx).instrument(span));
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // A path the kernel could take: absolute or relative to the workload's working
+        // directory, no NUL, within sun_path's 108 bytes.
+        if socket_path.is_empty() || socket_path.len() > 107 || socket_path.contains('\0') {
+            let refusal = Refusal::Backend(crate::backend::BackendError::User(
+                "a Unix socket path must be 1 to 107 bytes without NUL".into(),
+            ));
+            reply.reject(refusal.open_failure()).await;
+            return Ok(());
+        }
+        if !self.permits().port_forwarding {
+            let refusal = Refusal::NotPermitted(crate::certs::EXT_PORT_FORWARDING);
+            debug!(
+                conn = self.conn.id(),
+                "socket forward refused: {}",
+                refusal.user_message()
+            );
+            reply.reject(refusal.open_failure()).await;
+            return Ok(());
+        }
+        let id = channel.id();
+        let detail = socket_path.to_owned();
+        let ctx = match self.channel_ctx(id, "direct-streamlocal", detail, session) {
+            Ok(ctx) => ctx,
+            Err(refusal) => {
+                reply.reject(refusal.open_failure()).await;
+                return Ok(());
+            }
+        };
+        let span = tracing::info_span!("channel", conn = self.conn.id(), id = %id, kind = "direct-streamlocal");
+        self.conn.registry().spawn(
+            serve_direct_streamlocal(channel, reply, socket_path.to_owned(), ctx).instrument(span),
+        );
         Ok(())
     }
 

@@ -7,7 +7,10 @@
 //!
 //! - `sftp-server`: SFTP v3 on stdin/stdout, as OpenSSH's sftp-server ([`sftp`]).
 //! - `scp`: the remote side of the legacy rcp-style scp protocol ([`scp`]).
+//! - `relay-unix PATH`: a Unix socket in the workload on stdin/stdout, for
+//!   `direct-streamlocal@openssh.com` channels ([`relay`]).
 
+pub mod relay;
 pub mod scp;
 pub mod sftp;
 pub mod sys;
@@ -18,7 +21,7 @@ use std::process::ExitCode;
 /// The command-line protocol version; bumped when a subcommand changes incompatibly.
 pub const PROTOCOL: u32 = 1;
 
-pub const USAGE: &str = "usage: ssh-gateway-helper version | sftp-server [-d start_dir] [-u umask] | scp <scp remote arguments>";
+pub const USAGE: &str = "usage: ssh-gateway-helper version | sftp-server [-d start_dir] [-u umask] | scp <scp remote arguments> | relay-unix PATH";
 
 /// Runs the helper with its arguments (after the program name).
 pub fn run(args: &[OsString]) -> ExitCode {
@@ -33,6 +36,7 @@ pub fn run(args: &[OsString]) -> ExitCode {
         }
         Some("sftp-server") => sftp::main(&args[1..]),
         Some("scp") => scp::main(&args[1..]),
+        Some("relay-unix") => relay::main(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
