@@ -235,6 +235,10 @@ impl Bound {
                     .as_ref()
                     .and_then(|f| f.public_address.clone()),
             },
+            recordings: config
+                .recording
+                .enabled
+                .then(|| config.recording.dir.clone()),
         });
         let fd_limit = raise_fd_limit();
         let limits = config.admission.limits(config.ssh.max_connections)?;
@@ -309,6 +313,7 @@ impl Bound {
                 .with_remotes(&config.routing.remotes),
             trust,
             proxy_sources: config.ssh.proxy_sources()?,
+            recording: config.recording.clone(),
             tls: match &tls_front {
                 Some((_, certs)) => Some(certs.acceptor()?),
                 None => None,

@@ -148,6 +148,7 @@ impl Subscriber for AuditSubscriber {
                 channel,
                 kind,
                 program,
+                recording,
                 opened_ms,
                 bytes_in,
                 bytes_out,
@@ -174,6 +175,7 @@ impl Subscriber for AuditSubscriber {
                         bytes_out: db(*bytes_out),
                         exit_status,
                         outcome,
+                        recording: recording.clone(),
                     },
                 ));
             }

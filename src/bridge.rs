@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use crate::backend::{Control, Duplex, Exit, Process, Signal, window_size_from_ssh};
 use crate::conn::Counters;
 use crate::conn::events::ChannelEnd;
+use crate::recording::Recorder;
 
 /// Read size for output: 64 KiB reads make full-size SSH packets (8 KiB ones cost 15-30 %).
 const READ_CHUNK: usize = 64 * 1024;
@@ -49,6 +50,7 @@ pub async fn run_process(
     process: Process,
     counters: &Counters,
     mut notices: watch::Receiver<Option<Arc<str>>>,
+    recorder: Option<&Recorder>,
 ) -> ChannelEnd {
     let Process {
         stdin,
@@ -59,21 +61,22 @@ pub async fn run_process(
         tty,
     } = process;
     let input = async {
-        if let InputEnd::Eof = pump_input(&mut rx, stdin, Some(&control), counters).await {
+        if let InputEnd::Eof = pump_input(&mut rx, stdin, Some(&control), counters, recorder).await
+        {
             // After EOF keep taking resizes and signals until the channel closes.
             while let Some(msg) = rx.wait().await {
                 match msg {
                     ChannelMsg::Close => break,
-                    other => forward_control(other, Some(&control)),
+                    other => forward_control(other, Some(&control), recorder),
                 }
             }
         }
     };
     let outputs = async {
-        let out = copy_out(stdout, &tx, None, counters);
+        let out = copy_out(stdout, &tx, None, counters, recorder);
         match stderr {
             Some(err) => {
-                tokio::join!(out, copy_out(err, &tx, Some(1), counters));
+                tokio::join!(out, copy_out(err, &tx, Some(1), counters, recorder));
             }
             None => out.await,
         }
@@ -144,6 +147,7 @@ async fn pump_input(
     mut stdin: impl AsyncWrite + Unpin,
     control: Option<&mpsc::Sender<Control>>,
     counters: &Counters,
+    recorder: Option<&Recorder>,
 ) -> InputEnd {
     let mut open = true;
     while let Some(msg) = rx.wait().await {
@@ -151,6 +155,9 @@ async fn pump_input(
             ChannelMsg::Data { data } => {
                 if open {
                     counters.add_in(data.len());
+                    if let Some(r) = recorder {
+                        r.input(&data);
+                    }
                     // A program that closed its stdin just stops getting input.
                     open = stdin.write_all(&data).await.is_ok();
                 }
@@ -162,13 +169,17 @@ async fn pump_input(
                 return InputEnd::Eof;
             }
             ChannelMsg::Close => return InputEnd::Closed,
-            other => forward_control(other, control),
+            other => forward_control(other, control, recorder),
         }
     }
     InputEnd::Closed
 }
 
-fn forward_control(msg: ChannelMsg, control: Option<&mpsc::Sender<Control>>) {
+fn forward_control(
+    msg: ChannelMsg,
+    control: Option<&mpsc::Sender<Control>>,
+    recorder: Option<&Recorder>,
+) {
     let Some(control) = control else { return };
     match msg {
         ChannelMsg::WindowChange {
@@ -178,6 +189,9 @@ fn forward_control(msg: ChannelMsg, control: Option<&mpsc::Sender<Control>>) {
             pix_height,
         } => {
             let size = window_size_from_ssh(col_width, row_height, pix_width, pix_height);
+            if let Some(r) = recorder {
+                r.resize(size.cols, size.rows);
+            }
             let _ = control.try_send(Control::Resize(size));
         }
         ChannelMsg::Signal { signal } => {
@@ -196,6 +210,7 @@ async fn copy_out(
     tx: &ChannelWriteHalf<Msg>,
     ext: Option<u32>,
     counters: &Counters,
+    recorder: Option<&Recorder>,
 ) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
@@ -205,6 +220,9 @@ async fn copy_out(
             Ok(n) => {
                 counters.add_out(n);
                 let chunk = buf.split().freeze();
+                if let Some(r) = recorder {
+                    r.output(&chunk);
+                }
                 let sent = match ext {
                     None => tx.data_bytes(chunk).await,
                     Some(code) => tx.extended_data_bytes(code, chunk).await,
@@ -225,8 +243,8 @@ pub async fn run_stream(
     counters: &Counters,
 ) {
     let (read_half, write_half) = tokio::io::split(stream);
-    let up = pump_input(&mut rx, write_half, None, counters);
-    let down = copy_out(read_half, &tx, None, counters);
+    let up = pump_input(&mut rx, write_half, None, counters, None);
+    let down = copy_out(read_half, &tx, None, counters, None);
     tokio::pin!(up, down);
     let mut up_done = false;
     loop {

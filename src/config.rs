@@ -52,6 +52,9 @@ pub struct Config {
     /// The audit trail of connections and channels in the store.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Recording PTY sessions (asciicast v2), off by default.
+    #[serde(default)]
+    pub recording: RecordingConfig,
     pub database: DatabaseConfig,
     #[serde(default)]
     pub backend: BackendConfig,
@@ -334,6 +337,32 @@ pub struct AuditConfig {
     /// open connections closed in the trail by the replicas still running. Each
     /// process says it is alive every quarter of this. 0 = never.
     pub orphan_after_secs: u64,
+}
+
+/// Session recording: PTY sessions as asciicast v2 files (`asciinema play`), their
+/// owners told at the start and able to fetch them (`GET
+/// /users/me/sessions/{id}/recording`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    pub enabled: bool,
+    /// Where the files go (created 0700; files 0600). Local to each replica.
+    pub dir: PathBuf,
+    /// Also record what the user types (passwords typed at prompts included).
+    pub input: bool,
+    /// A recording stops (with a marker) past this many bytes; the session goes on.
+    pub max_bytes: u64,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dir: PathBuf::from("/var/lib/ssh-gateway/recordings"),
+            input: false,
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 impl Default for AuditConfig {

@@ -62,6 +62,7 @@ pub fn config(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -
         sftp: Default::default(),
         revocation: Default::default(),
         audit: Default::default(),
+        recording: Default::default(),
         activity: Default::default(),
         database: DatabaseConfig {
             url: sqlite_url(data_dir),

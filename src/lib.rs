@@ -18,6 +18,7 @@ pub mod keys;
 pub mod kubernetes;
 pub mod metrics;
 pub mod proxy;
+pub mod recording;
 pub mod remotes;
 pub mod route;
 pub mod ssh;

@@ -30,6 +30,7 @@ pub struct Metrics {
     control_requests: HistogramVec,
     control_errors: IntCounterVec,
     audit_dropped: IntCounterVec,
+    recording_dropped: IntCounter,
     revocations: IntCounterVec,
     kubernetes_requests: HistogramVec,
 }
@@ -166,6 +167,11 @@ impl Metrics {
                 "Failed control-plane HTTP calls (each attempt), by kind.",
                 &["kind"],
             ),
+            recording_dropped: counter(
+                &r,
+                "ssh_gateway_recording_chunks_dropped_total",
+                "Terminal output chunks left out of session recordings because their writer fell behind.",
+            ),
             audit_dropped: counter_vec(
                 &r,
                 "ssh_gateway_audit_records_dropped_total",
@@ -229,6 +235,10 @@ impl Metrics {
     }
 
     /// An audit record lost: `queue_full` or `store_error`.
+    pub fn recording_dropped(&self) {
+        self.recording_dropped.inc();
+    }
+
     pub fn audit_dropped(&self, why: &'static str) {
         self.audit_dropped.with_label_values(&[why]).inc();
     }

@@ -68,7 +68,9 @@ fn the_api_answers_as_its_openapi_document_says() {
         // Generated public keys are random strings, never real keys: a 400 for them
         // is right, and this check would call it a rejected valid input.
         .args(["--exclude-checks", "positive_data_acceptance"])
-        .args(["--max-examples", "40", "--seed", "1", "--workers", "2"])
+        // One worker: with two, hypothesis's lambda-description cache raced once
+        // ("AST constructor recursion depth mismatch", a runtime error of the tool).
+        .args(["--max-examples", "40", "--seed", "1", "--workers", "1"])
         .args(["--request-timeout", "20"])
         .env("NO_COLOR", "1")
         // Its cache goes with the test's directory, not into the repository.

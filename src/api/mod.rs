@@ -45,6 +45,8 @@ pub struct ApiState {
     pub fronts: AdvertisedFronts,
     /// Set when the gateway starts draining: `/readyz` answers 503 from then on.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Where session recordings are (`[recording] dir`), when recording is on.
+    pub recordings: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]

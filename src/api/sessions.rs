@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,7 @@ const MAX_PAGE: u32 = 100;
 pub fn router() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/users/me/sessions", get(own))
+        .route("/users/me/sessions/{id}/recording", get(recording))
         .route("/admin/sessions", get(everyone))
 }
 
@@ -29,6 +31,13 @@ pub fn router() -> Router<Arc<ApiState>> {
 struct Page {
     limit: Option<u32>,
     after: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WhichChannel {
+    /// The channel number; without it, the connection's first recorded channel.
+    channel: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +90,8 @@ pub struct ChannelView {
     #[serde(skip_serializing_if = "Option::is_none")]
     exit_status: Option<i64>,
     outcome: String,
+    /// Whether `GET /users/me/sessions/{id}/recording?channel=N` has it.
+    recorded: bool,
 }
 
 impl From<AuditChannel> for ChannelView {
@@ -95,6 +106,7 @@ impl From<AuditChannel> for ChannelView {
             bytes_out: c.bytes_out,
             exit_status: c.exit_status,
             outcome: c.outcome,
+            recorded: c.recording.is_some(),
         }
     }
 }
@@ -127,6 +139,63 @@ async fn own(
     let Query(page) = page.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let filter = AuditFilter::UserId(&caller.0.id);
     list(&state, filter, page.limit, page.after.as_deref()).await
+}
+
+/// The owner's recording of one of their sessions' PTY channels, as asciicast v2.
+/// Someone else's session and one that does not exist read the same.
+async fn recording(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    id: Result<Path<String>, PathRejection>,
+    which: Result<Query<WhichChannel>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Query(which) = which.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let none = || ApiError::not_found("no such recording");
+    if !(id.starts_with("ses_")
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+    {
+        return Err(none());
+    }
+    let dir = state.recordings.as_ref().ok_or_else(none)?;
+    let sessions = state
+        .store
+        .audit_sessions(AuditFilter::Session(&id), None, 1)
+        .await
+        .map_err(ApiError::internal)?;
+    let session = sessions
+        .into_iter()
+        .find(|s| s.id == id && s.user_id == caller.0.id)
+        .ok_or_else(none)?;
+    let file = session
+        .channels
+        .iter()
+        .filter(|c| which.channel.is_none_or(|n| c.channel == n))
+        .find_map(|c| c.recording.clone())
+        .ok_or_else(none)?;
+    // The name is the gateway's own (rec_….cast); checked anyway before it is a path.
+    if !(file.starts_with("rec_")
+        && file.ends_with(".cast")
+        && file
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.'))
+    {
+        return Err(none());
+    }
+    let opened = tokio::fs::File::open(dir.join(&file)).await;
+    let file = match opened {
+        Ok(f) => f,
+        // Recorded on another replica, or pruned.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(none()),
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-asciicast")],
+        body,
+    )
+        .into_response())
 }
 
 async fn everyone(

@@ -158,6 +158,8 @@ pub enum Event {
         /// What it ran or reached: `shell`, `sftp`, the exec command line, or the
         /// forward's destination; empty if it never asked for anything.
         program: String,
+        /// Its recording's file, when it was recorded.
+        recording: Option<String>,
         /// When it opened (Unix ms).
         opened_ms: u64,
         bytes_in: u64,

@@ -507,6 +507,7 @@ impl ConnRef {
             channel,
             kind,
             program,
+            recording: std::sync::OnceLock::new(),
             opened_ms: crate::store::now_ms().max(0) as u64,
             counters,
             cancel,
@@ -541,6 +542,9 @@ pub struct ChannelGuard {
     kind: &'static str,
     /// What it runs or reaches, for the audit record.
     program: String,
+    /// Its recording's file, when it is recorded (set from inside the running
+    /// session, which holds the guard only shared).
+    recording: std::sync::OnceLock<String>,
     opened_ms: u64,
     counters: Arc<Counters>,
     cancel: CancellationToken,
@@ -570,6 +574,11 @@ impl ChannelGuard {
     pub fn set_program(&mut self, program: String) {
         self.program = program;
     }
+
+    /// The file its session is recorded to (`[recording]`).
+    pub fn set_recording(&self, file: String) {
+        let _ = self.recording.set(file);
+    }
 }
 
 impl Drop for ChannelGuard {
@@ -595,6 +604,7 @@ impl Drop for ChannelGuard {
             channel: self.channel,
             kind: self.kind,
             program: std::mem::take(&mut self.program),
+            recording: self.recording.take(),
             opened_ms: self.opened_ms,
             bytes_in,
             bytes_out,

@@ -153,6 +153,7 @@ async fn run_session(
     spec: ExecSpec,
 ) -> ChannelEnd {
     let newline = if spec.pty.is_some() { "\r\n" } else { "\n" };
+    let pty = spec.pty.clone();
     let gw = &ctx.gw;
     // What a wait is about (a paused workload waking) goes to the user as stderr,
     // never into stdout, so scp, sftp and rsync streams stay clean.
@@ -196,13 +197,53 @@ async fn run_session(
             return ChannelEnd::Refused;
         }
     };
+    let recorder = match &pty {
+        Some(terminal) if gw.recording.enabled => record(ctx, terminal, &tx).await,
+        _ => None,
+    };
     let counters = ctx.guard.counters();
     let notices = ctx.gw.registry.notices();
-    let end = bridge::run_process(rx, tx, ctx.handle.clone(), process, &counters, notices).await;
+    let end = bridge::run_process(
+        rx,
+        tx,
+        ctx.handle.clone(),
+        process,
+        &counters,
+        notices,
+        recorder.as_ref(),
+    )
+    .await;
     if via_helper && end == ChannelEnd::Exit(helper::programs::HELPER_MISSING) {
         gw.placer.forget(target.location());
     }
     end
+}
+
+/// Starts recording a PTY session and tells the user so; a recording that cannot be
+/// started is logged and the session goes on unrecorded (and is not announced).
+async fn record(
+    ctx: &ChannelCtx,
+    pty: &crate::backend::PtySpec,
+    tx: &ChannelWriteHalf<Msg>,
+) -> Option<crate::recording::Recorder> {
+    let terminal = crate::recording::Terminal {
+        term: &pty.term,
+        cols: pty.size.cols,
+        rows: pty.size.rows,
+    };
+    let id = crate::store::new_id("rec");
+    match crate::recording::Recorder::start(&ctx.gw.recording, &id, terminal).await {
+        Ok((recorder, file)) => {
+            ctx.guard.set_recording(file);
+            let note = "ssh-gateway: this session is recorded\r\n";
+            let _ = tx.extended_data_bytes(1, note.as_bytes().to_vec()).await;
+            Some(recorder)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %ctx.gw.recording.dir.display(), "cannot record this session; it goes on unrecorded");
+            None
+        }
+    }
 }
 
 /// A direct-tcpip channel. Answers the open only once the port is reached, so

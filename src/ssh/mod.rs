@@ -57,6 +57,8 @@ pub struct Gateway {
     pub proxy_sources: Vec<crate::conn::admission::IpNet>,
     /// The TLS front's acceptor, when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Whether and where PTY sessions are recorded (`[recording]`).
+    pub recording: crate::config::RecordingConfig,
 }
 
 /// What a listener expects before SSH.

@@ -43,6 +43,8 @@ pub struct AuditChannel {
     pub exit_status: Option<i64>,
     /// `exit`, `signal <NAME>`, `refused` or `closed`.
     pub outcome: String,
+    /// The asciicast file of a recorded PTY channel (a name under `[recording] dir`).
+    pub recording: Option<String>,
 }
 
 /// One change to the audit trail.
@@ -72,6 +74,8 @@ pub enum AuditFilter<'a> {
     UserId(&'a str),
     /// By the name recorded at the time, so a deleted user's trail stays findable.
     UserName(&'a str),
+    /// One connection, by its audit id.
+    Session(&'a str),
 }
 
 /// Where a page of newest-first sessions ends: the next page starts after it.
@@ -135,6 +139,7 @@ fn channel(row: &AnyRow) -> Result<(String, AuditChannel)> {
             bytes_out: row.try_get("bytes_out")?,
             exit_status: row.try_get("exit_status")?,
             outcome: row.try_get("outcome")?,
+            recording: row.try_get("recording")?,
         },
     ))
 }
@@ -169,8 +174,8 @@ impl Store {
                 AuditRecord::Channel(connection_id, c) => {
                     sqlx::query(
                         "INSERT INTO audit_channels (connection_id, channel, kind, program, \
-                         started_at, ended_at, bytes_in, bytes_out, exit_status, outcome) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                         started_at, ended_at, bytes_in, bytes_out, exit_status, outcome, \
+                         recording) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                     )
                     .bind(connection_id)
                     .bind(c.channel)
@@ -182,6 +187,7 @@ impl Store {
                     .bind(c.bytes_out)
                     .bind(c.exit_status)
                     .bind(&c.outcome)
+                    .bind(&c.recording)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -227,6 +233,7 @@ impl Store {
             AuditFilter::Everyone => ("", ""),
             AuditFilter::UserId(v) => ("AND user_id = $4", v),
             AuditFilter::UserName(v) => ("AND user_name = $4", v),
+            AuditFilter::Session(v) => ("AND id = $4", v),
         };
         // Only this module's constants are interpolated; values are bound.
         let query = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -248,7 +255,7 @@ impl Store {
         let marks: Vec<String> = (1..=sessions.len()).map(|i| format!("${i}")).collect();
         let query = format!(
             "SELECT connection_id, channel, kind, program, started_at, ended_at, bytes_in, \
-             bytes_out, exit_status, outcome FROM audit_channels \
+             bytes_out, exit_status, outcome, recording FROM audit_channels \
              WHERE connection_id IN ({}) ORDER BY started_at, channel",
             marks.join(", ")
         );

@@ -1,0 +1,195 @@
+//! Session recording: a PTY session's terminal output (and, when configured, its
+//! input) with timing and resizes, as an asciicast v2 file that `asciinema play`
+//! replays. The bridge only offers chunks to a bounded queue and never waits: a full
+//! queue (a writer behind a slow disk) drops the chunk and counts it, so recording
+//! cannot slow a session. One writer task per recording owns the file.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::config::RecordingConfig;
+
+/// Chunks waiting for the writer; a burst of output fits, a stuck disk does not grow.
+const QUEUE: usize = 256;
+
+enum Frame {
+    Output(Bytes),
+    Input(Bytes),
+    Resize(u16, u16),
+}
+
+/// The bridge's end of one recording.
+pub struct Recorder {
+    queue: mpsc::Sender<(f64, Frame)>,
+    started: Instant,
+    input: bool,
+}
+
+/// The terminal a recording starts with.
+pub struct Terminal<'a> {
+    pub term: &'a str,
+    pub cols: u16,
+    pub rows: u16,
+}
+
+impl Recorder {
+    /// Creates `<dir>/<id>.cast` (0600, in a 0700 directory) with its header and
+    /// starts its writer; returns the recorder and the file's name.
+    pub async fn start(
+        config: &RecordingConfig,
+        id: &str,
+        terminal: Terminal<'_>,
+    ) -> std::io::Result<(Recorder, String)> {
+        let dir = config.dir.clone();
+        ensure_dir(&dir).await?;
+        let name = format!("{id}.cast");
+        let path = dir.join(&name);
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .await?;
+        let header = serde_json::json!({
+            "version": 2,
+            "width": terminal.cols,
+            "height": terminal.rows,
+            "timestamp": crate::conn::unix_ms() / 1000,
+            "env": {"TERM": terminal.term},
+        });
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write(file, header.to_string(), rx, config.max_bytes, path));
+        Ok((
+            Recorder {
+                queue,
+                started: Instant::now(),
+                input: config.input,
+            },
+            name,
+        ))
+    }
+
+    fn offer(&self, frame: Frame) {
+        let at = self.started.elapsed().as_secs_f64();
+        if self.queue.try_send((at, frame)).is_err() {
+            crate::metrics::global().recording_dropped();
+        }
+    }
+
+    pub fn output(&self, chunk: &Bytes) {
+        self.offer(Frame::Output(chunk.clone()));
+    }
+
+    /// What the user typed; kept only when `[recording] input` is on.
+    pub fn input(&self, data: &[u8]) {
+        if self.input {
+            self.offer(Frame::Input(Bytes::copy_from_slice(data)));
+        }
+    }
+
+    pub fn resize(&self, cols: u16, rows: u16) {
+        self.offer(Frame::Resize(cols, rows));
+    }
+}
+
+async fn ensure_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// Text for one event: valid UTF-8 (a character split across two reads is carried
+/// over to the next), anything else replaced, as terminals show it.
+fn text(carry: &mut Vec<u8>, chunk: &[u8]) -> String {
+    carry.extend_from_slice(chunk);
+    let valid = match std::str::from_utf8(carry) {
+        Ok(_) => carry.len(),
+        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+        Err(_) => carry.len(),
+    };
+    let rest = carry.split_off(valid);
+    let out = String::from_utf8_lossy(carry).into_owned();
+    *carry = rest;
+    out
+}
+
+async fn write(
+    file: tokio::fs::File,
+    header: String,
+    mut rx: mpsc::Receiver<(f64, Frame)>,
+    max_bytes: u64,
+    path: PathBuf,
+) {
+    let mut out = tokio::io::BufWriter::new(file);
+    let mut written = 0u64;
+    let mut full = false;
+    let (mut carry_out, mut carry_in) = (Vec::new(), Vec::new());
+    let result: std::io::Result<()> = async {
+        out.write_all(header.as_bytes()).await?;
+        out.write_all(b"\n").await?;
+        while let Some((at, frame)) = rx.recv().await {
+            if full {
+                continue;
+            }
+            let event = match frame {
+                Frame::Output(b) => serde_json::json!([at, "o", text(&mut carry_out, &b)]),
+                Frame::Input(b) => serde_json::json!([at, "i", text(&mut carry_in, &b)]),
+                Frame::Resize(c, r) => serde_json::json!([at, "r", format!("{c}x{r}")]),
+            };
+            let line = event.to_string();
+            written += line.len() as u64 + 1;
+            if written > max_bytes {
+                // Say where it stops, then keep the session going unrecorded.
+                let marker = serde_json::json!([
+                    at,
+                    "o",
+                    "\r\n[ssh-gateway: recording stopped: size limit reached]\r\n"
+                ]);
+                out.write_all(marker.to_string().as_bytes()).await?;
+                out.write_all(b"\n").await?;
+                full = true;
+                continue;
+            }
+            out.write_all(line.as_bytes()).await?;
+            out.write_all(b"\n").await?;
+            // Written as it comes (a crash keeps what was shown), in buffered writes.
+            if rx.is_empty() {
+                out.flush().await?;
+            }
+        }
+        out.flush().await
+    }
+    .await;
+    if let Err(e) = result {
+        warn!(path = %path.display(), error = %e, "session recording failed; the session goes on unrecorded");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text;
+
+    #[test]
+    fn characters_split_across_reads_are_kept_whole() {
+        let mut carry = Vec::new();
+        let e_acute = "é".as_bytes();
+        assert_eq!(text(&mut carry, &[b'a', e_acute[0]]), "a");
+        assert_eq!(text(&mut carry, &[e_acute[1], b'b']), "éb");
+        assert!(carry.is_empty());
+        // Bytes that are never UTF-8 are replaced, not held.
+        assert_eq!(text(&mut carry, &[0xff, b'c']), "\u{fffd}c");
+        assert!(carry.is_empty());
+    }
+}
