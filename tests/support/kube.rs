@@ -33,6 +33,7 @@ impl EmulatorThread {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 root: root.to_owned(),
                 token: None,
+                rbac: None,
                 start_delay,
             }))
             .unwrap();
