@@ -48,6 +48,12 @@ impl EmulatorThread {
         self.emulator.as_ref().expect("running")
     }
 
+    /// Authorizes ServiceAccount tokens by `rbac` from the next request on (None:
+    /// they are unknown again); the test's own calls stay unrestricted.
+    pub fn set_rbac(&self, rbac: Option<kube_emulator::Rbac>) {
+        self.emulator().set_rbac(rbac);
+    }
+
     /// A Running pod with one container `main`.
     pub fn pod(&self, ns: &str, name: &str, labels: Value, annotations: Value) {
         let _guard = self.runtime.enter();
