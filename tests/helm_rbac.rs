@@ -17,8 +17,10 @@
 //! Necessary: for each verb the rendered Role grants on each resource, a policy with
 //! that verb alone taken off (the rendered Role mutated) makes the operation that needs
 //! it fail: the gateway's log says forbidden, and the user reads a clean message (no
-//! Kubernetes detail, no hang) or, for what runs in the background (activity
-//! annotations, the access watch), nothing changes for the user and the log says why.
+//! Kubernetes detail, no hang), or, for what runs in the background, the log says what
+//! did not happen: activity annotations are not written; the access watch cannot be
+//! opened, so access edits reach live sessions only when its retries re-list (backoff
+//! up to 30 s) instead of at once; a pod deleted under a session ends it unexplained.
 //! A verb the Role grants that has no case here fails the test, so the two lists stay
 //! one. No verb is skipped: `get` on pods/exec and pods/portforward looks like one only
 //! older API servers need, but it is the other way round. The gateway's WebSocket
@@ -615,6 +617,8 @@ fn every_verb_of_the_charts_role_is_needed() {
                 let session = live(cmd, "echo started; sleep 120", "alice's session");
                 d.emu.delete_pod(WATCHED, "sandbox-doomed");
                 let out = session.ended(Duration::from_secs(30));
+                // 137 (SIGKILL, what the pod's processes died of) and no word why.
+                assert_eq!(out.status.code(), Some(137), "{case}: {}", stderr(&out));
                 assert!(
                     !stderr(&out).contains("was deleted"),
                     "{case}: {}",
