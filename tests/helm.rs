@@ -7,156 +7,22 @@
 //! said, the RBAC is exactly what the gateway calls, migrations are a hook, host keys
 //! are real OpenSSH keys kept across upgrades, and bad values fail with a message.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod support;
+
+use std::path::Path;
+use std::process::Command;
 
 use base64::Engine;
 use serde_json::{Value, json};
-use ssh_gateway::config::Config;
+use support::helm::{FAKE_DATABASE_URL, Rendered, container, root, tool};
 
-/// The Kubernetes version the objects are validated against (one kubernetes-validate
-/// ships; the chart's kubeVersion allows 1.29 and later).
-const KUBERNETES: &str = "1.35.0";
-const FAKE_DATABASE_URL: &str = "postgres://gw:secret@db.internal/gw";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tool(name: &str) -> PathBuf {
-    let installed = Path::new("/opt/deploy-tools/bin").join(name);
-    if installed.exists() {
-        return installed;
-    }
-    PathBuf::from(name)
-}
-
-/// What `helm install gw helm/ssh-gateway -n ssh --values …` renders.
-struct Rendered {
-    objects: Vec<Value>,
-    lint: Value,
-    unvalidated: Vec<String>,
-    notes: String,
-}
-
-/// Renders with `values`, or returns Helm's (or the validator's) refusal.
+/// `helm install gw helm/ssh-gateway -n ssh --values …`, or Helm's refusal.
 fn try_render(values: Value) -> Result<Rendered, String> {
-    let request = json!({
-        "chart": root().join("helm/ssh-gateway"),
-        "values": values,
-        "release": "gw",
-        "namespace": "ssh",
-        "kubernetes": KUBERNETES,
-    });
-    let mut child = Command::new(tool("python3"))
-        .arg(root().join("tests/helm/render.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (.ci/run makes /opt/deploy-tools)");
-    serde_json::to_writer(child.stdin.take().unwrap(), &request).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "render.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut answer: Value = serde_json::from_slice(&out.stdout).unwrap();
-    if let Some(error) = answer["error"].as_str() {
-        return Err(error.to_owned());
-    }
-    let notes = answer["manifests"]["ssh-gateway/templates/NOTES.txt"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    Ok(Rendered {
-        objects: serde_json::from_value(answer["objects"].take()).unwrap(),
-        lint: answer["lint"].take(),
-        unvalidated: serde_json::from_value(answer["unvalidated"].take()).unwrap(),
-        notes,
-    })
+    support::helm::try_render(values, "gw", "ssh")
 }
 
 fn render(values: Value) -> Rendered {
-    let r = try_render(values).unwrap_or_else(|e| panic!("the chart refused: {e}"));
-    // lint --strict: nothing at warning level or above.
-    let findings: Vec<&Value> = r.lint["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["severity"].as_i64().unwrap() >= 2)
-        .collect();
-    assert!(findings.is_empty(), "helm lint --strict: {findings:?}");
-    assert_eq!(r.lint["errors"], json!([]), "helm lint: {}", r.lint);
-    r
-}
-
-impl Rendered {
-    fn all(&self, kind: &str) -> Vec<&Value> {
-        self.objects.iter().filter(|o| o["kind"] == kind).collect()
-    }
-
-    fn one(&self, kind: &str, name: &str) -> &Value {
-        let found: Vec<_> = self
-            .all(kind)
-            .into_iter()
-            .filter(|o| o["metadata"]["name"] == name)
-            .collect();
-        assert_eq!(found.len(), 1, "{kind}/{name}: {found:?}");
-        found[0]
-    }
-
-    fn deployment(&self) -> &Value {
-        self.one("Deployment", "gw-ssh-gateway")
-    }
-
-    fn pod(&self) -> &Value {
-        &self.deployment()["spec"]["template"]["spec"]
-    }
-
-    fn gateway_container(&self) -> &Value {
-        container(self.pod(), "ssh-gateway")
-    }
-
-    /// The gateway.toml the replicas mount.
-    fn gateway_toml(&self) -> String {
-        self.one("ConfigMap", "gw-ssh-gateway")["data"]["gateway.toml"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    /// That file as the gateway reads it, with the container's environment (the
-    /// database URL comes from a Secret, here a stand-in).
-    fn config(&self) -> Config {
-        Config::from_toml(&self.gateway_toml(), "gateway.toml", self.env().into_iter())
-            .unwrap_or_else(|e| panic!("{e}\n{}", self.gateway_toml()))
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        let env = self.gateway_container()["env"].as_array().unwrap();
-        env.iter()
-            .map(|e| {
-                let value = match e["value"].as_str() {
-                    Some(v) => v.to_owned(),
-                    None => {
-                        assert!(e["valueFrom"]["secretKeyRef"].is_object(), "{e}");
-                        FAKE_DATABASE_URL.to_owned()
-                    }
-                };
-                (e["name"].as_str().unwrap().to_owned(), value)
-            })
-            .collect()
-    }
-}
-
-fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
-    ["containers", "initContainers"]
-        .iter()
-        .flat_map(|k| pod[k].as_array().into_iter().flatten())
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no container {name}"))
+    support::helm::render(values, "gw", "ssh")
 }
 
 fn port_named(container: &Value, name: &str) -> u64 {

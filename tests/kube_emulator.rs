@@ -244,6 +244,7 @@ async fn exec_websocket_handshake_ping_and_status() {
         listen: "127.0.0.1:0".parse().unwrap(),
         root: dir.path().join("root"),
         token: None,
+        rbac: None,
         start_delay: std::time::Duration::ZERO,
     })
     .await

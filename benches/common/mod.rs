@@ -176,6 +176,7 @@ pub fn start_kube_gateway_with(
             listen: "127.0.0.1:0".parse().unwrap(),
             root: dir.join(format!("{tag}-cluster")),
             token: None,
+            rbac: None,
             start_delay,
         }))
         .unwrap();

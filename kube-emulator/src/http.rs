@@ -13,12 +13,14 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::objects::{Kind, Store, StoreError};
+use crate::rbac::{Attributes, Rbac};
 use crate::selector::{Selector, field_matches};
 use crate::{discovery, exec, portforward, table, watch};
 
 pub struct AppState {
     pub store: Store,
     pub token: Option<String>,
+    pub rbac: std::sync::RwLock<Option<Arc<Rbac>>>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -69,22 +71,48 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// Bearer-token check, when the emulator was started with one.
+/// Authentication and authorization. A ServiceAccount's token (one the RBAC policy
+/// knows) is authorized by that policy; the admin token, or any request when the
+/// emulator has none, is not restricted; anything else is 401.
 async fn authenticate(State(state): State<Shared>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
-            return status_response(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "Unauthorized",
-                None,
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let rbac = state.rbac.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let account = given
+        .as_deref()
+        .and_then(|t| rbac.as_ref()?.account(t).cloned());
+    if let (Some(rbac), Some(account)) = (&rbac, account) {
+        let user = account.user();
+        let attributes =
+            Attributes::of_request(req.method().as_str(), req.uri().path(), req.uri().query());
+        if let Err(denied) = rbac.admit(&user, &attributes) {
+            tracing::info!(user = %user.name, method = %req.method(), uri = %req.uri(), message = %denied.message, "forbidden");
+            let mut response = ApiError {
+                details: Some(denied.details),
+                ..ApiError::new(StatusCode::FORBIDDEN, "Forbidden", denied.message)
+            }
+            .into_response();
+            response.headers_mut().insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                header::HeaderValue::from_static("nosniff"),
             );
+            return response;
         }
+        return next.run(req).await;
+    }
+    if let Some(token) = &state.token
+        && given.as_deref() != Some(token.as_str())
+    {
+        return status_response(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized",
+            None,
+        );
     }
     next.run(req).await
 }

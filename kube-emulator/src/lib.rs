@@ -9,6 +9,7 @@ mod exec;
 mod http;
 mod objects;
 mod portforward;
+pub mod rbac;
 mod rootfs;
 mod selector;
 mod table;
@@ -17,17 +18,22 @@ mod ws;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub use objects::{Kind, Store, StoreError};
+pub use rbac::{Rbac, ServiceAccount};
 
 pub struct Options {
     pub listen: SocketAddr,
     /// Pods' directories live under here (`<root>/<namespace>/<pod>`).
     pub root: PathBuf,
-    /// Bearer token clients must present; None accepts anyone.
+    /// Bearer token clients must present; None accepts anyone. Either way it is
+    /// unrestricted (an admin's).
     pub token: Option<String>,
+    /// Tokens that authenticate as ServiceAccounts, and the RBAC policy their
+    /// requests are authorized by (see `rbac`). None: no such tokens.
+    pub rbac: Option<Rbac>,
     /// How long StatefulSet pods stay Pending before they run.
     pub start_delay: Duration,
 }
@@ -37,6 +43,7 @@ pub struct Emulator {
     pub addr: SocketAddr,
     pub store: Store,
     pub token: Option<String>,
+    state: http::Shared,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -49,8 +56,9 @@ impl Emulator {
         let state = Arc::new(http::AppState {
             store: store.clone(),
             token: options.token.clone(),
+            rbac: RwLock::new(options.rbac.map(Arc::new)),
         });
-        let app = http::router(state);
+        let app = http::router(state.clone());
         // Go's net package (the real API server) sets TCP_NODELAY on every connection.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
@@ -64,17 +72,32 @@ impl Emulator {
             addr,
             store,
             token: options.token,
+            state,
             task,
         })
+    }
+
+    /// Replaces the RBAC policy (and its ServiceAccount tokens) from the next request
+    /// on; requests already admitted (an open watch or stream) carry on, as on a real
+    /// API server. None: ServiceAccount tokens are no longer known.
+    pub fn set_rbac(&self, rbac: Option<Rbac>) {
+        *self.state.rbac.write().unwrap_or_else(|e| e.into_inner()) = rbac.map(Arc::new);
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// A kubeconfig pointing at this emulator (namespace `default`).
+    /// A kubeconfig pointing at this emulator (namespace `default`), with the admin
+    /// token when there is one.
     pub fn kubeconfig(&self) -> String {
-        let user = match &self.token {
+        self.kubeconfig_with_token(self.token.as_deref())
+    }
+
+    /// A kubeconfig pointing at this emulator whose user presents `token` (a
+    /// ServiceAccount's, say).
+    pub fn kubeconfig_with_token(&self, token: Option<&str>) -> String {
+        let user = match token {
             Some(t) => format!("    token: {t}\n"),
             None => "    {}\n".to_owned(),
         };

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use kube_emulator::{Emulator, Options};
+use kube_emulator::{Emulator, Options, Rbac, ServiceAccount};
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +28,36 @@ struct Cli {
     /// Milliseconds a StatefulSet's new pod stays Pending.
     #[arg(long, default_value_t = 0)]
     start_delay_ms: u64,
+    /// RBAC objects (Role, RoleBinding, ClusterRole, ClusterRoleBinding) as JSON: one
+    /// object, a list, or a `kind: List`; namespaced ones without a namespace are in
+    /// `default`. Requests with a `--service-account` token are authorized by them.
+    #[arg(long)]
+    rbac: Option<PathBuf>,
+    /// `TOKEN=NAMESPACE/NAME`: this bearer token authenticates as that ServiceAccount
+    /// (repeatable; needs `--rbac`).
+    #[arg(long, value_name = "TOKEN=NAMESPACE/NAME")]
+    service_account: Vec<String>,
+}
+
+fn load_rbac(path: &std::path::Path, accounts: &[String]) -> anyhow::Result<Rbac> {
+    let text = std::fs::read_to_string(path)?;
+    let value: serde_json::Value = serde_json::from_str(&text)?;
+    let objects = match &value {
+        serde_json::Value::Array(items) => items.clone(),
+        v if v["kind"] == "List" => v["items"].as_array().cloned().unwrap_or_default(),
+        v => vec![v.clone()],
+    };
+    let mut rbac = Rbac::from_objects(&objects, "default").map_err(anyhow::Error::msg)?;
+    for spec in accounts {
+        let parsed = spec
+            .split_once('=')
+            .and_then(|(token, sa)| Some((token, sa.split_once('/')?)));
+        let Some((token, (namespace, name))) = parsed else {
+            anyhow::bail!("--service-account {spec:?}: expected TOKEN=NAMESPACE/NAME");
+        };
+        rbac = rbac.with_service_account(token, ServiceAccount::new(namespace, name));
+    }
+    Ok(rbac)
 }
 
 #[tokio::main]
@@ -40,10 +70,18 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let rbac = match &cli.rbac {
+        Some(path) => Some(load_rbac(path, &cli.service_account)?),
+        None if !cli.service_account.is_empty() => {
+            anyhow::bail!("--service-account needs --rbac")
+        }
+        None => None,
+    };
     let emulator = Emulator::start(Options {
         listen: cli.listen,
         root: cli.root,
         token: cli.token,
+        rbac,
         start_delay: Duration::from_millis(cli.start_delay_ms),
     })
     .await?;

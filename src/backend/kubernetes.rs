@@ -86,8 +86,9 @@ fn pod_location(target: &Target) -> Result<(&str, &str, &str), BackendError> {
     }
 }
 
-/// Turns an API error at stream set-up into what the user reads.
-fn setup_error(pod: &str, e: kube::Error) -> BackendError {
+/// Turns an API error at stream set-up (`what`: "exec into" or "port-forward to")
+/// into what the user reads.
+fn setup_error(what: &str, pod: &str, e: kube::Error) -> BackendError {
     match &e {
         kube::Error::Api(status) if status.code == 404 => BackendError::Gone(format!(
             "the pod running this sandbox ({pod}) no longer exists; try again in a moment"
@@ -95,7 +96,7 @@ fn setup_error(pod: &str, e: kube::Error) -> BackendError {
         kube::Error::Api(status) if status.code == 400 => {
             BackendError::User(format!("the sandbox is not ready: {}", status.message))
         }
-        _ => BackendError::Internal(format!("exec into {pod}: {e}")),
+        _ => BackendError::Internal(format!("{what} {pod}: {e}")),
     }
 }
 
@@ -106,7 +107,16 @@ impl KubernetesBackend {
         match tokio::time::timeout(self.timeout, api.get_opt(pod)).await {
             Ok(Ok(None)) => true,
             Ok(Ok(Some(p))) => p.metadata.deletion_timestamp.is_some(),
-            _ => false,
+            // Say why the session's end goes unexplained (a Role without `get` on
+            // pods, say), rather than guessing.
+            Ok(Err(e)) => {
+                tracing::warn!(%namespace, %pod, error = %e, "could not read the pod after its stream ended, so cannot tell whether it was deleted");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(%namespace, %pod, "reading the pod after its stream ended timed out");
+                false
+            }
         }
     }
 }
@@ -138,7 +148,7 @@ impl Backend for KubernetesBackend {
         let stream =
             match tokio::time::timeout(self.timeout, exec::start(&self.client, request)).await {
                 Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return Err(setup_error(pod, e)),
+                Ok(Err(e)) => return Err(setup_error("exec into", pod, e)),
                 Err(_) => {
                     return Err(BackendError::User(
                         "the Kubernetes API did not answer in time; try again in a moment".into(),
@@ -234,7 +244,7 @@ impl Backend for KubernetesBackend {
         .await
         {
             Ok(Ok(stream)) => Ok(Box::new(stream)),
-            Ok(Err(e)) => Err(setup_error(pod, e)),
+            Ok(Err(e)) => Err(setup_error("port-forward to", pod, e)),
             Err(_) => Err(BackendError::User(
                 "the Kubernetes API did not answer in time".into(),
             )),

@@ -243,7 +243,9 @@ impl ActivityTracker {
                     tracing::info!(%target, idle_secs = after / 1000, "paused an idle target")
                 }
                 Ok(Ok(false)) => tracing::debug!(%target, "idle target not paused"),
-                Ok(Err(e)) => tracing::warn!(%target, error = %e, "pausing an idle target failed"),
+                Ok(Err(e)) => {
+                    tracing::warn!(%target, error = %e.detail(), "pausing an idle target failed")
+                }
                 Err(_) => tracing::warn!(%target, "pausing an idle target timed out"),
             }
         }
@@ -261,7 +263,7 @@ impl ActivityTracker {
         .await
         {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(%target, error = %e, "activity report failed"),
+            Ok(Err(e)) => tracing::warn!(%target, error = %e.detail(), "activity report failed"),
             Err(_) => tracing::warn!(%target, "activity report timed out"),
         }
     }

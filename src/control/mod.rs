@@ -230,6 +230,17 @@ pub enum ControlError {
     Unavailable(String),
 }
 
+impl ControlError {
+    /// What the log should say: an `Unavailable`'s detail (the user reads only that
+    /// the control plane is unavailable), else the message.
+    pub fn detail(&self) -> String {
+        match self {
+            ControlError::Unavailable(detail) => detail.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 pub trait ControlPlane: Send + Sync + 'static {
     /// Checks `who` may use `target` and says where it runs.

@@ -33,6 +33,7 @@ impl EmulatorThread {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 root: root.to_owned(),
                 token: None,
+                rbac: None,
                 start_delay,
             }))
             .unwrap();
@@ -45,6 +46,12 @@ impl EmulatorThread {
 
     pub fn emulator(&self) -> &Emulator {
         self.emulator.as_ref().expect("running")
+    }
+
+    /// Authorizes ServiceAccount tokens by `rbac` from the next request on (None:
+    /// they are unknown again); the test's own calls stay unrestricted.
+    pub fn set_rbac(&self, rbac: Option<kube_emulator::Rbac>) {
+        self.emulator().set_rbac(rbac);
     }
 
     /// A Running pod with one container `main`.

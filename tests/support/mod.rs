@@ -4,6 +4,7 @@
 
 pub mod control_plane;
 pub mod forward;
+pub mod helm;
 pub mod images;
 pub mod kube;
 pub mod live;
