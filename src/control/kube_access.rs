@@ -132,9 +132,12 @@ impl AccessWatch {
         }
     }
 
-    /// Announces the workloads of `before` and `after` when they differ.
-    fn compare(&self, before: Option<&Access>, after: Option<&Access>) {
-        if before == after {
+    /// Announces the workloads of `before` and `after` when they differ. A pod that
+    /// went away is not announced: its own sessions end with its streams (and are told
+    /// the pod was deleted), and one object fewer cannot take access from anyone else
+    /// (a StatefulSet going away can, through the pods it controlled: those are).
+    fn compare(&self, kind: &str, before: Option<&Access>, after: Option<&Access>) {
+        if before == after || (after.is_none() && kind == "Pod") {
             return;
         }
         let mut families = BTreeSet::new();
@@ -190,7 +193,7 @@ impl AccessWatch {
             // What changed while nobody watched (nothing on the very first list).
             if let Some(before) = &known {
                 for uid in before.keys().chain(now.keys()) {
-                    self.compare(before.get(uid), now.get(uid));
+                    self.compare(&kind, before.get(uid), now.get(uid));
                 }
             }
             let mut map = now;
@@ -215,13 +218,13 @@ impl AccessWatch {
                             continue;
                         };
                         let access = self.access(o.meta());
-                        self.compare(map.get(&uid), Some(&access));
+                        self.compare(&kind, map.get(&uid), Some(&access));
                         map.insert(uid, access);
                     }
                     WatchEvent::Deleted(o) => {
                         if let Some(uid) = &o.meta().uid {
                             let gone = map.remove(uid);
-                            self.compare(gone.as_ref(), None);
+                            self.compare(&kind, gone.as_ref(), None);
                         }
                     }
                     // Expired or otherwise refused: list again.
