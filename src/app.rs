@@ -66,6 +66,12 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     }
     .context("opening the database")?;
     let host_keys = hostkeys::load_all(&config.ssh.host_key_dir)?;
+    // Made (or tightened) once, here, so a directory the gateway cannot use stops it
+    // at start rather than leaving every session unrecorded.
+    if config.recording.enabled {
+        crate::store::ensure_private_dir(&config.recording.dir)
+            .context("preparing [recording] dir")?;
+    }
     let (authority, trust) = match &config.certificates {
         Some(c) => certs::load(c)?,
         None => (None, Trust::default()),

@@ -4,7 +4,7 @@
 //! queue (a writer behind a slow disk) drops the chunk and counts it, so recording
 //! cannot slow a session. One writer task per recording owns the file.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -38,17 +38,18 @@ pub struct Terminal<'a> {
 }
 
 impl Recorder {
-    /// Creates `<dir>/<id>.cast` (0600, in a 0700 directory) with its header and
-    /// starts its writer; returns the recorder and the file's name.
+    /// Creates `<dir>/<id>.cast` (0600; the gateway made `dir` 0700 at start) with its
+    /// header and starts its writer; returns the recorder and the file's name.
+    /// The writer runs on `registry`'s tracker, so a draining gateway waits for its
+    /// last writes.
     pub async fn start(
         config: &RecordingConfig,
+        registry: &crate::conn::Registry,
         id: &str,
         terminal: Terminal<'_>,
     ) -> std::io::Result<(Recorder, String)> {
-        let dir = config.dir.clone();
-        ensure_dir(&dir).await?;
         let name = format!("{id}.cast");
-        let path = dir.join(&name);
+        let path = config.dir.join(&name);
         let file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -63,7 +64,7 @@ impl Recorder {
             "env": {"TERM": terminal.term},
         });
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write(file, header.to_string(), rx, config.max_bytes, path));
+        registry.spawn(write(file, header.to_string(), rx, config.max_bytes, path));
         Ok((
             Recorder {
                 queue,
@@ -95,19 +96,6 @@ impl Recorder {
     pub fn resize(&self, cols: u16, rows: u16) {
         self.offer(Frame::Resize(cols, rows));
     }
-}
-
-async fn ensure_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-    })
-    .await
-    .map_err(std::io::Error::other)?
 }
 
 /// Text for one event: valid UTF-8 (a character split across two reads is carried

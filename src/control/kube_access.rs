@@ -29,6 +29,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::config::KubernetesConfig;
+use crate::route::TargetRef;
 use crate::store::{Change, Store};
 
 /// How long the API server holds one watch before it ends it and we list again.
@@ -89,23 +90,31 @@ impl AccessWatch {
         }
     }
 
-    /// The workloads an object's labels put it in.
+    /// The workloads an object's labels put it in, named as `TargetRef::family`
+    /// names them for the connections to them (node and replica do not matter).
     fn families(&self, meta: &ObjectMeta) -> BTreeSet<String> {
         let labels = meta.labels.clone().unwrap_or_default();
         let c = &self.config;
-        let mut families = BTreeSet::new();
+        let mut targets = Vec::new();
         if let Some(id) = labels.get(&c.sandbox_label) {
-            families.insert(format!("sandbox/{id}"));
+            targets.push(TargetRef::Sandbox(id.clone()));
         }
         if let Some(job) = labels.get(&c.job_label) {
-            families.insert(format!("job/{job}"));
+            targets.push(TargetRef::TrainingJob {
+                job: job.clone(),
+                node: 0,
+            });
         }
         if let (Some(model), Some(deployment)) =
             (labels.get(&c.model_label), labels.get(&c.deployment_label))
         {
-            families.insert(format!("model/{model}/{deployment}"));
+            targets.push(TargetRef::Model {
+                model: model.clone(),
+                deployment: deployment.clone(),
+                replica: None,
+            });
         }
-        families
+        targets.iter().map(TargetRef::family).collect()
     }
 
     fn access(&self, meta: &ObjectMeta) -> Access {

@@ -232,7 +232,8 @@ async fn record(
         rows: pty.size.rows,
     };
     let id = crate::store::new_id("rec");
-    match crate::recording::Recorder::start(&ctx.gw.recording, &id, terminal).await {
+    let gw = &ctx.gw;
+    match crate::recording::Recorder::start(&gw.recording, &gw.registry, &id, terminal).await {
         Ok((recorder, file)) => {
             ctx.guard.set_recording(file);
             let note = "ssh-gateway: this session is recorded\r\n";
@@ -258,13 +259,25 @@ pub async fn serve_direct_tcpip(
         opened = ctx.with_target(None, |backend, target| async move { backend.connect(&target, port).await }) => opened,
         _ = ctx.guard.cancelled() => return,
     };
+    let opened = opened.map_err(|refusal| match refusal {
+        Refusal::Backend(error) => Refusal::Forward { port, error },
+        other => other,
+    });
+    forward(channel, reply, opened, &ctx).await;
+}
+
+/// Answers a forward's open with what opening its far end gave (a refusal reads as
+/// "open failed" with the reason), then bridges the two until either end closes or
+/// the channel must stop.
+async fn forward(
+    channel: Channel<Msg>,
+    reply: ChannelOpenHandle,
+    opened: Result<(Target, Box<dyn crate::backend::Duplex>), Refusal>,
+    ctx: &ChannelCtx,
+) {
     let stream = match opened {
         Ok((_, stream)) => stream,
         Err(refusal) => {
-            let refusal = match refusal {
-                Refusal::Backend(error) => Refusal::Forward { port, error },
-                other => other,
-            };
             ctx.refused(&refusal);
             return reply.reject(refusal.open_failure()).await;
         }
@@ -309,20 +322,7 @@ pub async fn serve_direct_streamlocal(
         }) => opened,
         _ = ctx.guard.cancelled() => return,
     };
-    let stream = match opened {
-        Ok((_, stream)) => stream,
-        Err(refusal) => {
-            ctx.refused(&refusal);
-            return reply.reject(refusal.open_failure()).await;
-        }
-    };
-    reply.accept().await;
-    let (rx, tx) = channel.split();
-    let counters = ctx.guard.counters();
-    tokio::select! {
-        _ = bridge::run_stream(rx, tx, stream, &counters) => {}
-        _ = ctx.guard.cancelled() => {}
-    }
+    forward(channel, reply, opened, &ctx).await;
 }
 
 /// The helper's relay once it says it has connected (one `0` byte), or why not.

@@ -167,6 +167,28 @@ impl ConnectionHandler {
     }
 
     /// Registers a new channel with the connection's owner and builds its context.
+    /// `channel_ctx` for a forward, once this login may forward (a certificate
+    /// without `permit-port-forwarding` may not, as with sshd).
+    fn forward_ctx(
+        &self,
+        channel: ChannelId,
+        kind: &'static str,
+        detail: String,
+        session: &Session,
+    ) -> Result<ChannelCtx, Refusal> {
+        if !self.permits().port_forwarding {
+            let refusal = Refusal::NotPermitted(crate::certs::EXT_PORT_FORWARDING);
+            debug!(
+                conn = self.conn.id(),
+                kind,
+                "forward refused: {}",
+                refusal.user_message()
+            );
+            return Err(refusal);
+        }
+        self.channel_ctx(channel, kind, detail, session)
+    }
+
     fn channel_ctx(
         &self,
         channel: ChannelId,
@@ -353,18 +375,8 @@ impl russh::server::Handler for ConnectionHandler {
                 return Ok(());
             }
         };
-        if !self.permits().port_forwarding {
-            let refusal = Refusal::NotPermitted(crate::certs::EXT_PORT_FORWARDING);
-            debug!(
-                conn = self.conn.id(),
-                "forward refused: {}",
-                refusal.user_message()
-            );
-            reply.reject(refusal.open_failure()).await;
-            return Ok(());
-        }
         let detail = format!("localhost:{port}");
-        let ctx = match self.channel_ctx(channel.id(), "direct-tcpip", detail, session) {
+        let ctx = match self.forward_ctx(channel.id(), "direct-tcpip", detail, session) {
             Ok(ctx) => ctx,
             Err(refusal) => {
                 reply.reject(refusal.open_failure()).await;
@@ -387,28 +399,10 @@ impl russh::server::Handler for ConnectionHandler {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // A path the kernel could take: absolute or relative to the workload's working
-        // directory, no NUL, within sun_path's 108 bytes.
-        if socket_path.is_empty() || socket_path.len() > 107 || socket_path.contains('\0') {
-            let refusal = Refusal::Backend(crate::backend::BackendError::User(
-                "a Unix socket path must be 1 to 107 bytes without NUL".into(),
-            ));
-            reply.reject(refusal.open_failure()).await;
-            return Ok(());
-        }
-        if !self.permits().port_forwarding {
-            let refusal = Refusal::NotPermitted(crate::certs::EXT_PORT_FORWARDING);
-            debug!(
-                conn = self.conn.id(),
-                "socket forward refused: {}",
-                refusal.user_message()
-            );
-            reply.reject(refusal.open_failure()).await;
-            return Ok(());
-        }
         let id = channel.id();
-        let detail = socket_path.to_owned();
-        let ctx = match self.channel_ctx(id, "direct-streamlocal", detail, session) {
+        let ctx = request::socket_path(socket_path)
+            .and_then(|path| self.forward_ctx(id, "direct-streamlocal", path.to_owned(), session));
+        let ctx = match ctx {
             Ok(ctx) => ctx,
             Err(refusal) => {
                 reply.reject(refusal.open_failure()).await;

@@ -30,6 +30,8 @@ pub enum Refusal {
     TooManyChannels,
     /// A forward to somewhere other than the sandbox's own loopback.
     ForwardDestination,
+    /// A socket forward to a path no socket can have.
+    SocketPath,
     /// A subsystem other than sftp.
     UnknownSubsystem(String),
     /// An exec request longer than the gateway accepts.
@@ -61,6 +63,7 @@ impl Refusal {
             Refusal::ForwardDestination => {
                 "only ports on the sandbox's own localhost can be forwarded".to_owned()
             }
+            Refusal::SocketPath => "a Unix socket path must be 1 to 107 bytes without NUL".to_owned(),
             Refusal::UnknownSubsystem(name) => {
                 format!("subsystem {name:?} is not available (only sftp is)")
             }
@@ -74,9 +77,10 @@ impl Refusal {
     /// The RFC 4254 §5.1 reason code for a refused channel open.
     fn open_code(&self) -> u32 {
         match self {
-            Refusal::Backend(_) | Refusal::Forward { .. } => 2, // connect failed
-            Refusal::TooManyChannels => 4,                      // resource shortage
-            _ => 1,                                             // administratively prohibited
+            // sshd tries any socket path and fails to connect to an impossible one.
+            Refusal::Backend(_) | Refusal::Forward { .. } | Refusal::SocketPath => 2, // connect failed
+            Refusal::TooManyChannels => 4, // resource shortage
+            _ => 1,                        // administratively prohibited
         }
     }
 

@@ -84,6 +84,15 @@ pub fn forward_destination(host: &str, port: u32) -> Result<u16, Refusal> {
     }
 }
 
+/// `direct-streamlocal` may name any socket path the kernel could take: absolute or
+/// relative to the workload's working directory, no NUL, within sun_path's 108 bytes.
+pub fn socket_path(path: &str) -> Result<&str, Refusal> {
+    if path.is_empty() || path.len() > 107 || path.contains('\0') {
+        return Err(Refusal::SocketPath);
+    }
+    Ok(path)
+}
+
 /// TERM is put in the environment: keep it to a plain terminal name.
 fn sanitize_term(term: &str) -> String {
     let ok = !term.is_empty()
