@@ -391,30 +391,14 @@ fn x11_and_remote_forwarding_are_refused_as_sshd_refuses_them() {
 /// not there reads "connect failed" with the reason.
 #[test]
 fn a_unix_socket_in_the_sandbox_is_forwarded() {
-    use std::io::{BufRead, BufReader, Write};
-    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::os::unix::net::UnixStream;
     use std::process::Stdio;
     use std::time::Duration;
 
     let gw = Gateway::start();
     let dir = tempfile::tempdir().unwrap();
     let remote = dir.path().join("app.sock");
-    let listener = UnixListener::bind(&remote).unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut conn = conn;
-                let mut line = String::new();
-                while reader.read_line(&mut line).unwrap_or(0) > 0 {
-                    let _ = conn.write_all(format!("pong:{line}").as_bytes());
-                    line.clear();
-                }
-                // The client's end of input arrives as end of file here.
-                let _ = conn.write_all(b"bye\n");
-            });
-        }
-    });
+    support::forward::unix_echo(&remote, 0o777);
     let local = dir.path().join("local.sock");
     let missing_local = dir.path().join("missing.sock");
     // At INFO, as ssh runs by default: it reports a forward's open failure there.
@@ -453,13 +437,7 @@ fn a_unix_socket_in_the_sandbox_is_forwarded() {
         "ssh did not listen"
     );
 
-    let mut conn = UnixStream::connect(&local).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    conn.write_all(b"one\ntwo\n").unwrap();
-    conn.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut got = String::new();
-    std::io::Read::read_to_string(&mut conn, &mut got).unwrap();
+    let got = support::forward::unix_exchange(&local, b"one\ntwo\n").unwrap();
     assert_eq!(got, "pong:one\npong:two\nbye\n");
 
     // Nothing there: the forward's connection is closed, and ssh says why.

@@ -11,6 +11,20 @@ use support::{BIN, StaticConfig};
 
 const NO_MIGRATE: (&str, &str) = ("SSH_GATEWAY__DATABASE__MIGRATE_ON_START", "false");
 
+/// `ssh-gateway migrate`, as the chart's hook Job runs it; it must succeed.
+fn migrate(config: &StaticConfig) {
+    let out = Command::new(BIN)
+        .args(["migrate", "--config"])
+        .arg(&config.path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn replicas_that_do_not_migrate_refuse_a_schema_behind_and_start_once_migrated() {
     let dir = tempfile::tempdir().unwrap();
@@ -31,16 +45,7 @@ fn replicas_that_do_not_migrate_refuse_a_schema_behind_and_start_once_migrated()
         "{err}"
     );
 
-    let out = Command::new(BIN)
-        .args(["migrate", "--config"])
-        .arg(&config.path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    migrate(&config);
 
     // Now it starts, and serves.
     let _serve = config.serve_with_env(&[NO_MIGRATE]);
@@ -59,12 +64,7 @@ fn replicas_that_do_not_migrate_refuse_a_schema_behind_and_start_once_migrated()
 fn a_database_migrated_by_a_newer_gateway_still_serves_this_one() {
     let dir = tempfile::tempdir().unwrap();
     let config = StaticConfig::write(dir.path(), "", "");
-    let out = Command::new(BIN)
-        .args(["migrate", "--config"])
-        .arg(&config.path)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    migrate(&config);
     // What a later release's migration leaves behind.
     let url = format!("sqlite://{}/gw.db", dir.path().display());
     tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -89,14 +89,5 @@ fn a_database_migrated_by_a_newer_gateway_still_serves_this_one() {
         drop(serve);
     }
     // And `migrate` itself has nothing to say against it.
-    let out = Command::new(BIN)
-        .args(["migrate", "--config"])
-        .arg(&config.path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    migrate(&config);
 }

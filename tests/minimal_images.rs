@@ -657,30 +657,14 @@ c.close()
 /// socket over exec, both ways and half-closed as a socket is.
 #[test]
 fn a_unix_socket_in_a_pod_without_openssh_is_forwarded() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::net::{UnixListener, UnixStream};
     use std::process::Stdio;
     use std::time::Duration;
 
     let gw = KubeGateway::start(&["default"], None);
     minimal_pod(&gw, "sock", &images::busybox(), json!({}), json!({}));
     let at = home_of(&gw, "sock").join("app.sock");
-    let listener = UnixListener::bind(&at).unwrap();
     // The pod runs as uid 1000; connecting takes write permission on the socket.
-    std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o777)).unwrap();
-    std::thread::spawn(move || {
-        if let Ok((conn, _)) = listener.accept() {
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut conn = conn;
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 0 {
-                let _ = conn.write_all(format!("pong:{line}").as_bytes());
-                line.clear();
-            }
-            let _ = conn.write_all(b"bye\n");
-        }
-    });
+    support::forward::unix_echo(&at, 0o777);
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("local.sock");
     let mut cmd = gw.ssh(&gw.alice);
@@ -696,15 +680,8 @@ fn a_unix_socket_in_a_pod_without_openssh_is_forwarded() {
         "ssh did not listen: {}",
         gw.log()
     );
-    let mut conn = UnixStream::connect(&local).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    conn.write_all(b"one\n").unwrap();
-    conn.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut got = String::new();
-    let read = conn.read_to_string(&mut got);
+    let got = support::forward::unix_exchange(&local, b"one\n");
     let _ = ssh.kill();
     let _ = ssh.wait();
-    assert!(read.is_ok(), "{read:?} after {got:?}\n{}", gw.log());
-    assert_eq!(got, "pong:one\nbye\n", "{}", gw.log());
+    assert_eq!(got.ok().as_deref(), Some("pong:one\nbye\n"), "{}", gw.log());
 }

@@ -40,3 +40,38 @@ pub fn http_through_tunnel(
     let _ = child.wait();
     (handle.join().unwrap(), response)
 }
+
+/// A Unix socket server at `path` (mode `mode`, so a pod's user may connect) that
+/// answers each line with `pong:<line>` and, once its client half-closes, `bye`.
+pub fn unix_echo(path: &std::path::Path, mode: u32) {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    let _ = conn.write_all(format!("pong:{line}").as_bytes());
+                    line.clear();
+                }
+                // The client's end of input arrives as end of file here.
+                let _ = conn.write_all(b"bye\n");
+            });
+        }
+    });
+}
+
+/// Connects to the socket at `path`, sends `input`, half-closes, and reads to the
+/// end (or gives up after 30 s of silence).
+pub fn unix_exchange(path: &std::path::Path, input: &[u8]) -> std::io::Result<String> {
+    let mut conn = std::os::unix::net::UnixStream::connect(path)?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    conn.write_all(input)?;
+    conn.shutdown(std::net::Shutdown::Write)?;
+    let mut got = String::new();
+    conn.read_to_string(&mut got).map(|_| got)
+}
