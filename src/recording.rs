@@ -167,7 +167,25 @@ async fn write(
 
 #[cfg(test)]
 mod tests {
-    use super::text;
+    use super::*;
+
+    /// A writer that never catches up (a stuck disk) costs the session nothing: the
+    /// bridge's offers return at once and what does not fit is dropped.
+    #[test]
+    fn a_writer_that_falls_behind_never_holds_the_session() {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let recorder = Recorder {
+            queue,
+            started: Instant::now(),
+            input: false,
+        };
+        let chunk = Bytes::from_static(b"output");
+        for _ in 0..QUEUE + 100 {
+            recorder.output(&chunk);
+        }
+        recorder.input(b"typed");
+        assert_eq!(rx.len(), QUEUE);
+    }
 
     #[test]
     fn characters_split_across_reads_are_kept_whole() {

@@ -453,6 +453,31 @@ async fn extensions_decide_pty_and_forwarding() {
         stderr(&out)
     );
 
+    // Nor a socket forward (direct-streamlocal).
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("l.sock");
+    let mut cmd = gw.ssh_with_cert(&key, &restricted);
+    cmd.args(["-v", "-N", "-L"])
+        .arg(format!("{}:/tmp/anything.sock", local.display()))
+        .arg("demo@127.0.0.1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut ssh = cmd.spawn().unwrap();
+    assert!(support::process::wait_until(
+        std::time::Duration::from_secs(20),
+        || local.exists()
+    ));
+    let got = support::forward::unix_exchange(&local, b"x\n");
+    assert!(got.as_deref().unwrap_or_default().is_empty(), "{got:?}");
+    let _ = ssh.kill();
+    let out = ssh.wait_with_output().unwrap();
+    assert!(
+        stderr(&out).contains("permit-port-forwarding"),
+        "{}",
+        stderr(&out)
+    );
+
     // The same key with a certificate that permits both gets a terminal.
     let full = gw.sign(&ca, &key, "full", &["-n", "alice", "-V", "-5m:+1h"]);
     let mut cmd = gw.ssh_with_cert(&key, &full);

@@ -112,6 +112,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn socket_paths_are_what_a_socket_can_have() {
+        assert_eq!(socket_path("/run/app.sock").ok(), Some("/run/app.sock"));
+        assert_eq!(socket_path("rel.sock").ok(), Some("rel.sock"));
+        assert_eq!(socket_path(&"x".repeat(107)).ok().map(str::len), Some(107));
+        // OpenSSH's client refuses these itself; another client need not.
+        for bad in [String::new(), "x".repeat(108), "/run/a\0b".to_owned()] {
+            assert!(
+                matches!(socket_path(&bad), Err(Refusal::SocketPath)),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn forwards_only_to_loopback_ports() {
         assert_eq!(forward_destination("localhost", 8080).ok(), Some(8080));
         assert_eq!(forward_destination("::1", 22).ok(), Some(22));
