@@ -362,12 +362,26 @@ pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// A loopback port nobody listens on, for a server a test is about to start. Taken
+/// below the kernel's ephemeral range (32768-60999 by default), not from it: an
+/// ephemeral port can be handed to one of the many outgoing connections tests make
+/// between this check and the server's bind ("Address already in use", seen when the
+/// whole suite ran). Threads of a test process share the counter, so no two get the
+/// same port; the process id spreads test processes run side by side.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    let spread = std::process::id().wrapping_mul(977);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + spread.wrapping_add(n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below the ephemeral range");
 }
 
 /// The configuration of a `serve` gateway on loopback with its SQLite store, host

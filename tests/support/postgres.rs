@@ -2,7 +2,7 @@
 //! named by `DATABASE_URL`. initdb refuses to run as root, so as root the cluster
 //! runs as the unprivileged `nobody` user.
 
-use std::net::TcpListener;
+use super::free_port;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -42,14 +42,6 @@ fn bindir() -> PathBuf {
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Cluster {
