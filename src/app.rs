@@ -220,32 +220,6 @@ impl Bound {
         }
         let russh_config = Arc::new(ssh::russh_config(&config.ssh, &host_keys));
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let api_state = Arc::new(ApiState {
-            draining: draining.clone(),
-            store: store.clone(),
-            control: control.clone(),
-            public_host: config.ssh.public_host.clone(),
-            public_port: config.ssh.public_port,
-            authority,
-            domain: config.routing.domain.clone(),
-            host_keys: host_keys.public_keys(),
-            fronts: api::AdvertisedFronts {
-                tls: config
-                    .fronts
-                    .tls
-                    .as_ref()
-                    .and_then(|f| f.public_address.clone()),
-                connect: config
-                    .fronts
-                    .connect
-                    .as_ref()
-                    .and_then(|f| f.public_address.clone()),
-            },
-            recordings: config
-                .recording
-                .enabled
-                .then(|| config.recording.dir.clone()),
-        });
         let fd_limit = raise_fd_limit();
         let limits = config.admission.limits(config.ssh.max_connections)?;
         // Each SSH connection holds one descriptor, plus one or three per channel
@@ -338,6 +312,38 @@ impl Bound {
         registry.spawn(store.clone().listen(stop.clone()));
         ssh::log_listening(ssh_addr, &host_keys);
         tracing::info!(addr = %api_addr, "API listening");
+        let api_state = Arc::new(ApiState {
+            draining: draining.clone(),
+            store: store.clone(),
+            control: control.clone(),
+            public_host: config.ssh.public_host.clone(),
+            public_port: config.ssh.public_port,
+            authority,
+            domain: config.routing.domain.clone(),
+            host_keys: host_keys.public_keys(),
+            fronts: api::AdvertisedFronts {
+                tls: config
+                    .fronts
+                    .tls
+                    .as_ref()
+                    .and_then(|f| f.public_address.clone()),
+                connect: config
+                    .fronts
+                    .connect
+                    .as_ref()
+                    .and_then(|f| f.public_address.clone()),
+            },
+            recordings: config
+                .recording
+                .enabled
+                .then(|| config.recording.dir.clone()),
+            terminal: config.api.terminal.then(|| {
+                Arc::new(ssh::loopback::Loopback::new(
+                    russh_config.clone(),
+                    gateway.clone(),
+                ))
+            }),
+        });
         let app = api::router(api_state, &config.api);
         let api = api::serve(
             api_listener,

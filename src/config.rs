@@ -421,6 +421,10 @@ pub struct ApiConfig {
     /// Largest request line plus headers; larger ones get 431.
     #[serde(default = "default_api_max_header_bytes")]
     pub max_header_bytes: usize,
+    /// The browser terminal: `GET /terminal/{sandbox}` on this listener opens a shell
+    /// there after the user signs in with an API token.
+    #[serde(default = "default_true")]
+    pub terminal: bool,
 }
 
 #[derive(Clone, Deserialize)]
@@ -678,6 +682,7 @@ impl Default for ApiConfig {
             header_timeout_secs: default_api_header_timeout(),
             request_timeout_secs: default_api_request_timeout(),
             max_header_bytes: default_api_max_header_bytes(),
+            terminal: true,
         }
     }
 }

@@ -23,4 +23,5 @@ pub mod remotes;
 pub mod route;
 pub mod ssh;
 pub mod store;
+pub mod terminal;
 pub mod tls_client;

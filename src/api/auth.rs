@@ -16,7 +16,13 @@ pub struct Caller(pub User, pub String);
 impl Caller {
     /// API callers act with the same identity rules as SSH users.
     pub fn principal(&self) -> Principal {
-        Principal::new(self.0.id.clone(), self.0.name.clone(), Credential::ApiToken)
+        Principal::new(
+            self.0.id.clone(),
+            self.0.name.clone(),
+            Credential::ApiToken {
+                id: self.1.clone(),
+            },
+        )
     }
 }
 

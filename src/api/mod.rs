@@ -9,6 +9,7 @@ mod keys;
 mod sandboxes;
 mod serve;
 mod sessions;
+mod terminal;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// Where session recordings are (`[recording] dir`), when recording is on.
     pub recordings: Option<std::path::PathBuf>,
+    /// The way into SSH for the browser terminal (`api.terminal`); `None`: off.
+    pub terminal: Option<Arc<crate::ssh::loopback::Loopback>>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -61,6 +64,7 @@ pub fn router(state: Arc<ApiState>, limits: &ApiConfig) -> Router {
         .merge(certificates::router())
         .merge(sandboxes::router())
         .merge(sessions::router())
+        .merge(terminal::router())
         .route("/healthz", get(health))
         .route("/livez", get(live))
         .route("/readyz", get(ready))

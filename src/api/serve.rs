@@ -14,6 +14,7 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tower::Layer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
@@ -55,10 +56,10 @@ pub async fn serve(
     let mut accept_errors = RateLimitedLog::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) if is_per_connection(&e) => continue,
                 Err(e) => {
                     // Out of file descriptors, usually: back off instead of spinning,
@@ -88,11 +89,20 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let http = http.clone();
-        let service = TowerToHyperService::new(app.clone());
+        // Handlers that need the client's address (the browser terminal's audit
+        // trail and limits) read it as axum's ConnectInfo.
+        let service = TowerToHyperService::new(
+            axum::Extension(axum::extract::ConnectInfo(peer)).layer(app.clone()),
+        );
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let conn = http.serve_connection(TokioIo::new(stream), service);
+            // Upgrades: the browser terminal's WebSocket. Once upgraded, the socket
+            // leaves this loop (and its permit): the SSH connection it becomes is
+            // counted by SSH admission instead.
+            let conn = http
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,

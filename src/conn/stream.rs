@@ -18,19 +18,27 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// What a connection runs over: the TCP socket itself, or TLS on it (the TLS
 /// front). Either way the socket options and the kill switch act on the TCP socket.
+/// The gateway's own in-memory connections (the browser terminal) have none: the
+/// kill switch alone ends them.
 pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    fn tcp(&self) -> &TcpStream;
+    fn tcp(&self) -> Option<&TcpStream>;
 }
 
 impl Socket for TcpStream {
-    fn tcp(&self) -> &TcpStream {
-        self
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self)
     }
 }
 
 impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
-    fn tcp(&self) -> &TcpStream {
-        self.get_ref().0
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self.get_ref().0)
+    }
+}
+
+impl Socket for tokio::io::DuplexStream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
     }
 }
 
@@ -49,7 +57,7 @@ impl<S> Replay<S> {
 }
 
 impl<S: Socket> Socket for Replay<S> {
-    fn tcp(&self) -> &TcpStream {
+    fn tcp(&self) -> Option<&TcpStream> {
         self.inner.tcp()
     }
 }
@@ -105,8 +113,10 @@ pub struct ConnStream<S = TcpStream> {
 
 impl<S: Socket> ConnStream<S> {
     pub fn new(inner: S, kill: CancellationToken) -> Self {
-        let _ = inner.tcp().set_nodelay(true);
-        quickack(inner.tcp());
+        if let Some(tcp) = inner.tcp() {
+            let _ = tcp.set_nodelay(true);
+            quickack(Some(tcp));
+        }
         Self {
             inner,
             killed: Box::pin(kill.cancelled_owned()),
@@ -119,7 +129,9 @@ impl<S: Socket> ConnStream<S> {
     fn poll_killed(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.dead && self.killed.as_mut().poll(cx).is_ready() {
             self.dead = true;
-            let _ = socket2::SockRef::from(self.inner.tcp()).shutdown(std::net::Shutdown::Both);
+            if let Some(tcp) = self.inner.tcp() {
+                let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Both);
+            }
         }
         self.dead
     }
@@ -132,7 +144,8 @@ fn killed_error() -> io::Error {
     )
 }
 
-fn quickack(stream: &TcpStream) {
+fn quickack(stream: Option<&TcpStream>) {
+    let Some(stream) = stream else { return };
     let one: libc::c_int = 1;
     // SAFETY: setsockopt reads one c_int from a valid pointer; the fd is open.
     unsafe {

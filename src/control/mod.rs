@@ -41,8 +41,9 @@ pub enum Credential {
         key_id: Option<String>,
         fingerprint: String,
     },
-    /// A REST API bearer token.
-    ApiToken,
+    /// A REST API bearer token (the browser terminal logs in with one): its id in
+    /// the store, so each new channel can check the token still exists.
+    ApiToken { id: String },
 }
 
 impl Principal {
@@ -88,7 +89,7 @@ impl Principal {
         match &self.credential {
             Credential::Key { id, .. } => Some(id),
             Credential::Certificate { key_id, .. } => key_id.as_deref(),
-            Credential::ApiToken => None,
+            Credential::ApiToken { .. } => None,
         }
     }
 
@@ -98,7 +99,7 @@ impl Principal {
             Credential::Key { fingerprint, .. } | Credential::Certificate { fingerprint, .. } => {
                 Some(fingerprint)
             }
-            Credential::ApiToken => None,
+            Credential::ApiToken { .. } => None,
         }
     }
 

@@ -27,6 +27,11 @@ pub trait KeyStore: Send + Sync + 'static {
     ) -> Result<Option<Principal>, String> {
         Ok(None)
     }
+    /// Whether the API token `token_id` is still `user_id`'s (a browser terminal's
+    /// login). A store that keeps no tokens knows none.
+    async fn token_is_current(&self, _token_id: &str, _user_id: &str) -> Result<bool, String> {
+        Ok(false)
+    }
 }
 
 #[async_trait::async_trait]
@@ -47,6 +52,12 @@ impl KeyStore for Store {
                 fingerprint: fingerprint.to_owned(),
             },
         )))
+    }
+
+    async fn token_is_current(&self, token_id: &str, user_id: &str) -> Result<bool, String> {
+        Store::token_is_current(self, token_id, user_id)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn principal_for_certificate(
@@ -206,6 +217,6 @@ pub async fn still_valid(keys: &dyn KeyStore, who: &Principal) -> Result<bool, S
                 .await?
                 .is_some_and(|now| now.user_id() == who.user_id()))
         }
-        Credential::ApiToken => Ok(false),
+        Credential::ApiToken { id } => keys.token_is_current(id, who.user_id()).await,
     }
 }

@@ -48,6 +48,10 @@ pub struct ConnectionHandler {
     peer: IpAddr,
     /// Session channels whose program has not started yet.
     setups: HashMap<ChannelId, PendingSession>,
+    /// Who the gateway's own in-memory connection (the browser terminal, see
+    /// `loopback`) was opened for, proven before SSH began; taken by the first
+    /// `none` auth. Never set for a connection from the network.
+    preauth: Option<Principal>,
 }
 
 /// What an accepted offer was.
@@ -80,7 +84,15 @@ impl ConnectionHandler {
             accepted_offer: None,
             peer,
             setups: HashMap::new(),
+            preauth: None,
         }
+    }
+
+    /// For the gateway's own in-memory connections: `principal` logs in with the
+    /// `none` method (it proved itself to the API; see `loopback`).
+    pub fn logged_in_as(mut self, principal: Option<Principal>) -> Self {
+        self.preauth = principal;
+        self
     }
 
     async fn authenticate_certificate(
@@ -102,10 +114,10 @@ impl ConnectionHandler {
     fn logged_in(&mut self, user: &str, looked_up: Result<Principal, AuthRefusal>) -> Auth {
         match looked_up {
             Ok(principal) => {
-                let method = if principal.certificate_serial().is_some() {
-                    "certificate"
-                } else {
-                    "publickey"
+                let method = match principal.credential() {
+                    crate::control::Credential::Key { .. } => "publickey",
+                    crate::control::Credential::Certificate { .. } => "certificate",
+                    crate::control::Credential::ApiToken { .. } => "api_token",
                 };
                 crate::metrics::global().auth(method, "accepted");
                 self.login = Some(Login {
@@ -233,8 +245,11 @@ impl ConnectionHandler {
 impl russh::server::Handler for ConnectionHandler {
     type Error = russh::Error;
 
-    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
-        Ok(Self::publickey_only())
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        match self.preauth.take() {
+            Some(principal) => Ok(self.logged_in(user, Ok(principal))),
+            None => Ok(Self::publickey_only()),
+        }
     }
 
     async fn auth_publickey_offered(

@@ -7,6 +7,7 @@ pub mod auth;
 mod channel;
 mod handler;
 pub mod hostkeys;
+pub mod loopback;
 mod refusal;
 mod request;
 pub mod revoke;
@@ -27,6 +28,7 @@ use crate::conn::admission::{Admission, ConnPermit};
 use crate::conn::events::{CloseReason, Event, Rejection};
 use crate::conn::stream::ConnStream;
 use crate::conn::{Conn, Registry};
+use crate::control::Principal;
 use crate::helper::Placer;
 use crate::remotes::Remotes;
 use auth::KeyStore;
@@ -268,7 +270,7 @@ async fn handle_proxied(
     }
     let conn = gw.registry.register_accepted(client, preauth, accepted_at);
     let span = tracing::info_span!("conn", id = conn.id(), peer = %client);
-    handle_connection(tcp, conn, permit, config, gw, None)
+    handle_connection(tcp, conn, permit, config, gw, None, None)
         .instrument(span)
         .await
 }
@@ -317,7 +319,7 @@ async fn handle_front(
             };
             return match inside {
                 Ok(Ok(Inside::Ssh(seen))) => {
-                    handle_connection(Replay::new(tls, seen), conn, permit, config, gw, sni).await
+                    handle_connection(Replay::new(tls, seen), conn, permit, config, gw, sni, None).await
                 }
                 // CONNECT inside TLS: its host routes, whatever the SNI said.
                 Ok(Ok(Inside::Http(seen))) => {
@@ -325,7 +327,7 @@ async fn handle_front(
                         return;
                     };
                     let tls = Replay::new(tls, Vec::new());
-                    handle_connection(tls, conn, permit, config, gw, Some(host)).await
+                    handle_connection(tls, conn, permit, config, gw, Some(host), None).await
                 }
                 Ok(Err(_)) => conn.set_reason(CloseReason::ProtocolError),
                 Err(_) => conn.set_reason(CloseReason::LoginTimeout),
@@ -338,7 +340,7 @@ async fn handle_front(
             Some(host)
         }
     };
-    handle_connection(tcp, conn, permit, config, gw, hint).await
+    handle_connection(tcp, conn, permit, config, gw, hint, None).await
 }
 
 /// Reads and answers an HTTP CONNECT prelude (whose first bytes, `start`, were read
@@ -380,6 +382,9 @@ async fn connect_prelude<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin
     }
 }
 
+/// Runs SSH on an admitted connection. `preauth`: who the gateway's own in-memory
+/// connection (`loopback`) was opened for; `None` for everything from the network.
+#[allow(clippy::too_many_arguments)]
 async fn handle_connection<S: crate::conn::stream::Socket>(
     tcp: S,
     conn: Conn,
@@ -387,6 +392,7 @@ async fn handle_connection<S: crate::conn::stream::Socket>(
     config: Arc<russh::server::Config>,
     gw: Arc<Gateway>,
     route_hint: Option<String>,
+    preauth: Option<Principal>,
 ) {
     // The login deadline is absolute, from accept: nothing the client sends moves it.
     let deadline = conn.meta().accepted_at + gw.settings.login_grace();
@@ -395,7 +401,8 @@ async fn handle_connection<S: crate::conn::stream::Socket>(
     let _shut = kill.clone().drop_guard();
     let stream = ConnStream::new(tcp, kill.clone());
     let handler =
-        ConnectionHandler::new(gw.clone(), conn.handle(), conn.meta().peer.ip(), route_hint);
+        ConnectionHandler::new(gw.clone(), conn.handle(), conn.meta().peer.ip(), route_hint)
+            .logged_in_as(preauth);
     // Boxed: the handshake's state is only needed until the session starts, and this
     // task lives as long as the connection (~3 KiB less per idle connection).
     let session = tokio::select! {

@@ -63,6 +63,17 @@ impl Store {
         Ok((self.user_by_id(&user_id).await?, token_id))
     }
 
+    /// Whether the token `token_id` still exists and is `user_id`'s.
+    pub async fn token_is_current(&self, token_id: &str, user_id: &str) -> Result<bool> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT 1 FROM api_tokens WHERE id = $1 AND user_id = $2")
+                .bind(token_id)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
+    }
+
     /// Drops a user's tokens of one name (the `dev` command mints a fresh one per
     /// start; `admin token delete`), and with them the certificates issued with them.
     pub async fn delete_tokens_named(&self, user_id: &str, name: &str) -> Result<u64> {
