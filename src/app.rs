@@ -337,6 +337,7 @@ impl Bound {
                 .recording
                 .enabled
                 .then(|| config.recording.dir.clone()),
+            terminal_login: config.api.header_timeout(),
             terminal: config.api.terminal.then(|| {
                 Arc::new(ssh::loopback::Loopback::new(
                     russh_config.clone(),

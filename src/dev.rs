@@ -208,6 +208,7 @@ pub fn banner(ssh: SocketAddr, api: SocketAddr, seeded: &Seeded) -> String {
          \x20 scp -P {port} somefile demo@{host}:\n\
          \x20 sftp -P {port} demo@{host}\n\
          \x20 curl -H \"Authorization: Bearer {token}\" http://{api}/users/me/ssh-keys\n\
+         \x20 a terminal in your browser: http://{api}/terminal/demo (sign in with the token above)\n\
          Sandbox demo works in {workdir}\n",
         token = seeded.token,
         workdir = Escaped(&seeded.workdir.display().to_string()),

@@ -25,8 +25,15 @@ use tokio::sync::oneshot;
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FromPage {
     /// The first message: who is asking, and the terminal's size.
-    Auth { token: String, cols: u16, rows: u16 },
-    Resize { cols: u16, rows: u16 },
+    Auth {
+        token: String,
+        cols: u16,
+        rows: u16,
+    },
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
 }
 
 /// What the gateway sends as text.

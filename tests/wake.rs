@@ -274,3 +274,29 @@ fn a_training_job_node_wakes_its_job() {
         2
     );
 }
+
+#[test]
+fn a_browser_terminal_wakes_a_paused_sandbox_and_shows_the_progress() {
+    let gw = KubeGateway::start_full(&["default"], None, "", Duration::from_millis(1500));
+    paused(&gw, "demo", "alice");
+    let token = support::admin_with_config(
+        &gw.dir.path().join("gateway.toml"),
+        &["token", "create", "alice"],
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut term = support::browser::open(gw.api_port, "demo").await;
+        support::browser::login(&mut term, token.trim()).await;
+        // The progress lines are the terminal's first output, then the shell.
+        let shown = support::browser::read_until(&mut term, "is ready (").await;
+        assert!(
+            shown.contains("ssh-gateway: demo is paused; resuming it"),
+            "{shown}"
+        );
+        assert!(shown.contains("pod demo-0 is Pending"), "{shown}");
+        support::browser::typed(&mut term, "echo $HOSTNAME-up\r").await;
+        support::browser::read_until(&mut term, "demo-0-up").await;
+    });
+    assert_eq!(replicas(&gw, "demo"), 1);
+    assert_eq!(scale_ups(&gw), 1);
+}

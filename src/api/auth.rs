@@ -19,9 +19,7 @@ impl Caller {
         Principal::new(
             self.0.id.clone(),
             self.0.name.clone(),
-            Credential::ApiToken {
-                id: self.1.clone(),
-            },
+            Credential::ApiToken { id: self.1.clone() },
         )
     }
 }

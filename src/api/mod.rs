@@ -50,6 +50,9 @@ pub struct ApiState {
     pub recordings: Option<std::path::PathBuf>,
     /// The way into SSH for the browser terminal (`api.terminal`); `None`: off.
     pub terminal: Option<Arc<crate::ssh::loopback::Loopback>>,
+    /// How long the terminal's page has to send its login once its socket is open
+    /// (`api.header_timeout_secs`: the login is its headers).
+    pub terminal_login: Duration,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]

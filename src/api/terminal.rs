@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -20,8 +19,6 @@ use super::{ApiError, ApiState};
 use crate::store::StoreError;
 use crate::terminal::{FromPage, ToPage};
 
-/// How long the page has, once its socket is open, to say who it is.
-const LOGIN_DEADLINE: Duration = Duration::from_secs(10);
 /// Keystrokes, resizes and the login are small; nothing from a page is larger.
 const MAX_MESSAGE: usize = 64 * 1024;
 
@@ -143,7 +140,9 @@ async fn serve(mut socket: WebSocket, state: Arc<ApiState>, sandbox: String, pee
     let (caller, cols, rows) = match login(&mut socket, &state).await {
         Ok(login) => login,
         Err(message) => {
-            let _ = socket.send(ToPage::Unauthorized { message }.message()).await;
+            let _ = socket
+                .send(ToPage::Unauthorized { message }.message())
+                .await;
             let _ = socket.send(Message::Close(None)).await;
             return;
         }
@@ -167,10 +166,11 @@ async fn serve(mut socket: WebSocket, state: Arc<ApiState>, sandbox: String, pee
 /// The page's first message: its token, checked as the REST API checks one, and the
 /// terminal's size. The error is what the page shows.
 async fn login(socket: &mut WebSocket, state: &ApiState) -> Result<(Caller, u16, u16), String> {
-    let first = tokio::time::timeout(LOGIN_DEADLINE, socket.recv()).await;
+    let deadline = state.terminal_login;
+    let first = tokio::time::timeout(deadline, socket.recv()).await;
     let text = match first {
         Ok(Some(Ok(Message::Text(text)))) => text,
-        Err(_) => return Err("no login within 10 s".into()),
+        Err(_) => return Err(format!("no login within {} s", deadline.as_secs())),
         _ => return Err("the first message must be the login".into()),
     };
     let (token, cols, rows) = match serde_json::from_str(&text) {
@@ -207,8 +207,14 @@ mod tests {
     fn only_the_pages_own_origin_may_open_the_socket() {
         assert!(same_origin(&headers(None, "gw:8080")));
         assert!(same_origin(&headers(Some("http://gw:8080"), "gw:8080")));
-        assert!(same_origin(&headers(Some("https://GW.example"), "gw.example")));
-        assert!(!same_origin(&headers(Some("https://evil.example"), "gw:8080")));
+        assert!(same_origin(&headers(
+            Some("https://GW.example"),
+            "gw.example"
+        )));
+        assert!(!same_origin(&headers(
+            Some("https://evil.example"),
+            "gw:8080"
+        )));
         assert!(!same_origin(&headers(Some("http://gw:8081"), "gw:8080")));
         assert!(!same_origin(&headers(Some("null"), "gw:8080")));
     }

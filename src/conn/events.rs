@@ -62,6 +62,8 @@ pub enum Revocation {
     Certificate,
     /// Its user was deleted.
     Account,
+    /// The API token it signed in with (the browser terminal) was deleted.
+    Token,
     /// Its user may no longer use the target (member removed, owner changed, target
     /// deleted).
     Access,
@@ -73,6 +75,7 @@ impl Revocation {
             Revocation::Key => "connection closed: your key was revoked",
             Revocation::Certificate => "connection closed: your certificate was revoked",
             Revocation::Account => "connection closed: your account was deleted",
+            Revocation::Token => "connection closed: the API token it signed in with was deleted",
             Revocation::Access => "connection closed: your access to this sandbox was removed",
         }
     }

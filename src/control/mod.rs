@@ -93,6 +93,14 @@ impl Principal {
         }
     }
 
+    /// The API token that signed in (the browser terminal), if one did.
+    pub fn token_id(&self) -> Option<&str> {
+        match &self.credential {
+            Credential::ApiToken { id } => Some(id),
+            _ => None,
+        }
+    }
+
     /// SHA-256 fingerprint of the key that logged in (a certificate's certified key).
     pub fn fingerprint(&self) -> Option<&str> {
         match &self.credential {

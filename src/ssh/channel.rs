@@ -20,7 +20,7 @@ use crate::backend::{Backend, BackendError, ExecSpec, Program};
 use crate::bridge;
 use crate::conn::ChannelGuard;
 use crate::conn::events::ChannelEnd;
-use crate::control::{ControlError, Principal, Target};
+use crate::control::{ControlError, Credential, Principal, Target};
 use crate::helper;
 use crate::remotes::Cluster;
 use crate::route::{Route, RouteError, TargetRef};
@@ -60,10 +60,13 @@ impl ChannelCtx {
     async fn authorize(&self, notes: Option<&mpsc::Sender<String>>) -> Result<Target, Refusal> {
         match still_valid(self.gw.keys.as_ref(), &self.principal).await {
             Ok(true) => {}
-            Ok(false) if self.principal.certificate_serial().is_some() => {
-                return Err(Refusal::CertificateRevoked);
+            Ok(false) => {
+                return Err(match self.principal.credential() {
+                    Credential::Key { .. } => Refusal::KeyRevoked,
+                    Credential::Certificate { .. } => Refusal::CertificateRevoked,
+                    Credential::ApiToken { .. } => Refusal::TokenRevoked,
+                });
             }
-            Ok(false) => return Err(Refusal::KeyRevoked),
             Err(e) => return Err(Refusal::KeyStoreUnavailable(e)),
         }
         let (cluster, target_ref) = self.routed()?;

@@ -319,7 +319,8 @@ async fn handle_front(
             };
             return match inside {
                 Ok(Ok(Inside::Ssh(seen))) => {
-                    handle_connection(Replay::new(tls, seen), conn, permit, config, gw, sni, None).await
+                    handle_connection(Replay::new(tls, seen), conn, permit, config, gw, sni, None)
+                        .await
                 }
                 // CONNECT inside TLS: its host routes, whatever the SNI said.
                 Ok(Ok(Inside::Http(seen))) => {

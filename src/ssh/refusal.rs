@@ -13,6 +13,8 @@ use crate::route::RouteError;
 pub enum Refusal {
     /// The key that opened this connection is no longer registered to its user.
     KeyRevoked,
+    /// The API token the browser terminal signed in with was deleted.
+    TokenRevoked,
     /// The certificate that opened this connection is no longer accepted (its key
     /// deleted, or its user).
     CertificateRevoked,
@@ -46,6 +48,9 @@ impl Refusal {
         match self {
             Refusal::KeyRevoked => {
                 "the key this connection logged in with is no longer registered; reconnect with a registered key".to_owned()
+            }
+            Refusal::TokenRevoked => {
+                "the API token this terminal signed in with was deleted; sign in again with a current one".to_owned()
             }
             Refusal::CertificateRevoked => {
                 "the certificate this connection logged in with is no longer accepted (its key was deleted); reconnect with a current one".to_owned()

@@ -20,7 +20,7 @@ use super::Gateway;
 use super::auth::still_valid;
 use crate::conn::events::{CloseReason, Revocation};
 use crate::conn::registry::LiveLogin;
-use crate::control::ControlError;
+use crate::control::{ControlError, Credential};
 use crate::route::TargetRef;
 use crate::store::Change;
 
@@ -108,6 +108,7 @@ pub async fn sweep(gw: &Gateway, changes: &HashSet<Change>) -> usize {
                 Revocation::Key => "key",
                 Revocation::Certificate => "certificate",
                 Revocation::Account => "account",
+                Revocation::Token => "token",
                 Revocation::Access => "access",
             });
             gw.registry.cancel(login.id, CloseReason::Revoked(why));
@@ -127,7 +128,7 @@ fn concerns(changes: &HashSet<Change>, login: &LiveLogin) -> bool {
         Change::Key(id) => who.key_id() == Some(id.as_str()),
         Change::User(id) => who.user_id() == id,
         // Which token issued a certificate is the store's to say.
-        Change::Token(_) => who.certificate_serial().is_some(),
+        Change::Token(id) => who.certificate_serial().is_some() || who.token_id() == Some(id),
         Change::Sandbox(id) => matches!(
             login.route.as_ref(),
             Ok(route) if matches!(&route.target, TargetRef::Sandbox(s) if s == id)
@@ -145,8 +146,13 @@ async fn verdict(gw: &Gateway, login: &LiveLogin) -> Option<Revocation> {
     let who = &login.principal;
     match still_valid(gw.keys.as_ref(), who).await {
         Ok(true) => {}
-        Ok(false) if who.certificate_serial().is_some() => return Some(Revocation::Certificate),
-        Ok(false) => return Some(Revocation::Key),
+        Ok(false) => {
+            return Some(match who.credential() {
+                Credential::Key { .. } => Revocation::Key,
+                Credential::Certificate { .. } => Revocation::Certificate,
+                Credential::ApiToken { .. } => Revocation::Token,
+            });
+        }
         Err(e) => {
             warn!(conn = login.id, error = %e, "cannot re-check a connection's key; keeping it");
             return None;
