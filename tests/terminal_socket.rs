@@ -192,3 +192,35 @@ fn a_terminal_session_is_an_ssh_session_of_its_user() {
     });
     let _ = serve.wait_exit(Duration::from_secs(30));
 }
+
+#[test]
+fn terminal_sockets_count_against_the_api_connection_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = gateway(dir.path());
+    let mut env = SHORT_LOGIN.to_vec();
+    env.push(("SSH_GATEWAY__API__MAX_CONNECTIONS", "3"));
+    let _serve = config.serve_with_env(&env);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // Upgraded sockets that never log in keep their places until the deadline:
+        // a flood of them is bounded by the API's cap, like any other client.
+        let mut idle = Vec::new();
+        for _ in 0..3 {
+            idle.push(open(config.api_port, "box").await);
+        }
+        let origin = format!("http://127.0.0.1:{}", config.api_port);
+        match tokio_tungstenite::connect_async(request(config.api_port, "box", Some(&origin))).await
+        {
+            Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),
+            Err(tungstenite::Error::Io(_) | tungstenite::Error::Protocol(_)) => {}
+            other => panic!("a socket over the cap was let in: {other:?}"),
+        }
+        // Once the deadline closes them, there is room again.
+        for mut socket in idle {
+            let (_, control) = read_all(&mut socket, Duration::from_secs(10)).await;
+            assert_eq!(control[0]["type"], "unauthorized", "{control:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _again = open(config.api_port, "box").await;
+    });
+}

@@ -90,16 +90,19 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let http = http.clone();
         // Handlers that need the client's address (the browser terminal's audit
-        // trail and limits) read it as axum's ConnectInfo.
+        // trail and limits) read it as axum's ConnectInfo. Every request carries the
+        // connection's slot: an upgraded socket (the browser terminal's WebSocket)
+        // outlives this task, and keeps its slot by holding the request's copy.
+        let slot = Slot {
+            _permit: Arc::new(permit),
+        };
         let service = TowerToHyperService::new(
-            axum::Extension(axum::extract::ConnectInfo(peer)).layer(app.clone()),
+            axum::Extension(axum::extract::ConnectInfo(peer))
+                .layer(axum::Extension(slot.clone()).layer(app.clone())),
         );
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            // Upgrades: the browser terminal's WebSocket. Once upgraded, the socket
-            // leaves this loop (and its permit): the SSH connection it becomes is
-            // counted by SSH admission instead.
+            let _slot = slot;
             let conn = http
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
@@ -130,6 +133,13 @@ pub async fn serve(
         tracing::info!("API connections still open after the drain time; closing them");
     }
     Ok(())
+}
+
+/// One of the `api.max_connections` places, held by a connection for as long as its
+/// socket is open, upgraded or not.
+#[derive(Clone)]
+pub struct Slot {
+    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Best effort and never waits on the peer: the 503 fits in an empty socket buffer,

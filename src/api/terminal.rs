@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -111,6 +111,7 @@ async fn session(
     State(state): State<Arc<ApiState>>,
     Path(sandbox): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(slot): Extension<super::serve::Slot>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -130,7 +131,12 @@ async fn session(
     Ok(upgrade
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| serve(socket, state, sandbox, peer)))
+        .on_upgrade(move |socket| async move {
+            // The socket counts against `api.max_connections` until it closes, so
+            // terminals cannot take the descriptors SSH needs.
+            let _slot = slot;
+            serve(socket, state, sandbox, peer).await
+        }))
 }
 
 async fn serve(mut socket: WebSocket, state: Arc<ApiState>, sandbox: String, peer: SocketAddr) {
