@@ -68,7 +68,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     let host_keys = hostkeys::load_all(&config.ssh.host_key_dir)?;
     // Made (or tightened) once, here, so a directory the gateway cannot use stops it
     // at start rather than leaving every session unrecorded.
-    if config.recording.enabled {
+    if config.recording.any() {
         crate::store::ensure_private_dir(&config.recording.dir)
             .context("preparing [recording] dir")?;
     }
@@ -333,10 +333,7 @@ impl Bound {
                     .as_ref()
                     .and_then(|f| f.public_address.clone()),
             },
-            recordings: config
-                .recording
-                .enabled
-                .then(|| config.recording.dir.clone()),
+            recordings: config.recording.any().then(|| config.recording.dir.clone()),
             terminal_login: config.api.header_timeout(),
             terminal: config.api.terminal.then(|| {
                 Arc::new(ssh::loopback::Loopback::new(

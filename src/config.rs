@@ -345,7 +345,14 @@ pub struct AuditConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecordingConfig {
+    /// Record every PTY session.
     pub enabled: bool,
+    /// Record these users' PTY sessions even when `enabled` is off (user names).
+    pub users: Vec<String>,
+    /// Record PTY sessions to these targets even when `enabled` is off: a target as
+    /// the audit trail names it (`box`, `<remote>/box`), or a prefix ending in `*`
+    /// (`training-job-*`).
+    pub targets: Vec<String>,
     /// Where the files go (created 0700; files 0600). Local to each replica.
     pub dir: PathBuf,
     /// Also record what the user types (passwords typed at prompts included).
@@ -358,10 +365,29 @@ impl Default for RecordingConfig {
     fn default() -> Self {
         Self {
             enabled: false,
+            users: Vec::new(),
+            targets: Vec::new(),
             dir: PathBuf::from("/var/lib/ssh-gateway/recordings"),
             input: false,
             max_bytes: 64 * 1024 * 1024,
         }
+    }
+}
+
+impl RecordingConfig {
+    /// Whether any session may be recorded (the directory is then needed).
+    pub fn any(&self) -> bool {
+        self.enabled || !self.users.is_empty() || !self.targets.is_empty()
+    }
+
+    /// Whether a PTY session of `user` to `target` (a route key) is recorded.
+    pub fn applies(&self, user: &str, target: &str) -> bool {
+        self.enabled
+            || self.users.iter().any(|u| u == user)
+            || self.targets.iter().any(|t| match t.strip_suffix('*') {
+                Some(prefix) => target.starts_with(prefix),
+                None => t == target,
+            })
     }
 }
 
@@ -1080,6 +1106,26 @@ fn apply_override(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_recording_policy_names_users_and_targets() {
+        let policy = RecordingConfig {
+            users: vec!["bob".into()],
+            targets: vec!["lab-*".into(), "eu/box".into()],
+            ..RecordingConfig::default()
+        };
+        assert!(policy.any());
+        assert!(policy.applies("bob", "box"));
+        assert!(policy.applies("ana", "lab-1"));
+        assert!(policy.applies("ana", "eu/box"));
+        assert!(!policy.applies("ana", "box"));
+        assert!(
+            !policy.applies("ana", "eu/lab-1"),
+            "a prefix matches from the start"
+        );
+        assert!(!policy.applies("bobby", "box"));
+        assert!(!RecordingConfig::default().any());
+    }
+
     use super::*;
 
     const MINIMAL: &str = r#"

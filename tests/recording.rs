@@ -161,3 +161,60 @@ fn a_terminal_session_is_recorded_for_its_owner_and_plays_back() {
     );
     assert!(String::from_utf8_lossy(&played.stdout).contains("recorded-42"));
 }
+
+/// With `enabled = false`, `users` and `targets` still record theirs (and only
+/// theirs); the browser terminal's sessions follow the same policy.
+#[test]
+fn a_policy_records_only_the_users_and_targets_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let recordings = dir.path().join("recordings");
+    let config = StaticConfig::write(
+        dir.path(),
+        "",
+        &format!(
+            "[recording]\nusers = [\"bob\"]\ntargets = [\"lab-*\"]\ndir = \"{}\"\n",
+            recordings.display()
+        ),
+    );
+    let mut keys = config.users_with_keys(&["ana", "bob"]);
+    config.admin(&["sandbox", "add", "box", "--owner", "ana", "--member", "bob"]);
+    config.admin(&["sandbox", "add", "lab-1", "--owner", "ana"]);
+    let ana = config.token("ana");
+    let _serve = config.serve();
+    let bob = keys.remove(1);
+    const TOLD: &str = "this session is recorded";
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // ana on box: neither she nor box is named.
+        let mut term = support::browser::open(config.api_port, "box").await;
+        support::browser::login(&mut term, &ana).await;
+        support::browser::typed(&mut term, "echo plain-$((1+1))\r").await;
+        let shown = support::browser::read_until(&mut term, "plain-2").await;
+        assert!(!shown.contains(TOLD), "{shown}");
+        drop(term);
+
+        // ana on lab-1: the target is named.
+        let mut term = support::browser::open(config.api_port, "lab-1").await;
+        support::browser::login(&mut term, &ana).await;
+        support::browser::typed(&mut term, "echo lab-$((2+2))\r").await;
+        let shown = support::browser::read_until(&mut term, "lab-4").await;
+        assert!(shown.contains(TOLD), "{shown}");
+        drop(term);
+
+        // bob on box, over ssh: the user is named.
+        let opts = Gateway::client_opts_for(&bob.private);
+        let mut term = Terminal::open(&opts, config.ssh_port, "box@127.0.0.1", 80, 24);
+        term.wait_for(TOLD).await;
+        term.type_line("exit").await;
+        let _ = tokio::time::timeout(Duration::from_secs(20), term.child.wait()).await;
+    });
+    let count = || std::fs::read_dir(&recordings).unwrap().count();
+    for _ in 0..100 {
+        if count() == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(count(), 2, "lab-1's and bob's, not ana's on box");
+}

@@ -113,6 +113,15 @@ impl ChannelCtx {
         }
     }
 
+    /// Whether this connection's PTY sessions are recorded (`[recording]`).
+    fn recorded(&self) -> bool {
+        let policy = &self.gw.recording;
+        match self.route.as_ref() {
+            Ok(route) => policy.applies(self.principal.user_name(), &route.key()),
+            Err(_) => false,
+        }
+    }
+
     fn refused(&self, refusal: &Refusal) {
         refusal.log(self.principal.user_name());
     }
@@ -201,7 +210,7 @@ async fn run_session(
         }
     };
     let recorder = match &pty {
-        Some(terminal) if gw.recording.enabled => record(ctx, terminal, &tx).await,
+        Some(terminal) if ctx.recorded() => record(ctx, terminal, &tx).await,
         _ => None,
     };
     let counters = ctx.guard.counters();
