@@ -264,6 +264,13 @@ impl Bound {
                 stop.clone(),
             ));
         }
+        if config.recording.any() && config.recording.retention_days > 0 {
+            registry.spawn(crate::recording::prune(
+                config.recording.dir.clone(),
+                Duration::from_secs(config.recording.retention_days * 86_400),
+                stop.clone(),
+            ));
+        }
         if config.audit.enabled && config.audit.orphan_after_secs > 0 {
             registry.spawn(crate::audit::liveness(
                 store.clone(),

@@ -359,6 +359,9 @@ pub struct RecordingConfig {
     pub input: bool,
     /// A recording stops (with a marker) past this many bytes; the session goes on.
     pub max_bytes: u64,
+    /// Recordings older than this many days are deleted (checked hourly); 0 keeps
+    /// them.
+    pub retention_days: u64,
 }
 
 impl Default for RecordingConfig {
@@ -370,6 +373,7 @@ impl Default for RecordingConfig {
             dir: PathBuf::from("/var/lib/ssh-gateway/recordings"),
             input: false,
             max_bytes: 64 * 1024 * 1024,
+            retention_days: 90,
         }
     }
 }

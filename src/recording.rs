@@ -199,3 +199,51 @@ mod tests {
         assert!(carry.is_empty());
     }
 }
+
+/// Deletes recordings (`rec_*.cast` in `dir`) last written more than `retention`
+/// ago, now and every hour, until `stop`. Other files there are left alone.
+pub async fn prune(
+    dir: PathBuf,
+    retention: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match prune_once(&dir, retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(recordings = n, "deleted recordings past retention"),
+            Err(e) => warn!(error = %e, dir = %dir.display(), "could not prune recordings"),
+        }
+    }
+}
+
+async fn prune_once(dir: &std::path::Path, retention: std::time::Duration) -> std::io::Result<u64> {
+    let Some(cutoff) = std::time::SystemTime::now().checked_sub(retention) else {
+        return Ok(0);
+    };
+    let mut entries = tokio::fs::read_dir(dir).await?;
+    let mut deleted = 0;
+    while let Some(entry) = entries.next_entry().await? {
+        let name = entry.file_name();
+        let ours = name
+            .to_str()
+            .is_some_and(|n| n.starts_with("rec_") && n.ends_with(".cast"));
+        if !ours {
+            continue;
+        }
+        // symlink_metadata: a link planted there is judged (and removed) as itself.
+        let Ok(meta) = tokio::fs::symlink_metadata(entry.path()).await else {
+            continue;
+        };
+        if meta.modified().is_ok_and(|m| m < cutoff)
+            && tokio::fs::remove_file(entry.path()).await.is_ok()
+        {
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}

@@ -218,3 +218,44 @@ fn a_policy_records_only_the_users_and_targets_it_names() {
     }
     assert_eq!(count(), 2, "lab-1's and bob's, not ana's on box");
 }
+
+/// Recordings past `retention_days` are deleted at start (and hourly); newer ones,
+/// and files that are not recordings, stay.
+#[test]
+fn recordings_past_retention_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let recordings = dir.path().join("recordings");
+    std::fs::create_dir(&recordings).unwrap();
+    let touch = |name: &str, when: &str| {
+        let path = recordings.join(name);
+        std::fs::write(&path, "{}\n").unwrap();
+        let ok = Command::new("touch")
+            .args(["-d", when])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    touch("rec_old.cast", "3 days ago");
+    touch("rec_new.cast", "1 hour ago");
+    touch("notes.txt", "3 days ago");
+    let config = StaticConfig::write(
+        dir.path(),
+        "",
+        &format!(
+            "[recording]\nenabled = true\nretention_days = 2\ndir = \"{}\"\n",
+            recordings.display()
+        ),
+    );
+    let _serve = config.serve();
+    let gone = || !recordings.join("rec_old.cast").exists();
+    for _ in 0..100 {
+        if gone() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gone(), "the old recording is still there");
+    assert!(recordings.join("rec_new.cast").exists());
+    assert!(recordings.join("notes.txt").exists());
+}
