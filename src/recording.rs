@@ -165,41 +165,6 @@ async fn write(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A writer that never catches up (a stuck disk) costs the session nothing: the
-    /// bridge's offers return at once and what does not fit is dropped.
-    #[test]
-    fn a_writer_that_falls_behind_never_holds_the_session() {
-        let (queue, rx) = mpsc::channel(QUEUE);
-        let recorder = Recorder {
-            queue,
-            started: Instant::now(),
-            input: false,
-        };
-        let chunk = Bytes::from_static(b"output");
-        for _ in 0..QUEUE + 100 {
-            recorder.output(&chunk);
-        }
-        recorder.input(b"typed");
-        assert_eq!(rx.len(), QUEUE);
-    }
-
-    #[test]
-    fn characters_split_across_reads_are_kept_whole() {
-        let mut carry = Vec::new();
-        let e_acute = "é".as_bytes();
-        assert_eq!(text(&mut carry, &[b'a', e_acute[0]]), "a");
-        assert_eq!(text(&mut carry, &[e_acute[1], b'b']), "éb");
-        assert!(carry.is_empty());
-        // Bytes that are never UTF-8 are replaced, not held.
-        assert_eq!(text(&mut carry, &[0xff, b'c']), "\u{fffd}c");
-        assert!(carry.is_empty());
-    }
-}
-
 /// Deletes recordings (`rec_*.cast` in `dir`) last written more than `retention`
 /// ago, now and every hour, until `stop`. Other files there are left alone.
 pub async fn prune(
@@ -246,4 +211,39 @@ async fn prune_once(dir: &std::path::Path, retention: std::time::Duration) -> st
         }
     }
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that never catches up (a stuck disk) costs the session nothing: the
+    /// bridge's offers return at once and what does not fit is dropped.
+    #[test]
+    fn a_writer_that_falls_behind_never_holds_the_session() {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let recorder = Recorder {
+            queue,
+            started: Instant::now(),
+            input: false,
+        };
+        let chunk = Bytes::from_static(b"output");
+        for _ in 0..QUEUE + 100 {
+            recorder.output(&chunk);
+        }
+        recorder.input(b"typed");
+        assert_eq!(rx.len(), QUEUE);
+    }
+
+    #[test]
+    fn characters_split_across_reads_are_kept_whole() {
+        let mut carry = Vec::new();
+        let e_acute = "é".as_bytes();
+        assert_eq!(text(&mut carry, &[b'a', e_acute[0]]), "a");
+        assert_eq!(text(&mut carry, &[e_acute[1], b'b']), "éb");
+        assert!(carry.is_empty());
+        // Bytes that are never UTF-8 are replaced, not held.
+        assert_eq!(text(&mut carry, &[0xff, b'c']), "\u{fffd}c");
+        assert!(carry.is_empty());
+    }
 }
