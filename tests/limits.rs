@@ -95,3 +95,52 @@ fn authentication_attempts_are_capped() {
     let out = run(cmd);
     assert_eq!(stdout(&out), "in\n", "{}", stderr(&out));
 }
+
+/// A peer can send requests nobody handles as fast as it likes: each is answered (or
+/// ignored) without a log line of its own, so it cannot flood the gateway's log, and
+/// the connection goes on working. Sent with paramiko, whose transport can send any
+/// message.
+#[test]
+fn unhandled_requests_are_answered_without_flooding_the_log() {
+    let (gw, key) = serve("");
+    let script = r#"
+import sys, paramiko
+from paramiko.message import Message
+from paramiko.common import cMSG_CHANNEL_REQUEST, cMSG_REQUEST_FAILURE
+port, key = int(sys.argv[1]), sys.argv[2]
+c = paramiko.SSHClient()
+c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+c.connect("127.0.0.1", port=port, username="box", key_filename=key, look_for_keys=False, allow_agent=False)
+t = c.get_transport()
+noise = t.open_session()
+for i in range(500):
+    m = Message()
+    m.add_byte(cMSG_CHANNEL_REQUEST)
+    m.add_int(noise.remote_chanid)
+    m.add_string("break" if i % 2 else "noise-%d@example.com" % i)
+    m.add_boolean(False)
+    if i % 2:
+        m.add_int(500)
+    t._send_user_message(m)
+for i in range(200):
+    m = Message()
+    m.add_byte(cMSG_REQUEST_FAILURE)
+    t._send_user_message(m)
+ch = t.open_session()
+ch.exec_command("echo still-$((40+2))")
+print(ch.makefile().read().decode().strip())
+"#;
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-W", "ignore", "-c", script])
+        .arg(gw.ssh_port.to_string())
+        .arg(&key.private);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "still-42\n");
+    let log = std::fs::read_to_string(gw.dir.path().join("log")).unwrap();
+    let noisy = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .count();
+    assert!(noisy < 5, "{noisy} warnings for one client's noise:\n{log}");
+}

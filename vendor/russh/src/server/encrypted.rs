@@ -1591,7 +1591,7 @@ impl Session {
                         },
                     )?;
                 } else {
-                    error!("no channel for id {local_id:?}");
+                    debug!("no channel for id {local_id:?}");
                 }
                 handler
                     .channel_open_confirmation(
@@ -1645,7 +1645,7 @@ impl Session {
                                 let num = BigEndian::read_u32(&mode_bytes[1..5]);
                                 debug!("code = {code:?}");
                                 if i >= modes.len() {
-                                    error!("pty-req: too many pty codes");
+                                    debug!("pty-req: too many pty codes");
                                     return Err(Error::Inconsistent.into());
                                 }
                                 if let Some(code) = Pty::from_u8(code) {
@@ -1836,7 +1836,7 @@ impl Session {
                         handler.signal(channel_num, signal, self).await
                     }
                     x => {
-                        warn!("unknown channel request {x}");
+                        debug!("unknown channel request {x}");
                         self.channel_failure(channel_num)?;
                         Ok(())
                     }
@@ -1986,7 +1986,7 @@ impl Session {
                         let _ = return_channel.send(true);
                     }
                     _ => {
-                        error!("Received global request failure for unknown request!")
+                        debug!("Received global request failure for unknown request!")
                     }
                 }
                 Ok(())
@@ -2008,7 +2008,7 @@ impl Session {
                         let _ = return_channel.send(false);
                     }
                     _ => {
-                        error!("Received global request failure for unknown request!")
+                        debug!("Received global request failure for unknown request!")
                     }
                 }
                 Ok(())
