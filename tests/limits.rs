@@ -144,3 +144,50 @@ print(ch.makefile().read().decode().strip())
         .count();
     assert!(noisy < 5, "{noisy} warnings for one client's noise:\n{log}");
 }
+
+/// `no-more-sessions@openssh.com`, as sshd answers it: acknowledged, and a session
+/// channel opened after it ends the connection (someone other than the client that
+/// promised is using it). OpenSSH's own client sends it on every plain `ssh`.
+#[test]
+fn a_session_after_no_more_sessions_ends_the_connection() {
+    let (gw, key) = serve("");
+    let script = r#"
+import sys, paramiko
+port, key = int(sys.argv[1]), sys.argv[2]
+c = paramiko.SSHClient()
+c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+c.connect("127.0.0.1", port=port, username="box", key_filename=key, look_for_keys=False, allow_agent=False)
+t = c.get_transport()
+first = t.open_session()
+first.exec_command("echo first")
+print(first.makefile().read().decode().strip())
+print("acknowledged" if t.global_request("no-more-sessions@openssh.com", wait=True) is not None else "refused")
+try:
+    t.open_session(timeout=10)
+    print("second session opened")
+except Exception as e:
+    print("second session refused")
+t.join(10)
+print("connection ended" if not t.is_active() else "connection still up")
+"#;
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-W", "ignore", "-c", script])
+        .arg(gw.ssh_port.to_string())
+        .arg(&key.private);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "first\nacknowledged\nsecond session refused\nconnection ended\n"
+    );
+    let log = std::fs::read_to_string(gw.dir.path().join("log")).unwrap();
+    assert!(
+        log.contains("after no-more-sessions: possible attack"),
+        "{log}"
+    );
+
+    // A plain ssh sends it too, and works as ever.
+    let mut ssh = support::client("ssh", &key, gw.ssh_port);
+    ssh.args(["box@127.0.0.1", "echo plain"]);
+    assert_eq!(stdout(&run(ssh)), "plain\n");
+}

@@ -48,6 +48,8 @@ pub struct ConnectionHandler {
     peer: IpAddr,
     /// Session channels whose program has not started yet.
     setups: HashMap<ChannelId, PendingSession>,
+    /// The client said it opens no more sessions (`no-more-sessions@openssh.com`).
+    no_more_sessions: bool,
     /// Who the gateway's own in-memory connection (the browser terminal, see
     /// `loopback`) was opened for, proven before SSH began; taken by the first
     /// `none` auth. Never set for a connection from the network.
@@ -84,6 +86,7 @@ impl ConnectionHandler {
             accepted_offer: None,
             peer,
             setups: HashMap::new(),
+            no_more_sessions: false,
             preauth: None,
         }
     }
@@ -343,6 +346,18 @@ impl russh::server::Handler for ConnectionHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let id = channel.id();
+        if self.no_more_sessions {
+            // What sshd does: the client promised none, so whoever asks is not it.
+            info!(
+                conn = self.conn.id(),
+                "session channel after no-more-sessions: possible attack; disconnecting"
+            );
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            self.conn.cancel(CloseReason::ProtocolError);
+            return Ok(());
+        }
         let ctx = match self.channel_ctx(id, "session", String::new(), session) {
             Ok(ctx) => ctx,
             Err(refusal) => {
@@ -582,6 +597,11 @@ impl russh::server::Handler for ConnectionHandler {
             }
         };
         Self::reply(session, channel, ok)
+    }
+
+    async fn no_more_sessions(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+        self.no_more_sessions = true;
+        Ok(())
     }
 
     async fn channel_close(

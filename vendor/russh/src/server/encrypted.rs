@@ -1899,6 +1899,14 @@ impl Session {
                         }
                         Ok(())
                     }
+                    "no-more-sessions@openssh.com" => {
+                        map_err!(ensure_end(r))?;
+                        debug!("handler.no_more_sessions");
+                        handler.no_more_sessions(self).await?;
+                        // As OpenSSH's server answers it (clients do not ask).
+                        self.request_success();
+                        Ok(())
+                    }
                     "cancel-streamlocal-forward@openssh.com" => {
                         let socket_path = map_err!(String::decode(r))?;
                         map_err!(ensure_end(r))?;

@@ -853,6 +853,17 @@ pub trait Handler: Sized {
         async { Ok(false) }
     }
 
+    /// The client sent `no-more-sessions@openssh.com`: it will open no more session
+    /// channels, and any that are opened from now on should be refused (OpenSSH's
+    /// defence against a connection hijacked on the client's side).
+    #[allow(unused_variables)]
+    fn no_more_sessions(
+        &mut self,
+        session: &mut Session,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
+
     /// Override when enabling the `diffie-hellman-group-exchange-*` key exchange methods.
     ///
     /// Should return a Diffie-Hellman group with a safe prime whose length is
