@@ -68,9 +68,10 @@ fn a_terminal_session_is_recorded_for_its_owner_and_plays_back() {
         let _ = tokio::time::timeout(Duration::from_secs(20), term.child.wait()).await;
     });
 
-    // The audit trail says which channel is recorded, once the connection is written.
+    // The audit trail says which channel is recorded, once the connection is written
+    // (up to a minute: a full suite on two cores keeps SQLite's disk busy).
     let session = rt.block_on(async {
-        for _ in 0..200 {
+        for _ in 0..600 {
             let (_, _, body) = get(&api, &ana_token, "/users/me/sessions").await;
             let list: Value = serde_json::from_str(&body).unwrap();
             if let Some(s) = list["sessions"]
