@@ -2,6 +2,7 @@
 //! throwaway data directory and drives it with the real OpenSSH clients.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod control_plane;
 pub mod forward;
 pub mod helm;
