@@ -193,6 +193,11 @@ pub struct SshConfig {
     /// close at once. Keep it below the pod's terminationGracePeriodSeconds.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout_secs: u64,
+    /// Whether `ssh -A` may forward the client's agent into workloads (as
+    /// `SSH_AUTH_SOCK`, through the in-workload helper). On by default; a certificate
+    /// needs `permit-agent-forwarding` besides.
+    #[serde(default = "default_true")]
+    pub agent_forwarding: bool,
 }
 
 fn default_drain_timeout() -> u64 {

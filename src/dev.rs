@@ -53,6 +53,7 @@ pub fn config(data_dir: &Path, ssh_listen: SocketAddr, api_listen: SocketAddr) -
             proxy_protocol_from: Vec::new(),
             // Ctrl-C in a terminal means now.
             drain_timeout_secs: 0,
+            agent_forwarding: true,
         },
         api: ApiConfig {
             listen: api_listen,

@@ -4,7 +4,8 @@
 //! and every way a certificate can be wrong is refused: expired, not yet valid, an
 //! untrusted CA, an unknown or ambiguous principal, a `source-address` that excludes
 //! the client, an unknown critical option, a host certificate. Extensions are honoured:
-//! no PTY without `permit-pty`, no forward without `permit-port-forwarding`.
+//! no PTY without `permit-pty`, no forward without `permit-port-forwarding`, no agent
+//! without `permit-agent-forwarding`.
 
 mod support;
 
@@ -64,7 +65,13 @@ fn start() -> Gw {
         .trim()
         .to_owned();
     admin_with_config(&config, &["sandbox", "add", "demo", "--owner", "alice"]);
-    let server = Serve::start(&config, &dir.path().join("gateway.log"), api_port);
+    // At debug, where refusals that the client does not hear about are logged.
+    let server = Serve::start_with_env(
+        &config,
+        &dir.path().join("gateway.log"),
+        api_port,
+        &[("RUST_LOG", "info,ssh_gateway=debug")],
+    );
     Gw {
         dir,
         ssh_port,
@@ -425,6 +432,8 @@ async fn extensions_decide_pty_and_forwarding() {
             "no-pty",
             "-O",
             "no-port-forwarding",
+            "-O",
+            "no-agent-forwarding",
         ],
     );
 
@@ -478,10 +487,38 @@ async fn extensions_decide_pty_and_forwarding() {
         stderr(&out)
     );
 
-    // The same key with a certificate that permits both gets a terminal.
+    // No agent forwarding: `ssh -A` is refused silently (OpenSSH asks without
+    // wanting a reply, as sshd would refuse it), and the session runs without
+    // SSH_AUTH_SOCK.
+    let agent = support::agent::Agent::start();
+    let with_agent = |cert: &Path| {
+        let mut cmd = agent.forwarding(&gw.ssh_with_cert(&key, cert));
+        cmd.args([
+            "demo@127.0.0.1",
+            "echo \"[${SSH_AUTH_SOCK-unset}]\"; ssh-add -l",
+        ]);
+        run(cmd)
+    };
+    let out = with_agent(&restricted);
+    assert!(stdout(&out).starts_with("[unset]\n"), "{}", stdout(&out));
+    assert!(
+        gw.log().contains("agent forwarding refused: the certificate you logged in with does not permit this (permit-agent-forwarding"),
+        "{}",
+        gw.log()
+    );
+
+    // The same key with a certificate that permits all of it gets a terminal, and
+    // its agent.
     let full = gw.sign(&ca, &key, "full", &["-n", "alice", "-V", "-5m:+1h"]);
     let mut cmd = gw.ssh_with_cert(&key, &full);
     cmd.args(["-tt", "demo@127.0.0.1", "tty"]);
     let out = run(cmd);
     assert!(stdout(&out).contains("/dev/pts/"), "{}", stdout(&out));
+    let out = with_agent(&full);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), gw.log());
+    assert!(
+        stdout(&out).contains(&agent.fingerprint),
+        "{}",
+        stdout(&out)
+    );
 }

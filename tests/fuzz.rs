@@ -120,3 +120,10 @@ fn the_certificates_fuzz_target_finds_nothing() {
 fn the_config_fuzz_target_finds_nothing() {
     fuzz("config", 10, 8192);
 }
+
+/// The agent-forwarding frames between the gateway and the in-workload helper: no
+/// panic; every frame read is exactly what encoding it gives, within the cap.
+#[test]
+fn the_agent_frames_fuzz_target_finds_nothing() {
+    fuzz("agent_frames", 10, 1024);
+}

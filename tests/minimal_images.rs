@@ -325,6 +325,33 @@ fn no_writable_executable_place_gets_one_clear_message() {
     );
 }
 
+/// `ssh -A` where the helper cannot be placed: the session still runs, without
+/// SSH_AUTH_SOCK, and the user reads one line saying why.
+#[test]
+fn agent_forwarding_that_cannot_start_leaves_the_session_running() {
+    let gw = KubeGateway::start(&["default"], None);
+    minimal_pod(
+        &gw,
+        "sealed",
+        &images::busybox(),
+        json!({"kube-emulator/home": "readonly", "kube-emulator/tmp": "noexec"}),
+        json!({}),
+    );
+    let agent = support::agent::Agent::start();
+    let mut cmd = agent.forwarding(&gw.ssh(&gw.alice));
+    cmd.args(["sealed@127.0.0.1", "echo \"ran [${SSH_AUTH_SOCK-unset}]\""]);
+    let out = run(cmd);
+    assert!(out.status.success(), "{}\n{}", stderr(&out), gw.log());
+    assert_eq!(stdout(&out), "ran [unset]\n");
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("ssh-gateway: agent forwarding is not available here: ")
+            && err.contains("no place to put its file-transfer helper"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_configured_directory_is_used_when_home_and_tmp_will_not_do() {
     let gw = KubeGateway::start_with(

@@ -45,7 +45,8 @@ pub fn window_size_from_ssh(cols: u32, rows: u32, px_width: u32, px_height: u32)
 pub struct ExecSpec {
     pub program: Program,
     pub pty: Option<PtySpec>,
-    /// Client-sent variables that passed the `accept_env` filter.
+    /// Client-sent variables that passed the `accept_env` filter, and the gateway's
+    /// own (`SSH_AUTH_SOCK` with agent forwarding), which no filter applies to.
     pub env: Vec<(String, String)>,
 }
 

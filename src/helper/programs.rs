@@ -86,14 +86,43 @@ pub async fn resolve(
     }
 }
 
-/// Runs the helper with `args` (left to the shell, unquoted); if the copy has vanished
-/// it says so instead of sh's bare "not found".
 /// The command line that relays the Unix socket `socket` inside the workload over the
 /// exec stream (`direct-streamlocal@openssh.com`), with the helper placed at `helper`.
 pub fn relay_unix_line(helper: &str, socket: &str) -> String {
     helper_line(helper, &format!("relay-unix {}", quote(socket)))
 }
 
+/// The command line that listens on a fresh agent socket inside the workload and
+/// carries its connections over the exec stream (agent forwarding).
+pub fn agent_listen_line(helper: &str) -> String {
+    helper_line(helper, "agent-listen")
+}
+
+/// How long a failed helper command has to say why on stderr.
+const WHY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// What the gateway reads of it: its one line, and a bound on a chatty one.
+const WHY_MAX: usize = 1024;
+
+/// What a helper command that failed said on stderr (its first read, bounded), without
+/// the helper's own `ssh-gateway-helper: ` prefix; empty if it said nothing in time.
+pub async fn helper_said(stderr: Option<crate::backend::BoxRead>) -> String {
+    use tokio::io::AsyncReadExt;
+    let Some(mut stderr) = stderr else {
+        return String::new();
+    };
+    let mut buf = vec![0u8; WHY_MAX];
+    let n = match tokio::time::timeout(WHY_TIMEOUT, stderr.read(&mut buf)).await {
+        Ok(Ok(n)) => n,
+        _ => 0,
+    };
+    let why = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
+    why.strip_prefix("ssh-gateway-helper: ")
+        .map(str::to_owned)
+        .unwrap_or(why)
+}
+
+/// Runs the helper with `args` (left to the shell, unquoted); if the copy has vanished
+/// it says so instead of sh's bare "not found".
 fn helper_line(path: &str, args: &str) -> String {
     let p = quote(path);
     format!(

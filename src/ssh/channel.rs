@@ -14,8 +14,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
 use super::Gateway;
+use super::agent;
 use super::auth::still_valid;
 use super::refusal::Refusal;
+use super::request::SessionStart;
 use crate::backend::{Backend, BackendError, ExecSpec, Program};
 use crate::bridge;
 use crate::conn::ChannelGuard;
@@ -131,17 +133,18 @@ impl ChannelCtx {
 /// for a shell, a command or a subsystem.
 pub async fn serve_session(
     channel: Channel<Msg>,
-    start: oneshot::Receiver<ExecSpec>,
+    start: oneshot::Receiver<SessionStart>,
     mut ctx: ChannelCtx,
 ) {
     let (rx, tx) = channel.split();
-    let spec = tokio::select! {
-        spec = start => match spec {
-            Ok(spec) => spec,
+    let start = tokio::select! {
+        start = start => match start {
+            Ok(start) => start,
             Err(_) => return, // closed before it asked for anything
         },
         _ = ctx.guard.cancelled() => return,
     };
+    let SessionStart { spec, agent } = start;
     ctx.guard.set_program(match &spec.program {
         Program::Shell => "shell".to_owned(),
         Program::Sftp => "sftp".to_owned(),
@@ -150,7 +153,7 @@ pub async fn serve_session(
     // Boxed: until the client asks for a program this task only waits, and an idle
     // channel should not carry the running session's state (~1.6 KiB) meanwhile.
     let end = tokio::select! {
-        end = Box::pin(run_session(&ctx, rx, tx, spec)) => end,
+        end = Box::pin(run_session(&ctx, rx, tx, spec, agent)) => end,
         // Client closed the channel, or the connection is ending: dropping the
         // bridge ends the program.
         _ = ctx.guard.cancelled() => ChannelEnd::Closed,
@@ -158,11 +161,13 @@ pub async fn serve_session(
     ctx.guard.set_end(end);
 }
 
+/// `agent`: the client asked for agent forwarding and may have it.
 async fn run_session(
     ctx: &ChannelCtx,
     rx: ChannelReadHalf,
     tx: ChannelWriteHalf<Msg>,
     spec: ExecSpec,
+    agent: bool,
 ) -> ChannelEnd {
     let newline = if spec.pty.is_some() { "\r\n" } else { "\n" };
     let pty = spec.pty.clone();
@@ -177,17 +182,39 @@ async fn run_session(
             let _ = tx.extended_data_bytes(1, line.into_bytes()).await;
         }
     };
+    let notes = &notes_tx;
     let starting = ctx
-        .with_target(Some(&notes_tx), |backend, target| {
+        .with_target(Some(notes), |backend, target| {
             let spec = spec.clone();
             async move {
-                info!(account = %ctx.principal.user_name(), target = %target.id(), program = ?spec.program, tty = spec.pty.is_some(), "starting");
+                info!(account = %ctx.principal.user_name(), target = %target.id(), program = ?spec.program, tty = spec.pty.is_some(), agent, "starting");
                 // The same target, just authorized, decides how to serve the program
                 // (the in-workload helper for scp/sftp where the image lacks them).
                 let resolved =
                     helper::resolve(&gw.placer, gw.sftp_server, backend, &target, spec).await?;
-                let process = backend.exec(&target, resolved.spec).await?;
-                Ok((process, resolved.via_helper))
+                let mut spec = resolved.spec;
+                // In the same target, before the program, so its SSH_AUTH_SOCK is
+                // there from the start. Agent forwarding is a convenience: without
+                // it the session still starts, and the user is told why.
+                let listener = if agent {
+                    match agent::listen(&gw.placer, backend, &target).await {
+                        Ok(listener) => {
+                            agent::export(&mut spec.env, &listener.path);
+                            Some(listener)
+                        }
+                        Err(why) => {
+                            info!(target = %target.id(), %why, "agent forwarding not available");
+                            let _ = notes
+                                .send(format!("agent forwarding is not available here: {why}"))
+                                .await;
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let process = backend.exec(&target, spec).await?;
+                Ok((process, resolved.via_helper, listener))
             }
         });
     tokio::pin!(starting);
@@ -200,8 +227,8 @@ async fn run_session(
     while let Ok(text) = notes_rx.try_recv() {
         note(text).await;
     }
-    let (target, process, via_helper) = match started {
-        Ok((target, (process, via_helper))) => (target, process, via_helper),
+    let (target, process, via_helper, listener) = match started {
+        Ok((target, (process, via_helper, listener))) => (target, process, via_helper, listener),
         Err(refusal) => {
             ctx.refused(&refusal);
             let message = format!("ssh-gateway: {}{newline}", refusal.user_message());
@@ -213,6 +240,8 @@ async fn run_session(
         Some(terminal) if ctx.recorded() => record(ctx, terminal, &tx).await,
         _ => None,
     };
+    // Forwarded for as long as this channel runs; dropping the guard ends it.
+    let _agent = listener.map(|l| agent::spawn(l, ctx.handle.clone(), ctx.guard.conn()));
     let counters = ctx.guard.counters();
     let notices = ctx.gw.registry.notices();
     let end = bridge::run_process(
@@ -354,20 +383,7 @@ async fn relay_connected(
             _control: process.control,
         }));
     }
-    // The helper said why on stderr (bounded: its one line).
-    let mut why = String::new();
-    if let Some(mut stderr) = process.stderr.take() {
-        let mut buf = vec![0u8; 1024];
-        if let Ok(Ok(n)) =
-            tokio::time::timeout(std::time::Duration::from_secs(2), stderr.read(&mut buf)).await
-        {
-            why = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
-        }
-    }
-    let why = why
-        .strip_prefix("ssh-gateway-helper: ")
-        .unwrap_or(&why)
-        .to_owned();
+    let why = helper::programs::helper_said(process.stderr.take()).await;
     Err(BackendError::User(format!(
         "the socket {} in the sandbox cannot be reached{}",
         crate::keys::escape(path),

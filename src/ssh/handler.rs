@@ -19,8 +19,8 @@ use super::auth::{
 };
 use super::channel::{ChannelCtx, serve_direct_streamlocal, serve_direct_tcpip, serve_session};
 use super::refusal::Refusal;
-use super::request::{self, SessionSetup};
-use crate::backend::{ExecSpec, Program};
+use super::request::{self, SessionSetup, SessionStart};
+use crate::backend::Program;
 use crate::certs::{CertRefusal, Permits};
 use crate::conn::ConnRef;
 use crate::conn::events::CloseReason;
@@ -30,7 +30,7 @@ use crate::route::{self, Route, RouteError};
 
 /// Channels open at once on one connection (VS Code uses a handful; closed channels
 /// free their place).
-const MAX_OPEN_CHANNELS: usize = 64;
+pub(super) const MAX_OPEN_CHANNELS: usize = 64;
 
 pub struct ConnectionHandler {
     gw: Arc<Gateway>,
@@ -71,7 +71,7 @@ struct Login {
 
 struct PendingSession {
     setup: SessionSetup,
-    start: oneshot::Sender<ExecSpec>,
+    start: oneshot::Sender<SessionStart>,
 }
 
 impl ConnectionHandler {
@@ -484,6 +484,40 @@ impl russh::server::Handler for ConnectionHandler {
             .get_mut(&channel)
             .is_some_and(|p| p.setup.env(settings, variable_name, variable_value));
         Self::reply(session, channel, ok)
+    }
+
+    async fn agent_request(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        // OpenSSH asks without wanting a reply, so a refusal is silent there (as with
+        // sshd's `AllowAgentForwarding no`): the session starts without SSH_AUTH_SOCK.
+        let refused = if !self.gw.settings.agent_forwarding {
+            Some("turned off by [ssh] agent_forwarding".to_owned())
+        } else if !self.permits().agent_forwarding {
+            Some(Refusal::NotPermitted(crate::certs::EXT_AGENT_FORWARDING).user_message())
+        } else {
+            None
+        };
+        let conn = self.conn.id();
+        match (self.setups.get_mut(&channel), refused) {
+            (Some(pending), None) => {
+                pending.setup.agent();
+                Ok(true)
+            }
+            (Some(_), Some(why)) => {
+                debug!(conn, "agent forwarding refused: {why}");
+                Ok(false)
+            }
+            (None, _) => {
+                debug!(
+                    conn,
+                    "agent forwarding refused: not a session channel whose program is yet to start"
+                );
+                Ok(false)
+            }
+        }
     }
 
     async fn x11_request(

@@ -3,6 +3,7 @@
 //! with the connection registry, and lives in a task the registry tracks; channels go
 //! to `channel.rs`.
 
+mod agent;
 pub mod auth;
 mod channel;
 mod handler;

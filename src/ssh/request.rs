@@ -1,7 +1,7 @@
 //! The one place channel requests are validated: what a session channel may ask for
-//! before its program starts (pty, env, shell/exec/subsystem), and where a forward may
-//! go. Pure functions over the client's values; the handler replies with their verdict
-//! and hands the accepted setup to the channel task.
+//! before its program starts (pty, env, agent forwarding, shell/exec/subsystem), and
+//! where a forward may go. Pure functions over the client's values; the handler
+//! replies with their verdict and hands the accepted setup to the channel task.
 
 use crate::backend::{ExecSpec, Program, PtySpec, window_size_from_ssh};
 use crate::config::SshConfig;
@@ -20,6 +20,15 @@ const MAX_COMMAND: usize = 256 * 1024;
 pub struct SessionSetup {
     pty: Option<PtySpec>,
     env: Vec<(String, String)>,
+    agent: bool,
+}
+
+/// What the channel task starts: the program, and whether agent forwarding was
+/// accepted for it.
+#[derive(Debug)]
+pub struct SessionStart {
+    pub spec: ExecSpec,
+    pub agent: bool,
 }
 
 impl SessionSetup {
@@ -51,11 +60,19 @@ impl SessionSetup {
         }
     }
 
-    pub fn start(self, program: Program) -> ExecSpec {
-        ExecSpec {
-            program,
-            pty: self.pty,
-            env: self.env,
+    /// The client asked for agent forwarding, and may have it.
+    pub fn agent(&mut self) {
+        self.agent = true;
+    }
+
+    pub fn start(self, program: Program) -> SessionStart {
+        SessionStart {
+            spec: ExecSpec {
+                program,
+                pty: self.pty,
+                env: self.env,
+            },
+            agent: self.agent,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! throwaway data directory and drives it with the real OpenSSH clients.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod browser;
 pub mod control_plane;
 pub mod forward;

@@ -320,6 +320,19 @@ pub fn fstatvfs(fd: &impl AsRawFd) -> io::Result<StatVfs> {
     Ok(StatVfs::from_raw(&st))
 }
 
+/// mkdtemp(3): creates a directory (mode 0700, less the umask) named `prefix` plus six
+/// or more random characters (`template` ends in `XXXXXX`), and returns its path.
+pub fn mkdtemp(template: &[u8]) -> io::Result<Vec<u8>> {
+    let mut buf = cpath(template)?.into_bytes_with_nul();
+    // SAFETY: buf is a NUL-terminated, writable buffer that mkdtemp fills in place.
+    let ret = unsafe { libc::mkdtemp(buf.as_mut_ptr().cast()) };
+    if ret.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    buf.pop();
+    Ok(buf)
+}
+
 /// Sets the process umask, returning the previous one.
 pub fn umask(mask: u32) -> u32 {
     // SAFETY: umask cannot fail.
