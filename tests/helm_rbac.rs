@@ -60,10 +60,9 @@ const SERVICE_ACCOUNT: &str = "gw-ssh-gateway";
 const SA_TOKEN: &str = "token-of-gw-ssh-gateway";
 const USER: &str = "User \"system:serviceaccount:gw:gw-ssh-gateway\"";
 const MEMBERS: &str = "ssh-gateway.io/members";
-const CONTROL_PLANE: &str =
-    "ssh-gateway: the gateway cannot reach its control plane right now; try again in a moment";
-const NO_SESSION: &str =
-    "the sandbox could not start this session; try again, and contact support if it persists";
+/// What a user reads when the cluster refuses the gateway itself: not "try again",
+/// and not about their own access.
+const DENIED: &str = "the gateway is not permitted to do this in its cluster; its operator must grant it (the gateway's log says what is missing)";
 
 /// The chart installed into an emulated cluster, with users alice and bob and their
 /// sandboxes in `default`; gateways are started from it (`serve`).
@@ -599,7 +598,7 @@ fn every_verb_of_the_charts_role_is_needed() {
             // Every connection lists the target's pods first.
             ("pods", "list") => {
                 let out = gw.exec(&d.alice, "alpha", "echo in");
-                assert_eq!(stderr(&out), format!("{CONTROL_PLANE}\n"), "{case}");
+                assert_eq!(stderr(&out), format!("ssh-gateway: {DENIED}\n"), "{case}");
                 format!(
                     "pods is forbidden: {USER} cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
                 )
@@ -607,7 +606,7 @@ fn every_verb_of_the_charts_role_is_needed() {
             // … and its StatefulSets.
             ("statefulsets", "list") => {
                 let out = gw.exec(&d.alice, "alpha", "echo in");
-                assert_eq!(stderr(&out), format!("{CONTROL_PLANE}\n"), "{case}");
+                assert_eq!(stderr(&out), format!("ssh-gateway: {DENIED}\n"), "{case}");
                 format!(
                     "statefulsets.apps is forbidden: {USER} cannot list resource \"statefulsets\" in API group \"apps\" in the namespace \"default\""
                 )
@@ -615,7 +614,7 @@ fn every_verb_of_the_charts_role_is_needed() {
             // A pod's controller not among the listed sets is read by name.
             ("statefulsets", "get") => {
                 let out = gw.exec(&d.alice, "orphan", "echo in");
-                assert_eq!(stderr(&out), format!("{CONTROL_PLANE}\n"), "{case}");
+                assert_eq!(stderr(&out), format!("ssh-gateway: {DENIED}\n"), "{case}");
                 format!(
                     "statefulsets.apps \"orphan\" is forbidden: {USER} cannot get resource \"statefulsets\" in API group \"apps\" in the namespace \"default\""
                 )
@@ -646,11 +645,7 @@ fn every_verb_of_the_charts_role_is_needed() {
             // refusal has no detail after the colon.
             ("pods/exec", "get" | "create") => {
                 let out = gw.exec(&d.alice, "alpha", "echo in");
-                assert_eq!(
-                    stderr(&out),
-                    format!("ssh-gateway: {NO_SESSION}\n"),
-                    "{case}"
-                );
+                assert_eq!(stderr(&out), format!("ssh-gateway: {DENIED}\n"), "{case}");
                 assert_ne!(out.status.code(), Some(0));
                 let out = gw.sftp(&d.alice, "alpha", "pwd\n");
                 assert!(!out.status.success(), "{case}: sftp worked");
@@ -658,11 +653,7 @@ fn every_verb_of_the_charts_role_is_needed() {
                 let mut shell = gw.ssh(&d.alice);
                 shell.args(["-tt", "alpha@127.0.0.1"]);
                 let out = run_with_input(shell, b"echo in; exit\n");
-                assert!(
-                    stderr(&out).contains(NO_SESSION),
-                    "{case}: {}",
-                    stderr(&out)
-                );
+                assert!(stderr(&out).contains(DENIED), "{case}: {}", stderr(&out));
                 assert!(!stdout(&out).contains("in\r\n"), "{case}: a shell ran");
                 assert_clean(&out, &case);
                 websocket_denial(&gw.log()[before..], verb, "pods/exec", &case)
@@ -672,7 +663,7 @@ fn every_verb_of_the_charts_role_is_needed() {
                 assert_eq!(got, "", "{case}: the forward worked");
                 assert!(
                     err.contains("open failed: connect failed: ssh-gateway: port ")
-                        && err.contains(&format!("in the sandbox: {NO_SESSION}")),
+                        && err.contains(&format!("in the sandbox: {DENIED}")),
                     "{case}: {err}"
                 );
                 assert_clean_text(&err, &case);

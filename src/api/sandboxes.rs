@@ -35,8 +35,8 @@ async fn detail(
                 e.to_string(),
             ));
         }
-        Err(e @ ControlError::Unavailable(_)) => {
-            tracing::warn!(error = ?e, "control plane unavailable");
+        Err(e @ (ControlError::Unavailable(_) | ControlError::Denied(_))) => {
+            tracing::warn!(error = %e.detail(), "control plane unavailable");
             return Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 e.to_string(),

@@ -96,6 +96,9 @@ fn setup_error(what: &str, pod: &str, e: kube::Error) -> BackendError {
         kube::Error::Api(status) if status.code == 400 => {
             BackendError::User(format!("the sandbox is not ready: {}", status.message))
         }
+        kube::Error::Api(status) if status.code == 403 => {
+            BackendError::Denied(format!("{what} {pod}: {e}"))
+        }
         _ => BackendError::Internal(format!("{what} {pod}: {e}")),
     }
 }

@@ -111,6 +111,10 @@ pub enum BackendError {
     /// Logged; the user sees a generic message.
     #[error("internal backend error: {0}")]
     Internal(String),
+    /// The cluster refused the gateway itself (missing RBAC): logged; the user reads
+    /// that it is the operator's to fix (`control::DENIED`).
+    #[error("the cluster refused the gateway: {0}")]
+    Denied(String),
 }
 
 #[async_trait::async_trait]

@@ -125,7 +125,7 @@ impl KubernetesControlPlane {
                 Ok(list) => found.extend(list.items),
                 // A label value the API server will not parse names nothing.
                 Err(kube::Error::Api(status)) if status.code == 400 => {}
-                Err(e) => return Err(ControlError::Unavailable(format!("listing {kind}: {e}"))),
+                Err(e) => return Err(api_failed(format!("listing {kind}"), e)),
             }
         }
         found.sort_by(|a, b| {
@@ -190,7 +190,7 @@ impl KubernetesControlPlane {
                     .map_err(|_| {
                         ControlError::Unavailable("reading a StatefulSet timed out".into())
                     })?
-                    .map_err(|e| ControlError::Unavailable(format!("reading a StatefulSet: {e}")))?
+                    .map_err(|e| api_failed("reading a StatefulSet".into(), e))?
             }
         };
         Ok(set
@@ -657,9 +657,7 @@ impl ControlPlane for KubernetesControlPlane {
             )
             .await
             .map_err(|_| ControlError::Unavailable("annotating a StatefulSet timed out".into()))?
-            .map_err(|e| {
-                ControlError::Unavailable(format!("annotating {namespace}/{name}: {e}"))
-            })?;
+            .map_err(|e| api_failed(format!("annotating {namespace}/{name}"), e))?;
         }
         Ok(())
     }
@@ -704,7 +702,7 @@ impl ControlPlane for KubernetesControlPlane {
         )
         .await
         .map_err(|_| ControlError::Unavailable("scaling a StatefulSet down timed out".into()))?
-        .map_err(|e| ControlError::Unavailable(format!("scaling {namespace}/{name} to 0: {e}")))?;
+        .map_err(|e| api_failed(format!("scaling {namespace}/{name} to 0"), e))?;
         info!(%target, statefulset = %format!("{namespace}/{name}"), "paused after idling");
         Ok(true)
     }
@@ -853,6 +851,18 @@ impl Wake {
                 }
             }
         }
+    }
+}
+
+/// A failed API call (`what` it was), as it reaches the user: the cluster refusing
+/// the gateway itself (403: its ServiceAccount lacks a permission) is the operator's
+/// to fix and said so; anything else is an outage worth retrying.
+fn api_failed(what: String, e: kube::Error) -> ControlError {
+    match &e {
+        kube::Error::Api(status) if status.code == 403 => {
+            ControlError::Denied(format!("{what}: {e}"))
+        }
+        _ => ControlError::Unavailable(format!("{what}: {e}")),
     }
 }
 

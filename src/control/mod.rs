@@ -237,14 +237,22 @@ pub enum ControlError {
     /// The control plane itself failed; details go to the log, not the user.
     #[error("the gateway cannot reach its control plane right now; try again in a moment")]
     Unavailable(String),
+    /// The cluster refused the gateway itself (its ServiceAccount lacks a permission):
+    /// retrying will not help, and it is the operator's to fix, not the user's. The
+    /// detail (the API server's words) goes to the log only.
+    #[error("{DENIED}")]
+    Denied(String),
 }
+
+/// What a user reads when the cluster refuses the gateway itself (missing RBAC).
+pub const DENIED: &str = "the gateway is not permitted to do this in its cluster; its operator must grant it (the gateway's log says what is missing)";
 
 impl ControlError {
     /// What the log should say: an `Unavailable`'s detail (the user reads only that
     /// the control plane is unavailable), else the message.
     pub fn detail(&self) -> String {
         match self {
-            ControlError::Unavailable(detail) => detail.clone(),
+            ControlError::Unavailable(detail) | ControlError::Denied(detail) => detail.clone(),
             other => other.to_string(),
         }
     }

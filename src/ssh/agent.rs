@@ -89,7 +89,7 @@ pub async fn listen(
 ) -> Result<Listener, String> {
     let shown = |e: BackendError| match e {
         BackendError::User(m) | BackendError::Gone(m) => m,
-        BackendError::Internal(detail) => {
+        BackendError::Internal(detail) | BackendError::Denied(detail) => {
             tracing::warn!(target = %target.id(), error = %detail, "agent forwarding could not start");
             "the gateway could not start it".to_owned()
         }

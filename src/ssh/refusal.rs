@@ -101,10 +101,10 @@ impl Refusal {
     pub fn log(&self, user: &str) {
         match self {
             Refusal::KeyStoreUnavailable(detail)
-            | Refusal::Control(ControlError::Unavailable(detail))
-            | Refusal::Backend(BackendError::Internal(detail))
+            | Refusal::Control(ControlError::Unavailable(detail) | ControlError::Denied(detail))
+            | Refusal::Backend(BackendError::Internal(detail) | BackendError::Denied(detail))
             | Refusal::Forward {
-                error: BackendError::Internal(detail),
+                error: BackendError::Internal(detail) | BackendError::Denied(detail),
                 ..
             } => {
                 warn!(account = %user, error = %detail, "channel refused: {}", self.user_message())
@@ -132,5 +132,6 @@ fn backend_message(e: &BackendError) -> String {
         BackendError::Internal(_) => {
             "the sandbox could not start this session; try again, and contact support if it persists".to_owned()
         }
+        BackendError::Denied(_) => crate::control::DENIED.to_owned(),
     }
 }

@@ -163,7 +163,8 @@ async fn verdict(gw: &Gateway, login: &LiveLogin) -> Option<Revocation> {
     let cluster = gw.remotes.get(route.remote.as_deref())?;
     match cluster.control.resolve(who, &route.target).await {
         Err(ControlError::NoAccess(_)) => Some(Revocation::Access),
-        Err(ControlError::Unavailable(e)) => {
+        // Not a "no" about this user: the cluster refused the gateway, or is down.
+        Err(ControlError::Unavailable(e) | ControlError::Denied(e)) => {
             warn!(conn = login.id, error = %e, "cannot re-check a connection's access; keeping it");
             None
         }
