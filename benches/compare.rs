@@ -40,6 +40,17 @@ struct Row {
 }
 
 fn main() {
+    // This process hosts the emulator standing in for the API server and kubelet,
+    // which run on other machines in a cluster and reuse their buffers. Under glibc's
+    // defaults every large frame it receives (the gateway sends up to 1 MiB) is a
+    // fresh mmap faulted in page by page; keep them in the heap instead.
+    if std::env::var_os("BENCH_EMULATOR_DEFAULT_MALLOC").is_none() {
+        // SAFETY: mallopt only sets allocator parameters; any value is accepted.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 8 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+        }
+    }
     let mib = env_usize("BENCH_MIB", 1024);
     let rounds = env_usize("BENCH_ROUNDS", 3);
     let dir = tempfile::Builder::new()
