@@ -181,6 +181,12 @@ fn a_terminal_session_is_an_ssh_session_of_its_user() {
                 .starts_with("127.0.0.1:")),
             "{sessions}"
         );
+        // Each names the token it signed in with.
+        assert!(
+            list.iter()
+                .all(|s| s["key_id"].as_str().unwrap().starts_with("tok_")),
+            "{sessions}"
+        );
 
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(serve.pid() as i32),

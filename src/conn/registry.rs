@@ -451,7 +451,13 @@ impl ConnRef {
             peer,
             user_id: principal.user_id().to_owned(),
             user: principal.user_name().to_owned(),
-            key_id: principal.key_id().unwrap_or_default().to_owned(),
+            // A browser terminal logged in with a token: the trail names it instead
+            // (`tok_…`), so a session is always traceable to its credential.
+            key_id: principal
+                .key_id()
+                .or(principal.token_id())
+                .unwrap_or_default()
+                .to_owned(),
             fingerprint: principal.fingerprint().unwrap_or_default().to_owned(),
             certificate: principal.certificate_serial(),
             target: target.to_owned(),
