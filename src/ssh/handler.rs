@@ -52,8 +52,9 @@ pub struct ConnectionHandler {
     no_more_sessions: bool,
     /// Who the gateway's own in-memory connection (the browser terminal, see
     /// `loopback`) was opened for, proven before SSH began; taken by the first
-    /// `none` auth. Never set for a connection from the network.
-    preauth: Option<Principal>,
+    /// `none` auth. Never set for a connection from the network. Boxed: every
+    /// connection carries the field, few use it.
+    preauth: Option<Box<Principal>>,
 }
 
 /// What an accepted offer was.
@@ -94,7 +95,7 @@ impl ConnectionHandler {
     /// For the gateway's own in-memory connections: `principal` logs in with the
     /// `none` method (it proved itself to the API; see `loopback`).
     pub fn logged_in_as(mut self, principal: Option<Principal>) -> Self {
-        self.preauth = principal;
+        self.preauth = principal.map(Box::new);
         self
     }
 
@@ -250,7 +251,7 @@ impl russh::server::Handler for ConnectionHandler {
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
         match self.preauth.take() {
-            Some(principal) => Ok(self.logged_in(user, Ok(principal))),
+            Some(principal) => Ok(self.logged_in(user, Ok(*principal))),
             None => Ok(Self::publickey_only()),
         }
     }
