@@ -462,34 +462,13 @@ fn a_unix_socket_in_the_sandbox_is_forwarded() {
 #[test]
 fn a_signal_request_reaches_the_program() {
     let gw = Gateway::start();
-    let script = r#"
-import sys, time, paramiko
-from paramiko.message import Message
-from paramiko.common import cMSG_CHANNEL_REQUEST
-port, key = int(sys.argv[1]), sys.argv[2]
-c = paramiko.SSHClient()
-c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-c.connect("127.0.0.1", port=port, username="demo", key_filename=key, look_for_keys=False, allow_agent=False)
-t = c.get_transport()
-ch = t.open_session()
-ch.exec_command("trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done")
-out = ch.makefile()
-line = out.readline()
-assert "ready" in (line.decode() if isinstance(line, bytes) else line), line
-m = Message()
-m.add_byte(cMSG_CHANNEL_REQUEST)
-m.add_int(ch.remote_chanid)
-m.add_string("signal")
-m.add_boolean(False)
-m.add_string("TERM")
-t._send_user_message(m)
-print(out.read().decode().strip(), ch.recv_exit_status())
-"#;
-    let mut cmd = std::process::Command::new("/usr/bin/python3");
-    cmd.args(["-W", "ignore", "-c", script])
-        .arg(gw.ssh_port.to_string())
-        .arg(&gw.dev_key);
-    let out = run(cmd);
+    let out = support::raw::signal_after_first_line(
+        gw.ssh_port,
+        &gw.dev_key,
+        "demo",
+        "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done",
+        "TERM",
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "got-term 7\n");
 }

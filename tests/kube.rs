@@ -603,3 +603,26 @@ fn abandoned_sessions_end_their_pod_processes_and_streams() {
         "pod processes outlived their clients"
     );
 }
+
+/// A `signal` request reaches a program without a terminal in the pod, though the
+/// exec API has no signal channel (a second exec kills the pid the wrapper named).
+#[test]
+fn a_signal_request_reaches_the_program_in_the_pod() {
+    let gw = KubeGateway::start(&["default"], None);
+    let (labels, annotations) = sandbox("sig", "alice");
+    gw.emu.pod("default", "sandbox-sig", labels, annotations);
+    let out = support::raw::signal_after_first_line(
+        gw.ssh_port,
+        &gw.alice.private,
+        "sig",
+        "trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.1; done",
+        "TERM",
+    );
+    assert!(out.status.success(), "{}\n{}", stderr(&out), gw.log());
+    assert_eq!(stdout(&out), "got-term 7\n");
+    // Nothing of the wrapper's pid line reaches stderr.
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args(["sig@127.0.0.1", "echo to-stderr >&2"]);
+    let out = run(cmd);
+    assert_eq!(stderr(&out), "to-stderr\n");
+}

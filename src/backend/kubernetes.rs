@@ -39,8 +39,14 @@ fn plain_name(name: &str) -> bool {
 
 /// The argv that runs `spec` in a container: a sh wrapper that exports the session's
 /// variables, starts in $HOME like sshd does, and prefers bash as the user's shell.
+/// Without a terminal it first says its pid on stderr (`pid_line`), which the program
+/// keeps through `exec`, so a `signal` request can reach it.
 pub fn command(spec: &ExecSpec) -> Vec<String> {
-    let mut script = String::from("cd \"$HOME\" 2>/dev/null; ");
+    let mut script = String::new();
+    if spec.pty.is_none() {
+        script.push_str("printf '%s\\n' \"$$\" >&2; ");
+    }
+    script.push_str("cd \"$HOME\" 2>/dev/null; ");
     let term = spec
         .pty
         .as_ref()
@@ -124,6 +130,49 @@ impl KubernetesBackend {
     }
 }
 
+/// Delivers a `signal` request to a running program by a second exec in its container.
+struct Signaller {
+    client: kube::Client,
+    timeout: std::time::Duration,
+    namespace: String,
+    pod: String,
+    container: String,
+}
+
+impl Signaller {
+    async fn kill(&self, pid: u32, sig: super::Signal) {
+        use super::Signal;
+        let name = match sig {
+            Signal::Hup => "HUP",
+            Signal::Int => "INT",
+            Signal::Quit => "QUIT",
+            Signal::Kill => "KILL",
+            Signal::Term => "TERM",
+            Signal::Usr1 => "USR1",
+            Signal::Usr2 => "USR2",
+        };
+        let request = ExecRequest {
+            namespace: &self.namespace,
+            pod: &self.pod,
+            container: &self.container,
+            command: vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                format!("kill -s {name} {pid}"),
+            ],
+            tty: false,
+        };
+        // The kill's own stream ends with it; it is dropped once it has.
+        match tokio::time::timeout(self.timeout, exec::start(&self.client, request)).await {
+            Ok(Ok(stream)) => {
+                let _ = tokio::time::timeout(self.timeout, stream.ended).await;
+            }
+            Ok(Err(e)) => tracing::info!(pod = %self.pod, error = %e, "could not deliver a signal"),
+            Err(_) => tracing::info!(pod = %self.pod, "delivering a signal timed out"),
+        }
+    }
+}
+
 /// Runtime errors read like `OCI runtime exec failed: … exec: "/bin/sh": stat /bin/sh: no
 /// such file or directory`; the one users can act on is a missing shell.
 fn explain_failure(message: &str) -> String {
@@ -163,20 +212,43 @@ impl Backend for KubernetesBackend {
         }
         let (control_tx, mut control_rx) = mpsc::channel::<Control>(16);
         let resize = stream.resize.clone();
+        // Without a terminal the wrapper's first stderr line is the program's pid.
+        let (stderr, mut pid_rx) = match stream.stderr {
+            Some(stderr) => {
+                let (reader, pid) = super::pid_line::PidLine::new(stderr);
+                (Some(Box::new(reader) as super::BoxRead), Some(pid))
+            }
+            None => (None, None),
+        };
+        let signaller = Signaller {
+            client: self.client.clone(),
+            timeout: self.timeout,
+            namespace: namespace.to_owned(),
+            pod: pod.to_owned(),
+            container: container.to_owned(),
+        };
         // The bridge drops `control` when the client is gone: close the stream then,
         // so the remote process ends too (the exec API has no kill).
         let abandon = stream.abandon.clone().drop_guard();
         tokio::spawn(async move {
             let _abandon = abandon;
+            let mut pid = None;
             while let Some(control) = control_rx.recv().await {
                 match control {
                     Control::Resize(size) => {
                         let _ = resize.send(size).await;
                     }
-                    // No signal channel in the exec API; with a tty, ^C already
-                    // travels as a byte.
+                    // No signal channel in the exec API: a second exec runs `kill`
+                    // on the program's pid. With a tty, ^C already travels as a byte
+                    // (and the wrapper says no pid).
                     Control::Signal(sig) => {
-                        tracing::debug!(?sig, "signal not deliverable over pods/exec")
+                        if pid.is_none() {
+                            pid = pid_rx.as_mut().and_then(|rx| rx.try_recv().ok());
+                        }
+                        match pid {
+                            Some(pid) => signaller.kill(pid, sig).await,
+                            None => tracing::debug!(?sig, "signal not deliverable: no pid known"),
+                        }
                     }
                 }
             }
@@ -231,7 +303,7 @@ impl Backend for KubernetesBackend {
         Ok(Process {
             stdin: Box::new(stream.stdin),
             stdout: Box::new(stream.stdout),
-            stderr: stream.stderr.map(|s| Box::new(s) as super::BoxRead),
+            stderr,
             control: control_tx,
             exit: exit_rx,
             tty,

@@ -4,6 +4,7 @@
 
 pub mod kubernetes;
 pub mod local;
+mod pid_line;
 
 pub use sgw_pty as pty;
 pub use sgw_pty::WindowSize;

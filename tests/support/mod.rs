@@ -14,6 +14,7 @@ pub mod mux;
 pub mod pki;
 pub mod postgres;
 pub mod process;
+pub mod raw;
 pub mod relay;
 pub mod terminal;
 
