@@ -103,25 +103,13 @@ fn authentication_attempts_are_capped() {
 #[test]
 fn unhandled_requests_are_answered_without_flooding_the_log() {
     let (gw, key) = serve("");
-    let script = r#"
-import sys, paramiko
-from paramiko.message import Message
-from paramiko.common import cMSG_CHANNEL_REQUEST, cMSG_REQUEST_FAILURE
-port, key = int(sys.argv[1]), sys.argv[2]
-c = paramiko.SSHClient()
-c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-c.connect("127.0.0.1", port=port, username="box", key_filename=key, look_for_keys=False, allow_agent=False)
-t = c.get_transport()
+    let body = r#"
 noise = t.open_session()
 for i in range(500):
-    m = Message()
-    m.add_byte(cMSG_CHANNEL_REQUEST)
-    m.add_int(noise.remote_chanid)
-    m.add_string("break" if i % 2 else "noise-%d@example.com" % i)
-    m.add_boolean(False)
     if i % 2:
-        m.add_int(500)
-    t._send_user_message(m)
+        channel_request(noise, "break", 500)
+    else:
+        channel_request(noise, "noise-%d@example.com" % i)
 for i in range(200):
     m = Message()
     m.add_byte(cMSG_REQUEST_FAILURE)
@@ -130,11 +118,7 @@ ch = t.open_session()
 ch.exec_command("echo still-$((40+2))")
 print(ch.makefile().read().decode().strip())
 "#;
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.args(["-W", "ignore", "-c", script])
-        .arg(gw.ssh_port.to_string())
-        .arg(&key.private);
-    let out = run(cmd);
+    let out = support::raw::paramiko(gw.ssh_port, &key.private, "box", body, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "still-42\n");
     let log = std::fs::read_to_string(gw.dir.path().join("log")).unwrap();
@@ -151,13 +135,7 @@ print(ch.makefile().read().decode().strip())
 #[test]
 fn a_session_after_no_more_sessions_ends_the_connection() {
     let (gw, key) = serve("");
-    let script = r#"
-import sys, paramiko
-port, key = int(sys.argv[1]), sys.argv[2]
-c = paramiko.SSHClient()
-c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-c.connect("127.0.0.1", port=port, username="box", key_filename=key, look_for_keys=False, allow_agent=False)
-t = c.get_transport()
+    let body = r#"
 first = t.open_session()
 first.exec_command("echo first")
 print(first.makefile().read().decode().strip())
@@ -170,11 +148,7 @@ except Exception as e:
 t.join(10)
 print("connection ended" if not t.is_active() else "connection still up")
 "#;
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.args(["-W", "ignore", "-c", script])
-        .arg(gw.ssh_port.to_string())
-        .arg(&key.private);
-    let out = run(cmd);
+    let out = support::raw::paramiko(gw.ssh_port, &key.private, "box", body, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
