@@ -202,6 +202,86 @@ async fn suite(store: Store) {
     // Forgotten once closed; alive again, it registers anew.
     assert_eq!(store.close_orphans(cutoff).await.unwrap(), 0);
     store.instance_alive("gw_dead", "host-a").await.unwrap();
+
+    // A burst is stored whole, in batches larger than one statement's worth of rows:
+    // 250 connections with a channel each, closed in the next batch beside ten that
+    // open and close within it (the order inside a batch must not matter).
+    let burst = |i: usize| format!("ses_burst{i:03}");
+    let mut first = Vec::new();
+    for i in 0..250 {
+        let AuditRecord::Open(mut c) = open(&burst(i)) else {
+            unreachable!()
+        };
+        c.started_at = 2_000 + i as i64;
+        c.certificate_serial = (i % 2 == 0).then_some(i as i64);
+        first.push(AuditRecord::Open(c));
+        first.push(AuditRecord::Channel(
+            burst(i),
+            ssh_gateway::store::AuditChannel {
+                channel: 0,
+                kind: "session".into(),
+                program: format!("echo 'it''s' {i}"),
+                started_at: 2_000 + i as i64,
+                ended_at: 3_000 + i as i64,
+                bytes_in: i as i64,
+                bytes_out: 2 * i as i64,
+                exit_status: (i % 3 != 0).then_some(i as i64 % 256),
+                outcome: "exit".into(),
+                recording: None,
+            },
+        ));
+    }
+    store.audit_write(&first, "gw_live").await.unwrap();
+    let mut second = Vec::new();
+    for i in 250..260 {
+        let close = AuditRecord::Close {
+            id: burst(i),
+            ended_at: 9_000,
+            bytes: (1, 2),
+            reason: "client closed".into(),
+        };
+        // Closed before it is opened, within the batch.
+        second.push(close);
+        second.push(open(&burst(i)));
+    }
+    for i in 0..250 {
+        second.push(AuditRecord::Close {
+            id: burst(i),
+            ended_at: 4_000 + i as i64,
+            bytes: (10 * i as i64, 20 * i as i64),
+            reason: format!("reason {i}"),
+        });
+    }
+    store.audit_write(&second, "gw_live").await.unwrap();
+    let trail = store
+        .audit_sessions(AuditFilter::Everyone, None, 1000)
+        .await
+        .unwrap();
+    let stored: Vec<_> = trail
+        .iter()
+        .filter(|c| c.id.starts_with("ses_burst"))
+        .collect();
+    assert_eq!(stored.len(), 260);
+    for c in stored {
+        let i: usize = c.id["ses_burst".len()..].parse().unwrap();
+        if i >= 250 {
+            assert_eq!(c.ended_at, Some(9_000), "{}", c.id);
+            assert_eq!(c.close_reason.as_deref(), Some("client closed"));
+            assert!(c.channels.is_empty());
+            continue;
+        }
+        assert_eq!(c.started_at, 2_000 + i as i64);
+        assert_eq!(c.certificate_serial, (i % 2 == 0).then_some(i as i64));
+        assert_eq!(c.ended_at, Some(4_000 + i as i64), "{}", c.id);
+        assert_eq!((c.bytes_in, c.bytes_out), (10 * i as i64, 20 * i as i64));
+        assert_eq!(c.close_reason.as_deref(), Some(format!("reason {i}").as_str()));
+        let [ch] = c.channels.as_slice() else {
+            panic!("{}: {:?}", c.id, c.channels)
+        };
+        assert_eq!(ch.program, format!("echo 'it''s' {i}"));
+        assert_eq!((ch.bytes_in, ch.bytes_out), (i as i64, 2 * i as i64));
+        assert_eq!(ch.exit_status, (i % 3 != 0).then_some(i as i64 % 256));
+    }
 }
 
 #[tokio::test]

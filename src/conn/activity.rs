@@ -93,24 +93,31 @@ impl ActivityTracker {
     /// What is true now, per target.
     fn snapshot(&self) -> HashMap<String, Activity> {
         let mut now: HashMap<String, Activity> = HashMap::new();
-        let live = self
-            .registry
-            .get()
-            .and_then(Weak::upgrade)
-            .map(|r| r.list())
-            .unwrap_or_default();
+        let Some(registry) = self.registry.get().and_then(Weak::upgrade) else {
+            return now;
+        };
+        // Read the registry before taking `seen`, never both at once: events reach
+        // `seen` from code that may hold the registry's lock.
+        let mut live = Vec::with_capacity(registry.len());
+        registry.for_each_payload(|id, last| live.push((id, last)));
         let seen = self.seen();
-        for conn in live {
-            let Some(seen_conn) = seen.conns.get(&conn.id) else {
+        for (id, last_payload_ms) in live {
+            let Some(seen_conn) = seen.conns.get(&id) else {
                 continue;
             };
-            let entry = now.entry(seen_conn.target.clone()).or_insert(Activity {
-                event: ActivityEvent::Heartbeat,
-                open_sessions: 0,
-                last_payload_ms: None,
-            });
-            entry.open_sessions += 1;
-            entry.last_payload_ms = entry.last_payload_ms.max(conn.last_payload_ms);
+            if let Some(entry) = now.get_mut(&seen_conn.target) {
+                entry.open_sessions += 1;
+                entry.last_payload_ms = entry.last_payload_ms.max(last_payload_ms);
+            } else {
+                now.insert(
+                    seen_conn.target.clone(),
+                    Activity {
+                        event: ActivityEvent::Heartbeat,
+                        open_sessions: 1,
+                        last_payload_ms,
+                    },
+                );
+            }
         }
         for (target, &at) in &seen.closed_payload {
             let entry = now.entry(target.clone()).or_insert(Activity {

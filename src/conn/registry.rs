@@ -243,6 +243,20 @@ impl Registry {
             .collect()
     }
 
+    /// Each live connection's id and latest payload time, without copying the rest:
+    /// the activity tracker reads this after every batch of connects, so it must not
+    /// cost an allocation per connection (a burst would make that quadratic).
+    pub fn for_each_payload(&self, mut f: impl FnMut(ConnId, Option<u64>)) {
+        for e in self.lock().values() {
+            let last = e
+                .channels
+                .values()
+                .filter_map(|c| c.counters.last_payload_ms())
+                .max();
+            f(e.meta.id, last);
+        }
+    }
+
     /// Every authenticated connection, with who logged in and what they reach.
     pub fn logins(&self) -> Vec<LiveLogin> {
         self.lock()

@@ -144,20 +144,67 @@ fn channel(row: &AnyRow) -> Result<(String, AuditChannel)> {
     ))
 }
 
+/// Records per multi-row statement: 100 × 11 columns stays far below the bound
+/// parameters either database allows in one statement.
+const ROWS_PER_STATEMENT: usize = 100;
+
+/// `head`, then `rows` parenthesised groups of `columns` numbered placeholders
+/// (`($1, $2), ($3, $4)`), then `tail`. Only placeholders are generated: values are
+/// always bound.
+fn multi_row(head: &str, columns: usize, rows: usize, tail: &str) -> String {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * columns * 6);
+    sql.push_str(head);
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            let sep = if column == 0 { "" } else { ", " };
+            let _ = write!(sql, "{sep}${}", row * columns + column + 1);
+        }
+        sql.push(')');
+    }
+    sql.push_str(tail);
+    sql
+}
+
 impl Store {
     /// Stores a batch of audit records in one transaction: one commit (one fsync on
-    /// SQLite) for a burst of connections, not one per record. Connections are marked
-    /// as recorded by gateway process `instance` (see `instance_alive`).
+    /// SQLite) for a burst of connections, not one per record, and one statement per
+    /// `ROWS_PER_STATEMENT` records of a kind, not one each (on SQLite every statement
+    /// is a round trip to sqlx's worker thread; those hand-offs were most of the audit
+    /// trail's cost in a burst). Connections are inserted before channels (which name
+    /// them) and closes, so a connection opened and closed within one batch is stored
+    /// whole. Connections are marked as recorded by gateway process `instance` (see
+    /// `instance_alive`).
     pub async fn audit_write(&self, records: &[AuditRecord], instance: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut opens = Vec::new();
+        let mut channels = Vec::new();
+        let mut closes = Vec::new();
         for record in records {
             match record {
-                AuditRecord::Open(c) => {
-                    sqlx::query(
-                        "INSERT INTO audit_connections (id, user_id, user_name, key_id, \
-                         key_fingerprint, certificate_serial, source_address, target, started_at, \
-                         instance_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                    )
+                AuditRecord::Open(c) => opens.push(c),
+                AuditRecord::Channel(id, c) => channels.push((id, c)),
+                AuditRecord::Close {
+                    id,
+                    ended_at,
+                    bytes,
+                    reason,
+                } => closes.push((id, *ended_at, *bytes, reason)),
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in opens.chunks(ROWS_PER_STATEMENT) {
+            let sql = multi_row(
+                "INSERT INTO audit_connections (id, user_id, user_name, key_id, \
+                 key_fingerprint, certificate_serial, source_address, target, started_at, \
+                 instance_id) VALUES ",
+                10,
+                chunk.len(),
+                "",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for c in chunk {
+                q = q
                     .bind(&c.id)
                     .bind(&c.user_id)
                     .bind(&c.user_name)
@@ -167,17 +214,23 @@ impl Store {
                     .bind(&c.source_address)
                     .bind(&c.target)
                     .bind(c.started_at)
-                    .bind(instance)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                AuditRecord::Channel(connection_id, c) => {
-                    sqlx::query(
-                        "INSERT INTO audit_channels (connection_id, channel, kind, program, \
-                         started_at, ended_at, bytes_in, bytes_out, exit_status, outcome, \
-                         recording) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                    )
-                    .bind(connection_id)
+                    .bind(instance);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for chunk in channels.chunks(ROWS_PER_STATEMENT) {
+            let sql = multi_row(
+                "INSERT INTO audit_channels (connection_id, channel, kind, program, \
+                 started_at, ended_at, bytes_in, bytes_out, exit_status, outcome, \
+                 recording) VALUES ",
+                11,
+                chunk.len(),
+                "",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (connection_id, c) in chunk {
+                q = q
+                    .bind(*connection_id)
                     .bind(c.channel)
                     .bind(&c.kind)
                     .bind(&c.program)
@@ -187,29 +240,29 @@ impl Store {
                     .bind(c.bytes_out)
                     .bind(c.exit_status)
                     .bind(&c.outcome)
-                    .bind(&c.recording)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                AuditRecord::Close {
-                    id,
-                    ended_at,
-                    bytes,
-                    reason,
-                } => {
-                    sqlx::query(
-                        "UPDATE audit_connections SET ended_at = $1, bytes_in = $2, \
-                         bytes_out = $3, close_reason = $4 WHERE id = $5",
-                    )
-                    .bind(ended_at)
+                    .bind(&c.recording);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for chunk in closes.chunks(ROWS_PER_STATEMENT) {
+            // PostgreSQL and SQLite both name a VALUES list's columns column1, column2, …
+            let sql = multi_row(
+                "UPDATE audit_connections SET ended_at = v.column2, bytes_in = v.column3, \
+                 bytes_out = v.column4, close_reason = v.column5 FROM (VALUES ",
+                5,
+                chunk.len(),
+                ") AS v WHERE audit_connections.id = v.column1",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (id, ended_at, bytes, reason) in chunk {
+                q = q
+                    .bind(*id)
+                    .bind(*ended_at)
                     .bind(bytes.0)
                     .bind(bytes.1)
-                    .bind(reason)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                    .bind(*reason);
             }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -332,6 +385,15 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_row_numbers_every_placeholder_once() {
+        assert_eq!(
+            multi_row("INSERT INTO t (a, b) VALUES ", 2, 3, " RETURNING a"),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) RETURNING a"
+        );
+        assert_eq!(multi_row("X ", 1, 1, ""), "X ($1)");
+    }
 
     #[test]
     fn cursors_round_trip_and_junk_is_refused() {
