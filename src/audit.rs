@@ -27,6 +27,10 @@ use crate::store::AuditRecord as Record;
 
 /// Records stored per transaction at most.
 const BATCH: usize = 512;
+/// How long the first record of a batch waits for more. In a burst of logins the
+/// writer would otherwise wake for every few records and pay a commit (an fsync on
+/// SQLite) each time; records reach the table this much later at most.
+const LINGER: Duration = Duration::from_millis(50);
 
 /// The audit id and running byte totals of one authenticated connection.
 struct Open {
@@ -205,8 +209,8 @@ impl Subscriber for AuditSubscriber {
 }
 
 impl AuditWriter {
-    /// Stores records as they come, whatever has queued meanwhile in one transaction,
-    /// until `stop`; then what is still queued (for at most a few seconds: the
+    /// Stores records as they come, whatever has queued within `LINGER` of the first
+    /// in one transaction, until `stop`; then what is still queued (for at most a few seconds: the
     /// drain's last records included).
     pub async fn write(mut self, stop: CancellationToken) {
         let mut failures = 0u64;
@@ -216,6 +220,14 @@ impl AuditWriter {
                 n = self.rx.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
                         return;
+                    }
+                    let gather = tokio::time::Instant::now() + LINGER;
+                    while batch.len() < BATCH {
+                        let room = BATCH - batch.len();
+                        match tokio::time::timeout_at(gather, self.rx.recv_many(&mut batch, room)).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {}
+                        }
                     }
                     self.store_batch(&mut batch, &mut failures).await;
                 }

@@ -5,7 +5,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Result, Store};
+use super::{Flavor, Result, Store};
 
 /// One authenticated connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,14 +144,40 @@ fn channel(row: &AnyRow) -> Result<(String, AuditChannel)> {
     ))
 }
 
-/// Records per multi-row statement: 100 × 11 columns stays far below the bound
-/// parameters either database allows in one statement.
-const ROWS_PER_STATEMENT: usize = 100;
+/// Most records in one multi-row statement. A batch is cut into statements of
+/// `ROWS_PER_STATEMENT` rows and a remainder of power-of-two sizes, so only a handful
+/// of distinct statements exist per kind and each connection's statement cache keeps
+/// them prepared.
+const ROWS_PER_STATEMENT: usize = 64;
 
-/// `head`, then `rows` parenthesised groups of `columns` numbered placeholders
-/// (`($1, $2), ($3, $4)`), then `tail`. Only placeholders are generated: values are
-/// always bound.
-fn multi_row(head: &str, columns: usize, rows: usize, tail: &str) -> String {
+/// The row counts a batch of `n` is stored in: full statements, then the remainder's
+/// binary digits (`n = 64 + 64 + 16 + 2 + 1`).
+fn statement_sizes(n: usize) -> impl Iterator<Item = usize> {
+    let full = n / ROWS_PER_STATEMENT;
+    let rest = n % ROWS_PER_STATEMENT;
+    std::iter::repeat_n(ROWS_PER_STATEMENT, full).chain(
+        (0..usize::BITS)
+            .rev()
+            .map(|bit| 1usize << bit)
+            .filter(move |size| rest & size != 0),
+    )
+}
+
+/// `items` cut as `statement_sizes` says.
+fn statements<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    statement_sizes(items.len()).map(move |size| {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        chunk
+    })
+}
+
+/// `head`, then `rows` parenthesised groups of `columns` placeholders, then `tail`.
+/// SQLite gets anonymous `?` (it finds a numbered parameter's name by a linear scan,
+/// and sqlx asks for every one: quadratic in a long statement); PostgreSQL `$1, $2, …`.
+/// Only placeholders are generated: values are always bound.
+fn multi_row(flavor: Flavor, head: &str, columns: usize, rows: usize, tail: &str) -> String {
     use std::fmt::Write;
     let mut sql = String::with_capacity(head.len() + tail.len() + rows * columns * 6);
     sql.push_str(head);
@@ -159,7 +185,10 @@ fn multi_row(head: &str, columns: usize, rows: usize, tail: &str) -> String {
         sql.push_str(if row == 0 { "(" } else { ", (" });
         for column in 0..columns {
             let sep = if column == 0 { "" } else { ", " };
-            let _ = write!(sql, "{sep}${}", row * columns + column + 1);
+            let _ = match flavor {
+                Flavor::Sqlite => write!(sql, "{sep}?"),
+                Flavor::Postgres => write!(sql, "{sep}${}", row * columns + column + 1),
+            };
         }
         sql.push(')');
     }
@@ -170,7 +199,7 @@ fn multi_row(head: &str, columns: usize, rows: usize, tail: &str) -> String {
 impl Store {
     /// Stores a batch of audit records in one transaction: one commit (one fsync on
     /// SQLite) for a burst of connections, not one per record, and one statement per
-    /// `ROWS_PER_STATEMENT` records of a kind, not one each (on SQLite every statement
+    /// `ROWS_PER_STATEMENT` records of a kind at most, not one each (on SQLite every statement
     /// is a round trip to sqlx's worker thread; those hand-offs were most of the audit
     /// trail's cost in a burst). Connections are inserted before channels (which name
     /// them) and closes, so a connection opened and closed within one batch is stored
@@ -193,8 +222,9 @@ impl Store {
             }
         }
         let mut tx = self.pool.begin().await?;
-        for chunk in opens.chunks(ROWS_PER_STATEMENT) {
+        for chunk in statements(&opens) {
             let sql = multi_row(
+                self.flavor,
                 "INSERT INTO audit_connections (id, user_id, user_name, key_id, \
                  key_fingerprint, certificate_serial, source_address, target, started_at, \
                  instance_id) VALUES ",
@@ -218,8 +248,9 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in channels.chunks(ROWS_PER_STATEMENT) {
+        for chunk in statements(&channels) {
             let sql = multi_row(
+                self.flavor,
                 "INSERT INTO audit_channels (connection_id, channel, kind, program, \
                  started_at, ended_at, bytes_in, bytes_out, exit_status, outcome, \
                  recording) VALUES ",
@@ -244,9 +275,10 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in closes.chunks(ROWS_PER_STATEMENT) {
+        for chunk in statements(&closes) {
             // PostgreSQL and SQLite both name a VALUES list's columns column1, column2, …
             let sql = multi_row(
+                self.flavor,
                 "UPDATE audit_connections SET ended_at = v.column2, bytes_in = v.column3, \
                  bytes_out = v.column4, close_reason = v.column5 FROM (VALUES ",
                 5,
@@ -387,12 +419,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn multi_row_numbers_every_placeholder_once() {
+    fn multi_row_placeholders_suit_each_database() {
         assert_eq!(
-            multi_row("INSERT INTO t (a, b) VALUES ", 2, 3, " RETURNING a"),
+            multi_row(
+                Flavor::Postgres,
+                "INSERT INTO t (a, b) VALUES ",
+                2,
+                3,
+                " RETURNING a"
+            ),
             "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4), ($5, $6) RETURNING a"
         );
-        assert_eq!(multi_row("X ", 1, 1, ""), "X ($1)");
+        assert_eq!(
+            multi_row(Flavor::Sqlite, "INSERT INTO t (a, b) VALUES ", 2, 2, ""),
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
+        );
+    }
+
+    #[test]
+    fn batches_are_cut_into_few_distinct_statement_sizes() {
+        assert_eq!(statement_sizes(0).count(), 0);
+        assert_eq!(statement_sizes(147).collect::<Vec<_>>(), [64, 64, 16, 2, 1]);
+        let items: Vec<usize> = (0..1000).collect();
+        let cut: Vec<&[usize]> = statements(&items).collect();
+        assert_eq!(cut.concat(), items);
+        assert!(
+            cut.iter()
+                .all(|c| c.len().is_power_of_two() && c.len() <= 64)
+        );
     }
 
     #[test]
