@@ -483,8 +483,9 @@ async fn release_memory_after_closes(registry: Arc<Registry>, stop: Cancellation
     let mut tick = tokio::time::interval(TRIM_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut high = 0;
-    // Work a burst of closes leaves behind (the audit writer storing their records)
-    // frees its memory after the first trim: one more trim a few checks later.
+    // Work a burst of closes leaves behind frees its memory after the first trim (the
+    // audit writer storing their records, idle SQLite connections closing, each with
+    // its page cache): trim again at each of the next checks, for half a minute.
     let mut again = 0u32;
     loop {
         tokio::select! {
@@ -495,13 +496,11 @@ async fn release_memory_after_closes(registry: Arc<Registry>, stop: Cancellation
         let now = registry.len();
         if high.saturating_sub(now) >= TRIM_AFTER_CLOSED {
             high = now;
-            again = 3;
+            again = 6;
             let _ = tokio::task::spawn_blocking(trim_heap).await;
         } else if again > 0 {
             again -= 1;
-            if again == 0 {
-                let _ = tokio::task::spawn_blocking(trim_heap).await;
-            }
+            let _ = tokio::task::spawn_blocking(trim_heap).await;
         }
     }
 }

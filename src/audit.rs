@@ -186,7 +186,7 @@ impl Subscriber for AuditSubscriber {
             Event::Closed { conn, reason, .. } => {
                 let o = {
                     let mut open = self.open();
-                    let Some(o) = open.remove(conn) else {
+                    let Some(o) = crate::conn::remove_and_shrink(&mut open, conn) else {
                         return;
                     };
                     // As the registry's map: give a burst's slots back once it is over.

@@ -363,7 +363,7 @@ impl Subscriber for ActivityTracker {
             }
             Event::Closed { conn, reason, .. } => {
                 let mut seen = self.seen();
-                if let Some(gone) = seen.conns.remove(conn) {
+                if let Some(gone) = super::remove_and_shrink(&mut seen.conns, conn) {
                     seen.churn
                         .entry(gone.target.clone())
                         .or_default()

@@ -221,7 +221,7 @@ impl Drop for PreAuthPermit {
         {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                s.per_source.remove(&source);
+                super::remove_and_shrink(&mut s.per_source, &source);
             }
         }
     }

@@ -47,6 +47,22 @@ static PAYLOAD_TO_WORKLOAD: AtomicU64 = AtomicU64::new(0);
 static PAYLOAD_FROM_WORKLOAD: AtomicU64 = AtomicU64::new(0);
 
 /// (to workloads, from workloads) moved so far by this process; never decreases.
+/// Removes `key` from a map that holds one entry per live connection, and halves the
+/// map once it is a quarter full: a map never shrinks by itself, so after a burst of
+/// 10,000 connections each such map would keep its empty slots (megabytes) for good.
+/// Shrinking only at a quarter keeps the cost amortized.
+pub fn remove_and_shrink<K: std::hash::Hash + Eq, V>(
+    map: &mut std::collections::HashMap<K, V>,
+    key: &K,
+) -> Option<V> {
+    let value = map.remove(key)?;
+    if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+        let len = map.len();
+        map.shrink_to(len * 2);
+    }
+    Some(value)
+}
+
 pub fn payload_totals() -> (u64, u64) {
     (
         PAYLOAD_TO_WORKLOAD.load(Ordering::Relaxed),
@@ -92,5 +108,27 @@ impl Counters {
             self.to_workload.load(Ordering::Relaxed),
             self.from_workload.load(Ordering::Relaxed),
         )
+    }
+}
+
+#[cfg(test)]
+mod map_tests {
+    use std::collections::HashMap;
+
+    #[test]
+    fn a_map_emptied_after_a_burst_gives_its_slots_back() {
+        let mut map: HashMap<u64, [u8; 64]> = (0..10_000).map(|i| (i, [0; 64])).collect();
+        let full = map.capacity();
+        for i in 0..9_990 {
+            assert!(super::remove_and_shrink(&mut map, &i).is_some());
+        }
+        assert_eq!(map.len(), 10);
+        assert!(
+            map.capacity() <= 2048,
+            "{} of {full} slots kept",
+            map.capacity()
+        );
+        assert!((9_990..10_000).all(|i| map.contains_key(&i)));
+        assert!(super::remove_and_shrink(&mut map, &0).is_none());
     }
 }

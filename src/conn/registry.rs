@@ -334,15 +334,7 @@ impl Registry {
     }
 
     fn take(conns: &mut HashMap<ConnId, Entry>, id: ConnId) -> Option<Entry> {
-        let entry = conns.remove(&id)?;
-        // A map never shrinks by itself: after a burst of 10,000 connections it would
-        // hold ~5 MiB of empty slots for good. Halving it when it is a quarter full
-        // keeps the cost amortized.
-        if conns.capacity() > 1024 && conns.len() < conns.capacity() / 4 {
-            let len = conns.len();
-            conns.shrink_to(len * 2);
-        }
-        Some(entry)
+        super::remove_and_shrink(conns, &id)
     }
 
     fn report_closed(&self, id: ConnId, entry: Entry) {

@@ -232,7 +232,7 @@ impl Store {
                 chunk.len(),
                 "",
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
             for c in chunk {
                 q = q
                     .bind(&c.id)
@@ -258,7 +258,7 @@ impl Store {
                 chunk.len(),
                 "",
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
             for (connection_id, c) in chunk {
                 q = q
                     .bind(*connection_id)
@@ -285,7 +285,7 @@ impl Store {
                 chunk.len(),
                 ") AS v WHERE audit_connections.id = v.column1",
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
             for (id, ended_at, bytes, reason) in chunk {
                 q = q
                     .bind(*id)
