@@ -189,11 +189,6 @@ impl Subscriber for AuditSubscriber {
                     let Some(o) = crate::conn::remove_and_shrink(&mut open, conn) else {
                         return;
                     };
-                    // As the registry's map: give a burst's slots back once it is over.
-                    if open.capacity() > 1024 && open.len() < open.capacity() / 4 {
-                        let len = open.len();
-                        open.shrink_to(len * 2);
-                    }
                     o
                 };
                 self.queue(Record::Close {
@@ -210,8 +205,8 @@ impl Subscriber for AuditSubscriber {
 
 impl AuditWriter {
     /// Stores records as they come, whatever has queued within `LINGER` of the first
-    /// in one transaction, until `stop`; then what is still queued (for at most a few seconds: the
-    /// drain's last records included).
+    /// in one transaction, until `stop`; then what is still queued (for at most a few
+    /// seconds: the drain's last records included).
     pub async fn write(mut self, stop: CancellationToken) {
         let mut failures = 0u64;
         let mut batch = Vec::with_capacity(BATCH);

@@ -46,7 +46,6 @@ pub struct Counters {
 static PAYLOAD_TO_WORKLOAD: AtomicU64 = AtomicU64::new(0);
 static PAYLOAD_FROM_WORKLOAD: AtomicU64 = AtomicU64::new(0);
 
-/// (to workloads, from workloads) moved so far by this process; never decreases.
 /// Removes `key` from a map that holds one entry per live connection, and halves the
 /// map once it is a quarter full: a map never shrinks by itself, so after a burst of
 /// 10,000 connections each such map would keep its empty slots (megabytes) for good.
@@ -63,6 +62,7 @@ pub fn remove_and_shrink<K: std::hash::Hash + Eq, V>(
     Some(value)
 }
 
+/// (to workloads, from workloads) moved so far by this process; never decreases.
 pub fn payload_totals() -> (u64, u64) {
     (
         PAYLOAD_TO_WORKLOAD.load(Ordering::Relaxed),

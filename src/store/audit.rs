@@ -144,34 +144,11 @@ fn channel(row: &AnyRow) -> Result<(String, AuditChannel)> {
     ))
 }
 
-/// Most records in one multi-row statement. A batch is cut into statements of
-/// `ROWS_PER_STATEMENT` rows and a remainder of power-of-two sizes, so only a handful
-/// of distinct statements exist per kind and each connection's statement cache keeps
-/// them prepared.
+/// Most records in one multi-row statement: 64 × 11 columns stays far below the
+/// bound parameters either database allows. The statements are not kept prepared
+/// (`persistent(false)`): each row count is its own statement, and every pooled SQLite
+/// connection caching a few of them held megabytes after a burst.
 const ROWS_PER_STATEMENT: usize = 64;
-
-/// The row counts a batch of `n` is stored in: full statements, then the remainder's
-/// binary digits (`n = 64 + 64 + 16 + 2 + 1`).
-fn statement_sizes(n: usize) -> impl Iterator<Item = usize> {
-    let full = n / ROWS_PER_STATEMENT;
-    let rest = n % ROWS_PER_STATEMENT;
-    std::iter::repeat_n(ROWS_PER_STATEMENT, full).chain(
-        (0..usize::BITS)
-            .rev()
-            .map(|bit| 1usize << bit)
-            .filter(move |size| rest & size != 0),
-    )
-}
-
-/// `items` cut as `statement_sizes` says.
-fn statements<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
-    let mut rest = items;
-    statement_sizes(items.len()).map(move |size| {
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        chunk
-    })
-}
 
 /// `head`, then `rows` parenthesised groups of `columns` placeholders, then `tail`.
 /// SQLite gets anonymous `?` (it finds a numbered parameter's name by a linear scan,
@@ -199,9 +176,9 @@ fn multi_row(flavor: Flavor, head: &str, columns: usize, rows: usize, tail: &str
 impl Store {
     /// Stores a batch of audit records in one transaction: one commit (one fsync on
     /// SQLite) for a burst of connections, not one per record, and one statement per
-    /// `ROWS_PER_STATEMENT` records of a kind at most, not one each (on SQLite every statement
-    /// is a round trip to sqlx's worker thread; those hand-offs were most of the audit
-    /// trail's cost in a burst). Connections are inserted before channels (which name
+    /// `ROWS_PER_STATEMENT` records of a kind at most, not one each (on SQLite every
+    /// statement is a round trip to sqlx's worker thread; those hand-offs were most of
+    /// the audit trail's cost in a burst). Connections are inserted before channels (which name
     /// them) and closes, so a connection opened and closed within one batch is stored
     /// whole. Connections are marked as recorded by gateway process `instance` (see
     /// `instance_alive`).
@@ -222,7 +199,7 @@ impl Store {
             }
         }
         let mut tx = self.pool.begin().await?;
-        for chunk in statements(&opens) {
+        for chunk in opens.chunks(ROWS_PER_STATEMENT) {
             let sql = multi_row(
                 self.flavor,
                 "INSERT INTO audit_connections (id, user_id, user_name, key_id, \
@@ -248,7 +225,7 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in statements(&channels) {
+        for chunk in channels.chunks(ROWS_PER_STATEMENT) {
             let sql = multi_row(
                 self.flavor,
                 "INSERT INTO audit_channels (connection_id, channel, kind, program, \
@@ -275,7 +252,7 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in statements(&closes) {
+        for chunk in closes.chunks(ROWS_PER_STATEMENT) {
             // PostgreSQL and SQLite both name a VALUES list's columns column1, column2, …
             let sql = multi_row(
                 self.flavor,
@@ -433,19 +410,6 @@ mod tests {
         assert_eq!(
             multi_row(Flavor::Sqlite, "INSERT INTO t (a, b) VALUES ", 2, 2, ""),
             "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
-        );
-    }
-
-    #[test]
-    fn batches_are_cut_into_few_distinct_statement_sizes() {
-        assert_eq!(statement_sizes(0).count(), 0);
-        assert_eq!(statement_sizes(147).collect::<Vec<_>>(), [64, 64, 16, 2, 1]);
-        let items: Vec<usize> = (0..1000).collect();
-        let cut: Vec<&[usize]> = statements(&items).collect();
-        assert_eq!(cut.concat(), items);
-        assert!(
-            cut.iter()
-                .all(|c| c.len().is_power_of_two() && c.len() <= 64)
         );
     }
 
