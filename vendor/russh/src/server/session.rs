@@ -34,7 +34,7 @@ pub struct Session {
 }
 
 #[derive(Debug)]
-pub enum MsgKind {
+pub enum Msg {
     ChannelOpenAgent {
         channel_ref: ChannelRef,
     },
@@ -92,38 +92,9 @@ pub enum MsgKind {
     },
 }
 
-/// What a session's two queues carry, boxed (vendor/russh patch 0008): tokio allocates
-/// a first block of 32 slots for every queue when it is created, so with the 141-byte
-/// `MsgKind` inline each connection held 2 × 4.5 KiB for queues that are empty while
-/// it idles; boxed, the slots are 8 bytes. A message costs one small allocation while
-/// it is queued.
-pub struct Msg(pub(crate) Box<MsgKind>);
-
-impl From<MsgKind> for Msg {
-    fn from(kind: MsgKind) -> Self {
-        Msg(Box::new(kind))
-    }
-}
-
 impl From<(ChannelId, ChannelMsg)> for Msg {
     fn from((id, msg): (ChannelId, ChannelMsg)) -> Self {
-        MsgKind::Channel(id, msg).into()
-    }
-}
-
-/// The bounded queue's sending end, boxing what it is given.
-#[derive(Clone, Debug)]
-pub(crate) struct MsgSender(pub(crate) Sender<Msg>);
-
-impl MsgSender {
-    pub(crate) async fn send(
-        &self,
-        kind: MsgKind,
-    ) -> Result<(), tokio::sync::mpsc::error::SendError<MsgKind>> {
-        self.0
-            .send(kind.into())
-            .await
-            .map_err(|e| tokio::sync::mpsc::error::SendError(*e.0 .0))
+        Msg::Channel(id, msg)
     }
 }
 
@@ -142,7 +113,7 @@ pub type ChannelOpenHandle = crate::ChannelOpenHandleInner<Msg>;
 /// the request/response cycle.
 pub struct Handle {
     pub(crate) priority_sender: UnboundedSender<Msg>,
-    pub(crate) sender: MsgSender,
+    pub(crate) sender: Sender<Msg>,
     pub(crate) channel_buffer_size: usize,
     /// Channel readers wake the session loop through this when it waits for them.
     pub(crate) read_wake: Arc<Notify>,
@@ -157,10 +128,10 @@ impl Handle {
     ) -> Result<(), bytes::Bytes> {
         let data = data.into();
         self.sender
-            .send(MsgKind::Channel(id, ChannelMsg::Data { data }))
+            .send(Msg::Channel(id, ChannelMsg::Data { data }))
             .await
             .map_err(|e| match e.0 {
-                MsgKind::Channel(_, ChannelMsg::Data { data }) => data,
+                Msg::Channel(_, ChannelMsg::Data { data }) => data,
                 _ => unreachable!(),
             })
     }
@@ -174,10 +145,10 @@ impl Handle {
     ) -> Result<(), bytes::Bytes> {
         let data = data.into();
         self.sender
-            .send(MsgKind::Channel(id, ChannelMsg::ExtendedData { ext, data }))
+            .send(Msg::Channel(id, ChannelMsg::ExtendedData { ext, data }))
             .await
             .map_err(|e| match e.0 {
-                MsgKind::Channel(_, ChannelMsg::ExtendedData { data, .. }) => data,
+                Msg::Channel(_, ChannelMsg::ExtendedData { data, .. }) => data,
                 _ => unreachable!(),
             })
     }
@@ -185,7 +156,7 @@ impl Handle {
     /// Send EOF to the session referenced by this handler.
     pub async fn eof(&self, id: ChannelId) -> Result<(), ()> {
         self.sender
-            .send(MsgKind::Channel(id, ChannelMsg::Eof))
+            .send(Msg::Channel(id, ChannelMsg::Eof))
             .await
             .map_err(|_| ())
     }
@@ -193,7 +164,7 @@ impl Handle {
     /// Send success to the session referenced by this handler.
     pub async fn channel_success(&self, id: ChannelId) -> Result<(), ()> {
         self.sender
-            .send(MsgKind::Channel(id, ChannelMsg::Success))
+            .send(Msg::Channel(id, ChannelMsg::Success))
             .await
             .map_err(|_| ())
     }
@@ -201,7 +172,7 @@ impl Handle {
     /// Send failure to the session referenced by this handler.
     pub async fn channel_failure(&self, id: ChannelId) -> Result<(), ()> {
         self.sender
-            .send(MsgKind::Channel(id, ChannelMsg::Failure))
+            .send(Msg::Channel(id, ChannelMsg::Failure))
             .await
             .map_err(|_| ())
     }
@@ -209,7 +180,7 @@ impl Handle {
     /// Close a channel.
     pub async fn close(&self, id: ChannelId) -> Result<(), ()> {
         self.sender
-            .send(MsgKind::Channel(id, ChannelMsg::Close))
+            .send(Msg::Channel(id, ChannelMsg::Close))
             .await
             .map_err(|_| ())
     }
@@ -219,7 +190,7 @@ impl Handle {
     /// [RFC4254](https://tools.ietf.org/html/rfc4254#section-6.8).
     pub async fn xon_xoff_request(&self, id: ChannelId, client_can_do: bool) -> Result<(), ()> {
         self.sender
-            .send(MsgKind::Channel(id, ChannelMsg::XonXoff { client_can_do }))
+            .send(Msg::Channel(id, ChannelMsg::XonXoff { client_can_do }))
             .await
             .map_err(|_| ())
     }
@@ -227,7 +198,7 @@ impl Handle {
     /// Send the exit status of a program.
     pub async fn exit_status_request(&self, id: ChannelId, exit_status: u32) -> Result<(), ()> {
         self.sender
-            .send(MsgKind::Channel(id, ChannelMsg::ExitStatus { exit_status }))
+            .send(Msg::Channel(id, ChannelMsg::ExitStatus { exit_status }))
             .await
             .map_err(|_| ())
     }
@@ -236,7 +207,7 @@ impl Handle {
     pub async fn forward_tcpip(&self, address: String, port: u32) -> Result<u32, ()> {
         let (reply_send, reply_recv) = oneshot::channel();
         self.sender
-            .send(MsgKind::TcpIpForward {
+            .send(Msg::TcpIpForward {
                 reply_channel: Some(reply_send),
                 address,
                 port,
@@ -258,7 +229,7 @@ impl Handle {
     pub async fn cancel_forward_tcpip(&self, address: String, port: u32) -> Result<(), ()> {
         let (reply_send, reply_recv) = oneshot::channel();
         self.sender
-            .send(MsgKind::CancelTcpIpForward {
+            .send(Msg::CancelTcpIpForward {
                 reply_channel: Some(reply_send),
                 address,
                 port,
@@ -285,7 +256,7 @@ impl Handle {
         let progress = channel_ref.progress().cloned();
 
         self.sender
-            .send(MsgKind::ChannelOpenAgent { channel_ref })
+            .send(Msg::ChannelOpenAgent { channel_ref })
             .await
             .map_err(|_| Error::SendError)?;
 
@@ -305,7 +276,7 @@ impl Handle {
         let progress = channel_ref.progress().cloned();
 
         self.sender
-            .send(MsgKind::ChannelOpenSession { channel_ref })
+            .send(Msg::ChannelOpenSession { channel_ref })
             .await
             .map_err(|_| Error::SendError)?;
 
@@ -331,7 +302,7 @@ impl Handle {
         let progress = channel_ref.progress().cloned();
 
         self.sender
-            .send(MsgKind::ChannelOpenDirectTcpIp {
+            .send(Msg::ChannelOpenDirectTcpIp {
                 host_to_connect: host_to_connect.into(),
                 port_to_connect,
                 originator_address: originator_address.into(),
@@ -355,7 +326,7 @@ impl Handle {
         let progress = channel_ref.progress().cloned();
 
         self.sender
-            .send(MsgKind::ChannelOpenDirectStreamLocal {
+            .send(Msg::ChannelOpenDirectStreamLocal {
                 socket_path: socket_path.into(),
                 channel_ref,
             })
@@ -378,7 +349,7 @@ impl Handle {
         let progress = channel_ref.progress().cloned();
 
         self.sender
-            .send(MsgKind::ChannelOpenForwardedTcpIp {
+            .send(Msg::ChannelOpenForwardedTcpIp {
                 connected_address: connected_address.into(),
                 connected_port,
                 originator_address: originator_address.into(),
@@ -401,7 +372,7 @@ impl Handle {
         let progress = channel_ref.progress().cloned();
 
         self.sender
-            .send(MsgKind::ChannelOpenForwardedStreamLocal {
+            .send(Msg::ChannelOpenForwardedStreamLocal {
                 server_socket_path: server_socket_path.into(),
                 channel_ref,
             })
@@ -422,7 +393,7 @@ impl Handle {
         let progress = channel_ref.progress().cloned();
 
         self.sender
-            .send(MsgKind::ChannelOpenX11 {
+            .send(Msg::ChannelOpenX11 {
                 originator_address: originator_address.into(),
                 originator_port,
                 channel_ref,
@@ -451,7 +422,7 @@ impl Handle {
                     return Ok(Channel {
                         write_half: ChannelWriteHalf {
                             id,
-                            sender: self.sender.0.clone(),
+                            sender: self.sender.clone(),
                             max_packet_size,
                             window_size: window_size_ref,
                         },
@@ -481,7 +452,7 @@ impl Handle {
         lang_tag: String,
     ) -> Result<(), ()> {
         self.sender
-            .send(MsgKind::Channel(
+            .send(Msg::Channel(
                 id,
                 ChannelMsg::ExitSignal {
                     signal_name,
@@ -502,7 +473,7 @@ impl Handle {
         language_tag: String,
     ) -> Result<(), Error> {
         self.sender
-            .send(MsgKind::Disconnect {
+            .send(Msg::Disconnect {
                 reason,
                 description,
                 language_tag,
@@ -537,32 +508,32 @@ impl Session {
     /// (sent via [`Handle`]). Shared by the `select!` receiver arm and the
     /// pre-`select!` backlog drain so the two can't drift apart.
     fn dispatch_msg(&mut self, msg: Msg) -> Result<(), Error> {
-        match *msg.0 {
-            MsgKind::Channel(id, ChannelMsg::Data { data }) => {
+        match msg {
+            Msg::Channel(id, ChannelMsg::Data { data }) => {
                 self.data(id, data)?;
             }
-            MsgKind::Channel(id, ChannelMsg::ExtendedData { ext, data }) => {
+            Msg::Channel(id, ChannelMsg::ExtendedData { ext, data }) => {
                 self.extended_data(id, ext, data)?;
             }
-            MsgKind::Channel(id, ChannelMsg::Eof) => {
+            Msg::Channel(id, ChannelMsg::Eof) => {
                 self.eof(id)?;
             }
-            MsgKind::Channel(id, ChannelMsg::Close) => {
+            Msg::Channel(id, ChannelMsg::Close) => {
                 self.close(id)?;
             }
-            MsgKind::Channel(id, ChannelMsg::Success) => {
+            Msg::Channel(id, ChannelMsg::Success) => {
                 self.channel_success(id)?;
             }
-            MsgKind::Channel(id, ChannelMsg::Failure) => {
+            Msg::Channel(id, ChannelMsg::Failure) => {
                 self.channel_failure(id)?;
             }
-            MsgKind::Channel(id, ChannelMsg::XonXoff { client_can_do }) => {
+            Msg::Channel(id, ChannelMsg::XonXoff { client_can_do }) => {
                 self.xon_xoff_request(id, client_can_do)?;
             }
-            MsgKind::Channel(id, ChannelMsg::ExitStatus { exit_status }) => {
+            Msg::Channel(id, ChannelMsg::ExitStatus { exit_status }) => {
                 self.exit_status_request(id, exit_status)?;
             }
-            MsgKind::Channel(
+            Msg::Channel(
                 id,
                 ChannelMsg::ExitSignal {
                     signal_name,
@@ -573,18 +544,18 @@ impl Session {
             ) => {
                 self.exit_signal_request(id, signal_name, core_dumped, &error_message, &lang_tag)?;
             }
-            MsgKind::Channel(id, ChannelMsg::WindowAdjusted { new_size }) => {
+            Msg::Channel(id, ChannelMsg::WindowAdjusted { new_size }) => {
                 debug!("window adjusted to {new_size:?} for channel {id:?}");
             }
-            MsgKind::ChannelOpenAgent { channel_ref } => {
+            Msg::ChannelOpenAgent { channel_ref } => {
                 let id = self.channel_open_agent()?;
                 self.channels.insert(id, ServerChannel::new(channel_ref));
             }
-            MsgKind::ChannelOpenSession { channel_ref } => {
+            Msg::ChannelOpenSession { channel_ref } => {
                 let id = self.channel_open_session()?;
                 self.channels.insert(id, ServerChannel::new(channel_ref));
             }
-            MsgKind::ChannelOpenDirectTcpIp {
+            Msg::ChannelOpenDirectTcpIp {
                 host_to_connect,
                 port_to_connect,
                 originator_address,
@@ -599,14 +570,14 @@ impl Session {
                 )?;
                 self.channels.insert(id, ServerChannel::new(channel_ref));
             }
-            MsgKind::ChannelOpenDirectStreamLocal {
+            Msg::ChannelOpenDirectStreamLocal {
                 socket_path,
                 channel_ref,
             } => {
                 let id = self.channel_open_direct_streamlocal(&socket_path)?;
                 self.channels.insert(id, ServerChannel::new(channel_ref));
             }
-            MsgKind::ChannelOpenForwardedTcpIp {
+            Msg::ChannelOpenForwardedTcpIp {
                 connected_address,
                 connected_port,
                 originator_address,
@@ -621,14 +592,14 @@ impl Session {
                 )?;
                 self.channels.insert(id, ServerChannel::new(channel_ref));
             }
-            MsgKind::ChannelOpenForwardedStreamLocal {
+            Msg::ChannelOpenForwardedStreamLocal {
                 server_socket_path,
                 channel_ref,
             } => {
                 let id = self.channel_open_forwarded_streamlocal(&server_socket_path)?;
                 self.channels.insert(id, ServerChannel::new(channel_ref));
             }
-            MsgKind::ChannelOpenX11 {
+            Msg::ChannelOpenX11 {
                 originator_address,
                 originator_port,
                 channel_ref,
@@ -636,21 +607,21 @@ impl Session {
                 let id = self.channel_open_x11(&originator_address, originator_port)?;
                 self.channels.insert(id, ServerChannel::new(channel_ref));
             }
-            MsgKind::TcpIpForward {
+            Msg::TcpIpForward {
                 address,
                 port,
                 reply_channel,
             } => {
                 self.tcpip_forward(&address, port, reply_channel)?;
             }
-            MsgKind::CancelTcpIpForward {
+            Msg::CancelTcpIpForward {
                 address,
                 port,
                 reply_channel,
             } => {
                 self.cancel_tcpip_forward(&address, port, reply_channel)?;
             }
-            MsgKind::Disconnect {
+            Msg::Disconnect {
                 reason,
                 description,
                 language_tag,
@@ -658,7 +629,7 @@ impl Session {
                 self.common
                     .disconnect(reason, &description, &language_tag)?;
             }
-            MsgKind::ChannelOpenReply { pending, result } => {
+            Msg::ChannelOpenReply { pending, result } => {
                 self.finalize_channel_open_reply(pending, result)?;
             }
             other => {
@@ -1679,7 +1650,7 @@ mod tests {
         let (sender, receiver) = tokio::sync::mpsc::channel(config.event_buffer_size);
         let handle = Handle {
             priority_sender,
-            sender: MsgSender(sender),
+            sender,
             channel_buffer_size: config.channel_buffer_size,
             read_wake: Arc::new(tokio::sync::Notify::new()),
         };
