@@ -249,8 +249,10 @@ impl Bound {
         // it has its own stop, given after the registry has drained.
         let audit_done = CancellationToken::new();
         let instance = crate::audit::instance_id();
+        let mut audit_reader = None;
         let audit_writer = if config.audit.enabled {
             let (subscriber, writer) = crate::audit::audit(store.clone(), instance.clone());
+            audit_reader = Some(subscriber.clone());
             subscribers.push(subscriber);
             Some(tokio::spawn(writer.write(audit_done.clone())))
         } else {
@@ -321,6 +323,7 @@ impl Bound {
         tracing::info!(addr = %api_addr, "API listening");
         let api_state = Arc::new(ApiState {
             draining: draining.clone(),
+            audit: audit_reader,
             store: store.clone(),
             control: control.clone(),
             public_host: config.ssh.public_host.clone(),

@@ -29,8 +29,16 @@ use crate::store::AuditRecord as Record;
 const BATCH: usize = 512;
 /// How long the first record of a batch waits for more. In a burst of logins the
 /// writer would otherwise wake for every few records and pay a commit (an fsync on
-/// SQLite) each time; records reach the table this much later at most.
+/// SQLite) each time; records reach the table this much later at most, unless a
+/// reader asks for them sooner (`AuditSubscriber::flushed`).
 const LINGER: Duration = Duration::from_millis(50);
+
+/// What the writer's queue carries: records, and readers waiting for everything
+/// queued before them to be stored.
+enum Item {
+    Record(Record),
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
 
 /// The audit id and running byte totals of one authenticated connection.
 struct Open {
@@ -40,13 +48,13 @@ struct Open {
 }
 
 pub struct AuditSubscriber {
-    queue: mpsc::Sender<Record>,
+    queue: mpsc::Sender<Item>,
     open: Mutex<HashMap<ConnId, Open>>,
 }
 
 /// The writer's end: run it with `write`, and `finish` it at shutdown.
 pub struct AuditWriter {
-    rx: mpsc::Receiver<Record>,
+    rx: mpsc::Receiver<Item>,
     store: Store,
     /// This gateway process, as its connections' records name it.
     instance: String,
@@ -102,9 +110,23 @@ impl AuditSubscriber {
     }
 
     fn queue(&self, record: Record) {
-        if self.queue.try_send(record).is_err() {
+        if self.queue.try_send(Item::Record(record)).is_err() {
             crate::metrics::global().audit_dropped("queue_full");
         }
+    }
+
+    /// Waits (at most `within`) until every record queued before this call is
+    /// stored, so a user who lists their sessions sees the one they just opened
+    /// rather than what the table held `LINGER` ago. Records of other gateway
+    /// processes are not waited for.
+    pub async fn flushed(&self, within: Duration) {
+        let (done, stored) = tokio::sync::oneshot::channel();
+        let _ = tokio::time::timeout(within, async {
+            if self.queue.send(Item::Barrier(done)).await.is_ok() {
+                let _ = stored.await;
+            }
+        })
+        .await;
     }
 }
 
@@ -203,35 +225,59 @@ impl Subscriber for AuditSubscriber {
     }
 }
 
+/// Moves what `recv_many` took into records to store and readers to answer.
+fn sort(
+    items: &mut Vec<Item>,
+    batch: &mut Vec<Record>,
+    waiting: &mut Vec<tokio::sync::oneshot::Sender<()>>,
+) {
+    for item in items.drain(..) {
+        match item {
+            Item::Record(record) => batch.push(record),
+            Item::Barrier(reader) => waiting.push(reader),
+        }
+    }
+}
+
 impl AuditWriter {
     /// Stores records as they come, whatever has queued within `LINGER` of the first
     /// in one transaction, until `stop`; then what is still queued (for at most a few
     /// seconds: the drain's last records included).
     pub async fn write(mut self, stop: CancellationToken) {
         let mut failures = 0u64;
+        let mut items = Vec::with_capacity(BATCH);
         let mut batch = Vec::with_capacity(BATCH);
+        let mut waiting = Vec::new();
         loop {
             tokio::select! {
-                n = self.rx.recv_many(&mut batch, BATCH) => {
+                n = self.rx.recv_many(&mut items, BATCH) => {
                     if n == 0 {
                         return;
                     }
+                    sort(&mut items, &mut batch, &mut waiting);
                     let gather = tokio::time::Instant::now() + LINGER;
-                    while batch.len() < BATCH {
+                    // A waiting reader ends the linger: what it waits for goes now.
+                    while batch.len() < BATCH && waiting.is_empty() {
                         let room = BATCH - batch.len();
-                        match tokio::time::timeout_at(gather, self.rx.recv_many(&mut batch, room)).await {
+                        match tokio::time::timeout_at(gather, self.rx.recv_many(&mut items, room)).await {
                             Ok(0) | Err(_) => break,
-                            Ok(_) => {}
+                            Ok(_) => sort(&mut items, &mut batch, &mut waiting),
                         }
                     }
                     self.store_batch(&mut batch, &mut failures).await;
+                    for reader in waiting.drain(..) {
+                        let _ = reader.send(());
+                    }
                 }
                 _ = stop.cancelled() => break,
             }
         }
         let _ = tokio::time::timeout(FLUSH, async {
-            while let Ok(record) = self.rx.try_recv() {
-                batch.push(record);
+            while let Ok(item) = self.rx.try_recv() {
+                match item {
+                    Item::Record(record) => batch.push(record),
+                    Item::Barrier(reader) => waiting.push(reader),
+                }
                 if batch.len() == BATCH {
                     self.store_batch(&mut batch, &mut failures).await;
                 }

@@ -32,6 +32,8 @@ use crate::store::Store;
 /// Shared by all handlers.
 pub struct ApiState {
     pub store: Store,
+    /// This process's audit queue, which the trail's readers wait on (`None`: off).
+    pub audit: Option<Arc<crate::audit::AuditSubscriber>>,
     pub control: Arc<dyn ControlPlane>,
     /// The address users type, for `ssh.host`/`ssh.port` in sandbox details.
     pub public_host: String,

@@ -159,6 +159,7 @@ async fn recording(
         return Err(none());
     }
     let dir = state.recordings.as_ref().ok_or_else(none)?;
+    caught_up(&state).await;
     let sessions = state
         .store
         .audit_sessions(AuditFilter::Session(&id), None, 1)
@@ -219,6 +220,17 @@ async fn everyone(
     list(&state, filter, page.limit, page.after.as_deref()).await
 }
 
+/// Longest a reader waits for this process's queued audit records to be stored.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Lets what this gateway has queued reach the table first: the session a user just
+/// opened is in the list they ask for next.
+async fn caught_up(state: &ApiState) {
+    if let Some(audit) = &state.audit {
+        audit.flushed(CATCH_UP).await;
+    }
+}
+
 async fn list(
     state: &ApiState,
     filter: AuditFilter<'_>,
@@ -237,6 +249,7 @@ async fn list(
             ApiError::bad_request("after: not a cursor this API returned as `next`")
         })?),
     };
+    caught_up(state).await;
     // One more than asked tells whether there is a next page.
     let mut rows = state
         .store
