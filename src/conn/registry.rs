@@ -595,6 +595,23 @@ impl ChannelGuard {
 
 impl Drop for ChannelGuard {
     fn drop(&mut self) {
+        // Reported while still registered: a connection task ending meanwhile then
+        // finds the channel and leaves the connection's close to this drop, so every
+        // subscriber sees a channel's totals before its connection goes (reported the
+        // other way round, the audit trail and activity lost the last channel).
+        let (bytes_in, bytes_out) = self.counters.snapshot();
+        self.conn.registry.events.emit(Event::ChannelClosed {
+            conn: self.conn.id,
+            channel: self.channel,
+            kind: self.kind,
+            program: std::mem::take(&mut self.program),
+            recording: self.recording.take(),
+            opened_ms: self.opened_ms,
+            bytes_in,
+            bytes_out,
+            last_payload_ms: self.counters.last_payload_ms(),
+            end: std::mem::replace(&mut self.end, ChannelEnd::Closed),
+        });
         let registry = &self.conn.registry;
         let finished = {
             let mut conns = registry.lock();
@@ -610,19 +627,6 @@ impl Drop for ChannelGuard {
                 None => None,
             }
         };
-        let (bytes_in, bytes_out) = self.counters.snapshot();
-        self.conn.registry.events.emit(Event::ChannelClosed {
-            conn: self.conn.id,
-            channel: self.channel,
-            kind: self.kind,
-            program: std::mem::take(&mut self.program),
-            recording: self.recording.take(),
-            opened_ms: self.opened_ms,
-            bytes_in,
-            bytes_out,
-            last_payload_ms: self.counters.last_payload_ms(),
-            end: std::mem::replace(&mut self.end, ChannelEnd::Closed),
-        });
         if let Some(entry) = finished {
             registry.report_closed(self.conn.id, entry);
         }
@@ -676,6 +680,48 @@ mod tests {
             "closed before its channel"
         );
         assert_eq!(registry.len(), 1, "still held while its channel finishes");
+        drop(channel);
+        assert_eq!(*recorder.0.lock().unwrap(), ["channel closed", "closed"]);
+        assert!(registry.is_empty());
+    }
+
+    /// Ends its connection's task while a channel's close is being reported: the
+    /// moment, between a channel task and its connection task, the race happens.
+    #[derive(Default)]
+    struct EndsTheConnection(Mutex<Option<Conn>>);
+
+    impl Subscriber for EndsTheConnection {
+        fn on_event(&self, event: &Event) {
+            if let Event::ChannelClosed { .. } = event {
+                let conn = self.0.lock().unwrap().take();
+                drop(conn);
+            }
+        }
+    }
+
+    /// The connection task ending while its last channel is being reported still
+    /// leaves every subscriber the channel before the connection's close (the audit
+    /// trail dropped a recorded shell this way, one run in fifteen).
+    #[test]
+    fn a_connection_ending_during_its_last_channels_close_is_reported_after_it() {
+        let ender = Arc::new(EndsTheConnection::default());
+        let recorder = Arc::new(Recorder::default());
+        let registry = Registry::new(Events::new(vec![ender.clone(), recorder.clone()]));
+        let admission = Admission::new(AdmissionLimits {
+            max_connections: 8,
+            max_unauthenticated: 8,
+            max_unauthenticated_per_source: 8,
+            penalty_auth_failure: Duration::ZERO,
+            penalty_no_auth: Duration::ZERO,
+            penalty_threshold: Duration::from_secs(60),
+            penalty_max: Duration::from_secs(60),
+            penalty_exempt: Vec::new(),
+        });
+        let peer: SocketAddr = "192.0.2.1:2222".parse().unwrap();
+        let (_conn_permit, preauth) = admission.admit(peer.ip()).unwrap();
+        let conn = registry.register(peer, preauth);
+        let channel = conn.open_channel(0, "session", String::new(), 4).unwrap();
+        *ender.0.lock().unwrap() = Some(conn);
         drop(channel);
         assert_eq!(*recorder.0.lock().unwrap(), ["channel closed", "closed"]);
         assert!(registry.is_empty());
