@@ -832,7 +832,7 @@ mod tests {
         let (sender, receiver) = tokio::sync::mpsc::channel(1);
         let handle = Handle {
             priority_sender,
-            sender,
+            sender: MsgSender(sender),
             channel_buffer_size: config.channel_buffer_size,
             read_wake: Arc::new(tokio::sync::Notify::new()),
         };
@@ -2059,7 +2059,7 @@ impl Session {
 
         let (channel, channel_ref) = Channel::new_tracked(
             sender_channel,
-            self.sender.sender.clone(),
+            self.sender.sender.0.clone(),
             channel_params.recipient_maximum_packet_size,
             channel_params.recipient_window_size,
             self.common.config.channel_buffer_size,
@@ -2077,7 +2077,7 @@ impl Session {
         let reply = ChannelOpenHandle::new(
             self.sender.priority_sender.clone(),
             pending,
-            |pending, result| Msg::ChannelOpenReply { pending, result },
+            |pending, result| MsgKind::ChannelOpenReply { pending, result }.into(),
         );
 
         match &msg.typ {

@@ -1138,7 +1138,7 @@ where
     let (sender, receiver) = tokio::sync::mpsc::channel(config.event_buffer_size);
     let handle = server::session::Handle {
         priority_sender,
-        sender,
+        sender: MsgSender(sender),
         channel_buffer_size: config.channel_buffer_size,
         read_wake: Arc::new(tokio::sync::Notify::new()),
     };

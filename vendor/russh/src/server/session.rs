@@ -34,7 +34,7 @@ pub struct Session {
 }
 
 #[derive(Debug)]
-pub enum Msg {
+pub enum MsgKind {
     ChannelOpenAgent {
         channel_ref: ChannelRef,
     },
@@ -92,9 +92,38 @@ pub enum Msg {
     },
 }
 
+/// What a session's two queues carry, boxed (vendor/russh patch 0008): tokio allocates
+/// a first block of 32 slots for every queue when it is created, so with the 141-byte
+/// `MsgKind` inline each connection held 2 × 4.5 KiB for queues that are empty while
+/// it idles; boxed, the slots are 8 bytes. A message costs one small allocation while
+/// it is queued.
+pub struct Msg(pub(crate) Box<MsgKind>);
+
+impl From<MsgKind> for Msg {
+    fn from(kind: MsgKind) -> Self {
+        Msg(Box::new(kind))
+    }
+}
+
 impl From<(ChannelId, ChannelMsg)> for Msg {
     fn from((id, msg): (ChannelId, ChannelMsg)) -> Self {
-        Msg::Channel(id, msg)
+        MsgKind::Channel(id, msg).into()
+    }
+}
+
+/// The bounded queue's sending end, boxing what it is given.
+#[derive(Clone, Debug)]
+pub(crate) struct MsgSender(pub(crate) Sender<Msg>);
+
+impl MsgSender {
+    pub(crate) async fn send(
+        &self,
+        kind: MsgKind,
+    ) -> Result<(), tokio::sync::mpsc::error::SendError<MsgKind>> {
+        self.0
+            .send(kind.into())
+            .await
+            .map_err(|e| tokio::sync::mpsc::error::SendError(*e.0 .0))
     }
 }
 
@@ -113,7 +142,7 @@ pub type ChannelOpenHandle = crate::ChannelOpenHandleInner<Msg>;
 /// the request/response cycle.
 pub struct Handle {
     pub(crate) priority_sender: UnboundedSender<Msg>,
-    pub(crate) sender: Sender<Msg>,
+    pub(crate) sender: MsgSender,
     pub(crate) channel_buffer_size: usize,
     /// Channel readers wake the session loop through this when it waits for them.
     pub(crate) read_wake: Arc<Notify>,
@@ -128,10 +157,10 @@ impl Handle {
     ) -> Result<(), bytes::Bytes> {
         let data = data.into();
         self.sender
-            .send(Msg::Channel(id, ChannelMsg::Data { data }))
+            .send(MsgKind::Channel(id, ChannelMsg::Data { data }))
             .await
             .map_err(|e| match e.0 {
-                Msg::Channel(_, ChannelMsg::Data { data }) => data,
+                MsgKind::Channel(_, ChannelMsg::Data { data }) => data,
                 _ => unreachable!(),
             })
     }
@@ -145,10 +174,10 @@ impl Handle {
     ) -> Result<(), bytes::Bytes> {
         let data = data.into();
         self.sender
-            .send(Msg::Channel(id, ChannelMsg::ExtendedData { ext, data }))
+            .send(MsgKind::Channel(id, ChannelMsg::ExtendedData { ext, data }))
             .await
             .map_err(|e| match e.0 {
-                Msg::Channel(_, ChannelMsg::ExtendedData { data, .. }) => data,
+                MsgKind::Channel(_, ChannelMsg::ExtendedData { data, .. }) => data,
                 _ => unreachable!(),
             })
     }
@@ -156,7 +185,7 @@ impl Handle {
     /// Send EOF to the session referenced by this handler.
     pub async fn eof(&self, id: ChannelId) -> Result<(), ()> {
         self.sender
-            .send(Msg::Channel(id, ChannelMsg::Eof))
+            .send(MsgKind::Channel(id, ChannelMsg::Eof))
             .await
             .map_err(|_| ())
     }
@@ -164,7 +193,7 @@ impl Handle {
     /// Send success to the session referenced by this handler.
     pub async fn channel_success(&self, id: ChannelId) -> Result<(), ()> {
         self.sender
-            .send(Msg::Channel(id, ChannelMsg::Success))
+            .send(MsgKind::Channel(id, ChannelMsg::Success))
             .await
             .map_err(|_| ())
     }
@@ -172,7 +201,7 @@ impl Handle {
     /// Send failure to the session referenced by this handler.
     pub async fn channel_failure(&self, id: ChannelId) -> Result<(), ()> {
         self.sender
-            .send(Msg::Channel(id, ChannelMsg::Failure))
+            .send(MsgKind::Channel(id, ChannelMsg::Failure))
             .await
             .map_err(|_| ())
     }
@@ -180,7 +209,7 @@ impl Handle {
     /// Close a channel.
     pub async fn close(&self, id: ChannelId) -> Result<(), ()> {
         self.sender
-            .send(Msg::Channel(id, ChannelMsg::Close))
+            .send(MsgKind::Channel(id, ChannelMsg::Close))
             .await
             .map_err(|_| ())
     }
@@ -190,7 +219,7 @@ impl Handle {
     /// [RFC4254](https://tools.ietf.org/html/rfc4254#section-6.8).
     pub async fn xon_xoff_request(&self, id: ChannelId, client_can_do: bool) -> Result<(), ()> {
         self.sender
-            .send(Msg::Channel(id, ChannelMsg::XonXoff { client_can_do }))
+            .send(MsgKind::Channel(id, ChannelMsg::XonXoff { client_can_do }))
             .await
             .map_err(|_| ())
     }
@@ -198,7 +227,7 @@ impl Handle {
     /// Send the exit status of a program.
     pub async fn exit_status_request(&self, id: ChannelId, exit_status: u32) -> Result<(), ()> {
         self.sender
-            .send(Msg::Channel(id, ChannelMsg::ExitStatus { exit_status }))
+            .send(MsgKind::Channel(id, ChannelMsg::ExitStatus { exit_status }))
             .await
             .map_err(|_| ())
     }
@@ -207,7 +236,7 @@ impl Handle {
     pub async fn forward_tcpip(&self, address: String, port: u32) -> Result<u32, ()> {
         let (reply_send, reply_recv) = oneshot::channel();
         self.sender
-            .send(Msg::TcpIpForward {
+            .send(MsgKind::TcpIpForward {
                 reply_channel: Some(reply_send),
                 address,
                 port,
@@ -229,7 +258,7 @@ impl Handle {
     pub async fn cancel_forward_tcpip(&self, address: String, port: u32) -> Result<(), ()> {
         let (reply_send, reply_recv) = oneshot::channel();
         self.sender
-            .send(Msg::CancelTcpIpForward {
+            .send(MsgKind::CancelTcpIpForward {
                 reply_channel: Some(reply_send),
                 address,
                 port,
@@ -256,7 +285,7 @@ impl Handle {
         let progress = channel_ref.progress().cloned();
 
         self.sender
-            .send(Msg::ChannelOpenAgent { channel_ref })
+            .send(MsgKind::ChannelOpenAgent { channel_ref })
             .await
             .map_err(|_| Error::SendError)?;
 
@@ -276,7 +305,7 @@ impl Handle {
         let progress = channel_ref.progress().cloned();
 
         self.sender
-            .send(Msg::ChannelOpenSession { channel_ref })
+            .send(MsgKind::ChannelOpenSession { channel_ref })
             .await
             .map_err(|_| Error::SendError)?;
 
@@ -302,7 +331,7 @@ impl Handle {
         let progress = channel_ref.progress().cloned();
 
         self.sender
-            .send(Msg::ChannelOpenDirectTcpIp {
+            .send(MsgKind::ChannelOpenDirectTcpIp {
                 host_to_connect: host_to_connect.into(),
                 port_to_connect,
                 originator_address: originator_address.into(),
@@ -326,7 +355,7 @@ impl Handle {
         let progress = channel_ref.progress().cloned();
 
         self.sender
-            .send(Msg::ChannelOpenDirectStreamLocal {
+            .send(MsgKind::ChannelOpenDirectStreamLocal {
                 socket_path: socket_path.into(),
                 channel_ref,
             })
@@ -349,7 +378,7 @@ impl Handle {
         let progress = channel_ref.progress().cloned();
 
         self.sender
-            .send(Msg::ChannelOpenForwardedTcpIp {
+            .send(MsgKind::ChannelOpenForwardedTcpIp {
                 connected_address: connected_address.into(),
                 connected_port,
                 originator_address: originator_address.into(),
@@ -372,7 +401,7 @@ impl Handle {
         let progress = channel_ref.progress().cloned();
 
         self.sender
-            .send(Msg::ChannelOpenForwardedStreamLocal {
+            .send(MsgKind::ChannelOpenForwardedStreamLocal {
                 server_socket_path: server_socket_path.into(),
                 channel_ref,
             })
@@ -393,7 +422,7 @@ impl Handle {
         let progress = channel_ref.progress().cloned();
 
         self.sender
-            .send(Msg::ChannelOpenX11 {
+            .send(MsgKind::ChannelOpenX11 {
                 originator_address: originator_address.into(),
                 originator_port,
                 channel_ref,
@@ -422,7 +451,7 @@ impl Handle {
                     return Ok(Channel {
                         write_half: ChannelWriteHalf {
                             id,
-                            sender: self.sender.clone(),
+                            sender: self.sender.0.clone(),
                             max_packet_size,
                             window_size: window_size_ref,
                         },
@@ -452,7 +481,7 @@ impl Handle {
         lang_tag: String,
     ) -> Result<(), ()> {
         self.sender
-            .send(Msg::Channel(
+            .send(MsgKind::Channel(
                 id,
                 ChannelMsg::ExitSignal {
                     signal_name,
@@ -473,7 +502,7 @@ impl Handle {
         language_tag: String,
     ) -> Result<(), Error> {
         self.sender
-            .send(Msg::Disconnect {
+            .send(MsgKind::Disconnect {
                 reason,
                 description,
                 language_tag,
@@ -508,32 +537,32 @@ impl Session {
     /// (sent via [`Handle`]). Shared by the `select!` receiver arm and the
     /// pre-`select!` backlog drain so the two can't drift apart.
     fn dispatch_msg(&mut self, msg: Msg) -> Result<(), Error> {
-        match msg {
-            Msg::Channel(id, ChannelMsg::Data { data }) => {
+        match *msg.0 {
+            MsgKind::Channel(id, ChannelMsg::Data { data }) => {
                 self.data(id, data)?;
             }
-            Msg::Channel(id, ChannelMsg::ExtendedData { ext, data }) => {
+            MsgKind::Channel(id, ChannelMsg::ExtendedData { ext, data }) => {
                 self.extended_data(id, ext, data)?;
             }
-            Msg::Channel(id, ChannelMsg::Eof) => {
+            MsgKind::Channel(id, ChannelMsg::Eof) => {
                 self.eof(id)?;
             }
-            Msg::Channel(id, ChannelMsg::Close) => {
+            MsgKind::Channel(id, ChannelMsg::Close) => {
                 self.close(id)?;
             }
-            Msg::Channel(id, ChannelMsg::Success) => {
+            MsgKind::Channel(id, ChannelMsg::Success) => {
                 self.channel_success(id)?;
             }
-            Msg::Channel(id, ChannelMsg::Failure) => {
+            MsgKind::Channel(id, ChannelMsg::Failure) => {
                 self.channel_failure(id)?;
             }
-            Msg::Channel(id, ChannelMsg::XonXoff { client_can_do }) => {
+            MsgKind::Channel(id, ChannelMsg::XonXoff { client_can_do }) => {
                 self.xon_xoff_request(id, client_can_do)?;
             }
-            Msg::Channel(id, ChannelMsg::ExitStatus { exit_status }) => {
+            MsgKind::Channel(id, ChannelMsg::ExitStatus { exit_status }) => {
                 self.exit_status_request(id, exit_status)?;
             }
-            Msg::Channel(
+            MsgKind::Channel(
                 id,
                 ChannelMsg::ExitSignal {
                     signal_name,
@@ -544,18 +573,18 @@ impl Session {
             ) => {
                 self.exit_signal_request(id, signal_name, core_dumped, &error_message, &lang_tag)?;
             }
-            Msg::Channel(id, ChannelMsg::WindowAdjusted { new_size }) => {
+            MsgKind::Channel(id, ChannelMsg::WindowAdjusted { new_size }) => {
                 debug!("window adjusted to {new_size:?} for channel {id:?}");
             }
-            Msg::ChannelOpenAgent { channel_ref } => {
+            MsgKind::ChannelOpenAgent { channel_ref } => {
                 let id = self.channel_open_agent()?;
                 self.channels.insert(id, ServerChannel::new(channel_ref));
             }
-            Msg::ChannelOpenSession { channel_ref } => {
+            MsgKind::ChannelOpenSession { channel_ref } => {
                 let id = self.channel_open_session()?;
                 self.channels.insert(id, ServerChannel::new(channel_ref));
             }
-            Msg::ChannelOpenDirectTcpIp {
+            MsgKind::ChannelOpenDirectTcpIp {
                 host_to_connect,
                 port_to_connect,
                 originator_address,
@@ -570,14 +599,14 @@ impl Session {
                 )?;
                 self.channels.insert(id, ServerChannel::new(channel_ref));
             }
-            Msg::ChannelOpenDirectStreamLocal {
+            MsgKind::ChannelOpenDirectStreamLocal {
                 socket_path,
                 channel_ref,
             } => {
                 let id = self.channel_open_direct_streamlocal(&socket_path)?;
                 self.channels.insert(id, ServerChannel::new(channel_ref));
             }
-            Msg::ChannelOpenForwardedTcpIp {
+            MsgKind::ChannelOpenForwardedTcpIp {
                 connected_address,
                 connected_port,
                 originator_address,
@@ -592,14 +621,14 @@ impl Session {
                 )?;
                 self.channels.insert(id, ServerChannel::new(channel_ref));
             }
-            Msg::ChannelOpenForwardedStreamLocal {
+            MsgKind::ChannelOpenForwardedStreamLocal {
                 server_socket_path,
                 channel_ref,
             } => {
                 let id = self.channel_open_forwarded_streamlocal(&server_socket_path)?;
                 self.channels.insert(id, ServerChannel::new(channel_ref));
             }
-            Msg::ChannelOpenX11 {
+            MsgKind::ChannelOpenX11 {
                 originator_address,
                 originator_port,
                 channel_ref,
@@ -607,21 +636,21 @@ impl Session {
                 let id = self.channel_open_x11(&originator_address, originator_port)?;
                 self.channels.insert(id, ServerChannel::new(channel_ref));
             }
-            Msg::TcpIpForward {
+            MsgKind::TcpIpForward {
                 address,
                 port,
                 reply_channel,
             } => {
                 self.tcpip_forward(&address, port, reply_channel)?;
             }
-            Msg::CancelTcpIpForward {
+            MsgKind::CancelTcpIpForward {
                 address,
                 port,
                 reply_channel,
             } => {
                 self.cancel_tcpip_forward(&address, port, reply_channel)?;
             }
-            Msg::Disconnect {
+            MsgKind::Disconnect {
                 reason,
                 description,
                 language_tag,
@@ -629,7 +658,7 @@ impl Session {
                 self.common
                     .disconnect(reason, &description, &language_tag)?;
             }
-            Msg::ChannelOpenReply { pending, result } => {
+            MsgKind::ChannelOpenReply { pending, result } => {
                 self.finalize_channel_open_reply(pending, result)?;
             }
             other => {
@@ -1650,7 +1679,7 @@ mod tests {
         let (sender, receiver) = tokio::sync::mpsc::channel(config.event_buffer_size);
         let handle = Handle {
             priority_sender,
-            sender,
+            sender: MsgSender(sender),
             channel_buffer_size: config.channel_buffer_size,
             read_wake: Arc::new(tokio::sync::Notify::new()),
         };
