@@ -115,8 +115,22 @@ fn jetbrains_gateway_probes_uploads_runs_its_backend_and_forwards_over_one_conne
     let _ = ide.wait();
     let pid = std::fs::read_to_string(gw.emu.pod_dir("default", "sandbox-ide").join("backend.pid"))
         .unwrap();
+    // OpenSSH's mux master (9.2 here) can notice its client's death in a pass that
+    // runs after it looked for EOFs to send, and then sleeps in poll() with the
+    // channel's EOF and CLOSE unsent until anything else wakes it (our keepalive, at
+    // the latest, 30 s on; seen about one run in thirty). A `-O check` wakes it, as
+    // JetBrains' own client, which has no master, never needs.
+    let backend = format!("/proc/{}", pid.trim());
+    let mut last_poke = std::time::Instant::now();
     let gone = support::process::wait_until(Duration::from_secs(20), || {
-        !std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()
+        if !std::path::Path::new(&backend).exists() {
+            return true;
+        }
+        if last_poke.elapsed() >= Duration::from_secs(1) {
+            last_poke = std::time::Instant::now();
+            master.is_up();
+        }
+        false
     });
     assert!(gone, "the backend outlived its channel");
     let out = master.run("echo still-here");
