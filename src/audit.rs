@@ -35,6 +35,8 @@ const LINGER: Duration = Duration::from_millis(50);
 
 /// What the writer's queue carries: records, and readers waiting for everything
 /// queued before them to be stored.
+// Nearly every item is a record, which would only gain an allocation from boxing.
+#[allow(clippy::large_enum_variant)]
 enum Item {
     Record(Record),
     Barrier(tokio::sync::oneshot::Sender<()>),
