@@ -653,13 +653,8 @@ mod tests {
         }
     }
 
-    /// A connection whose task ends while a channel still finishes is reported closed
-    /// after that channel: subscribers (activity, audit) need the channel's totals
-    /// while they still know its connection.
-    #[test]
-    fn a_connection_closes_after_its_last_channel() {
-        let recorder = Arc::new(Recorder::default());
-        let registry = Registry::new(Events::new(vec![recorder.clone()]));
+    /// One connection admitted and registered; the permit holds its admission slot.
+    fn connected(registry: &Arc<Registry>) -> (crate::conn::admission::ConnPermit, Conn) {
         let admission = Admission::new(AdmissionLimits {
             max_connections: 8,
             max_unauthenticated: 8,
@@ -671,8 +666,18 @@ mod tests {
             penalty_exempt: Vec::new(),
         });
         let peer: SocketAddr = "192.0.2.1:2222".parse().unwrap();
-        let (_conn_permit, preauth) = admission.admit(peer.ip()).unwrap();
-        let conn = registry.register(peer, preauth);
+        let (permit, preauth) = admission.admit(peer.ip()).unwrap();
+        (permit, registry.register(peer, preauth))
+    }
+
+    /// A connection whose task ends while a channel still finishes is reported closed
+    /// after that channel: subscribers (activity, audit) need the channel's totals
+    /// while they still know its connection.
+    #[test]
+    fn a_connection_closes_after_its_last_channel() {
+        let recorder = Arc::new(Recorder::default());
+        let registry = Registry::new(Events::new(vec![recorder.clone()]));
+        let (_conn_permit, conn) = connected(&registry);
         let channel = conn.open_channel(0, "session", String::new(), 4).unwrap();
         drop(conn);
         assert!(
@@ -707,19 +712,7 @@ mod tests {
         let ender = Arc::new(EndsTheConnection::default());
         let recorder = Arc::new(Recorder::default());
         let registry = Registry::new(Events::new(vec![ender.clone(), recorder.clone()]));
-        let admission = Admission::new(AdmissionLimits {
-            max_connections: 8,
-            max_unauthenticated: 8,
-            max_unauthenticated_per_source: 8,
-            penalty_auth_failure: Duration::ZERO,
-            penalty_no_auth: Duration::ZERO,
-            penalty_threshold: Duration::from_secs(60),
-            penalty_max: Duration::from_secs(60),
-            penalty_exempt: Vec::new(),
-        });
-        let peer: SocketAddr = "192.0.2.1:2222".parse().unwrap();
-        let (_conn_permit, preauth) = admission.admit(peer.ip()).unwrap();
-        let conn = registry.register(peer, preauth);
+        let (_conn_permit, conn) = connected(&registry);
         let channel = conn.open_channel(0, "session", String::new(), 4).unwrap();
         *ender.0.lock().unwrap() = Some(conn);
         drop(channel);
