@@ -250,9 +250,24 @@ fn init_logging() {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // Before the runtime starts its threads: each thread that allocates may get an
+    // arena of its own, and the arena cap only holds for arenas not yet made.
     app::tune_allocator();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ssh-gateway: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(cli_main())
+}
+
+async fn cli_main() -> std::process::ExitCode {
     init_logging();
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
