@@ -555,12 +555,15 @@ fn the_charts_rules_are_enough_for_everything_the_gateway_does() {
         );
     }
 
-    // A pod deleted under a session: the gateway reads the pod to say so.
+    // A pod deleted under a session: the gateway reads the pod to say so, even though
+    // its StatefulSet has already made a new pod of the same name (the controller
+    // does at once; touching the set makes the emulator's reconcile now).
     d.doomed();
     let mut cmd = gw.ssh(&d.alice);
     cmd.arg("doomed@127.0.0.1");
     let session = live(cmd, "echo started; sleep 120", "alice's session");
     d.emu.delete_pod(WATCHED, "doomed-0");
+    d.emu.update(Kind::StatefulSet, WATCHED, "doomed", |_| {});
     let out = session.ended(Duration::from_secs(30));
     assert!(
         stderr(&out).contains("was deleted; the session has ended"),

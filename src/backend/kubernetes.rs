@@ -78,14 +78,16 @@ pub fn command(spec: &ExecSpec) -> Vec<String> {
     argv
 }
 
-fn pod_location(target: &Target) -> Result<(&str, &str, &str), BackendError> {
+/// The namespace, name, uid and container of a pod target.
+fn pod_location(target: &Target) -> Result<(&str, &str, &str, &str), BackendError> {
     match target.location() {
         Location::Pod {
             namespace,
             pod,
+            uid,
             container,
             ..
-        } => Ok((namespace, pod, container)),
+        } => Ok((namespace, pod, uid, container)),
         Location::Local { .. } => Err(BackendError::Internal(
             "the kubernetes backend needs a pod target".into(),
         )),
@@ -110,12 +112,17 @@ fn setup_error(what: &str, pod: &str, e: kube::Error) -> BackendError {
 }
 
 impl KubernetesBackend {
-    /// After a stream ends badly: was the pod deleted under us?
-    async fn pod_gone(&self, namespace: &str, pod: &str) -> bool {
+    /// After a stream ends badly: was the pod (`uid`, the object the stream ran in)
+    /// deleted under us? A StatefulSet re-creates a deleted pod under the same name at
+    /// once, so a pod of that name with another uid means ours is gone.
+    async fn pod_gone(&self, namespace: &str, pod: &str, uid: &str) -> bool {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         match tokio::time::timeout(self.timeout, api.get_opt(pod)).await {
             Ok(Ok(None)) => true,
-            Ok(Ok(Some(p))) => p.metadata.deletion_timestamp.is_some(),
+            Ok(Ok(Some(p))) => {
+                let replaced = !uid.is_empty() && p.metadata.uid.as_deref() != Some(uid);
+                p.metadata.deletion_timestamp.is_some() || replaced
+            }
             // Say why the session's end goes unexplained (a Role without `get` on
             // pods, say), rather than guessing.
             Ok(Err(e)) => {
@@ -188,7 +195,7 @@ fn explain_failure(message: &str) -> String {
 #[async_trait::async_trait]
 impl Backend for KubernetesBackend {
     async fn exec(&self, target: &Target, spec: ExecSpec) -> Result<Process, BackendError> {
-        let (namespace, pod, container) = pod_location(target)?;
+        let (namespace, pod, uid, container) = pod_location(target)?;
         let tty = spec.pty.is_some();
         let request = ExecRequest {
             namespace,
@@ -259,7 +266,7 @@ impl Backend for KubernetesBackend {
             client: self.client.clone(),
             timeout: self.timeout,
         };
-        let (namespace, pod) = (namespace.to_owned(), pod.to_owned());
+        let (namespace, pod, uid) = (namespace.to_owned(), pod.to_owned(), uid.to_owned());
         tokio::spawn(async move {
             let Ok(ended) = ended.await else {
                 let _ = exit_tx.send(Exit::Code(255));
@@ -271,7 +278,7 @@ impl Backend for KubernetesBackend {
                 ended.outcome,
                 Outcome::Lost | Outcome::Failed(_) | Outcome::Exited(137)
             );
-            let note = if suspicious && backend.pod_gone(&namespace, &pod).await {
+            let note = if suspicious && backend.pod_gone(&namespace, &pod, &uid).await {
                 Some(format!(
                     "{newline}ssh-gateway: the pod running this sandbox ({pod}) was deleted; the session has ended{newline}"
                 ))
@@ -311,7 +318,7 @@ impl Backend for KubernetesBackend {
     }
 
     async fn connect(&self, target: &Target, port: u16) -> Result<Box<dyn Duplex>, BackendError> {
-        let (namespace, pod, _) = pod_location(target)?;
+        let (namespace, pod, _, _) = pod_location(target)?;
         match tokio::time::timeout(
             self.timeout,
             portforward::open(&self.client, namespace, pod, port),
