@@ -315,3 +315,54 @@ async fn sqlite_file_survives_reopen() {
         "persisted"
     );
 }
+
+/// A user with one key and a sandbox they own, written through `store`; returns the
+/// key's fingerprint and the user's id.
+async fn seed(store: &Store) -> (String, String) {
+    let user = store.create_user("alice").await.unwrap();
+    let key = parse_public_key(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIux7Y/CL5HycGjcYjn8gjVaFq877yT1BKtBln/XMf+0 alice@laptop",
+    )
+    .unwrap();
+    store
+        .add_key(NewKey {
+            user_id: &user.id,
+            name: "laptop",
+            key: &key,
+        })
+        .await
+        .unwrap();
+    store.create_sandbox("sb", &user.id, None).await.unwrap();
+    (key.fingerprint, user.id)
+}
+
+/// The gateway's login reads on SQLite skip sqlx's pool; they must still see every
+/// commit at once, including one by another process on the same file (the admin CLI
+/// deleting a key or removing a member while the gateway serves).
+#[tokio::test]
+async fn sqlite_login_reads_see_another_writers_commits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let gateway = Store::open(&url, 2).await.unwrap();
+    let cli = Store::open(&url, 1).await.unwrap();
+    let (fingerprint, alice) = seed(&cli).await;
+    let bob = cli.create_user("bob").await.unwrap();
+
+    // Read (and so warm) everything through the gateway's handle first.
+    let key = gateway.principal_for(&fingerprint).await.unwrap().unwrap();
+    assert_eq!(key.user_id(), alice);
+    assert!(!gateway.sandbox("sb").await.unwrap().allows(&bob.id));
+
+    cli.add_member("sb", &bob.id).await.unwrap();
+    assert!(gateway.sandbox("sb").await.unwrap().allows(&bob.id));
+    cli.remove_member("sb", &bob.id).await.unwrap();
+    assert!(!gateway.sandbox("sb").await.unwrap().allows(&bob.id));
+
+    cli.delete_key(&alice, key.key_id().unwrap()).await.unwrap();
+    assert!(gateway.principal_for(&fingerprint).await.unwrap().is_none());
+    cli.delete_user(&alice).await.unwrap();
+    assert!(matches!(
+        gateway.sandbox("sb").await,
+        Err(StoreError::NotFound)
+    ));
+}

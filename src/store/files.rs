@@ -87,7 +87,7 @@ pub fn tighten(path: &Path) -> Result<(), FileModeError> {
 }
 
 /// The database file a SQLite URL names, if it names one on disk (not `:memory:`).
-fn sqlite_file(url: &str) -> Option<PathBuf> {
+pub(super) fn sqlite_file(url: &str) -> Option<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;

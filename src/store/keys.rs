@@ -136,14 +136,17 @@ impl Store {
     /// owner's id and name. Runs on every login and every new channel, so it is one
     /// round trip rather than a key lookup followed by a user lookup.
     pub async fn login_by_fingerprint(&self, fingerprint: &str) -> Result<Option<KeyLogin>> {
-        let row = sqlx::query(
-            "SELECT k.id AS key_id, u.id AS user_id, u.name AS user_name \
-             FROM ssh_keys k JOIN users u ON u.id = k.user_id \
-             WHERE k.fingerprint_sha256 = $1",
-        )
-        .bind(fingerprint)
-        .fetch_optional(&self.pool)
-        .await?;
+        if let Some(found) = self
+            .inline
+            .as_ref()
+            .and_then(|inline| inline.login_by_fingerprint(fingerprint))
+        {
+            return Ok(found);
+        }
+        let row = sqlx::query(super::inline::LOGIN_BY_FINGERPRINT)
+            .bind(fingerprint)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(KeyLogin {
             key_id: row.try_get("key_id")?,

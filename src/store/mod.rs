@@ -6,6 +6,7 @@ mod audit;
 mod certificates;
 mod changes;
 mod files;
+mod inline;
 mod keys;
 mod sandboxes;
 mod tokens;
@@ -61,6 +62,8 @@ pub struct Store {
     /// For the revocation listener's own connection. Holds the password: never logged.
     url: std::sync::Arc<str>,
     changes: changes::Changes,
+    /// On a SQLite file: the login path's reads, without sqlx's thread hop.
+    inline: Option<std::sync::Arc<inline::InlineReads>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -123,11 +126,17 @@ impl Store {
             })
             .connect(&url)
             .await?;
+        let inline = match flavor {
+            Flavor::Sqlite => files::sqlite_file(&url)
+                .map(|path| std::sync::Arc::new(inline::InlineReads::new(&path))),
+            Flavor::Postgres => None,
+        };
         Ok(Self {
             pool,
             flavor,
             url: url.into(),
             changes: changes::Changes::default(),
+            inline,
         })
     }
 

@@ -85,18 +85,19 @@ impl Store {
     }
 
     pub async fn sandbox(&self, id: &str) -> Result<Sandbox> {
+        if let Some(found) = self.inline.as_ref().and_then(|inline| inline.sandbox(id)) {
+            return found.ok_or(StoreError::NotFound);
+        }
         let row: Option<(String, String, Option<String>, i64)> =
-            sqlx::query_as("SELECT id, owner_id, workdir, created_at FROM sandboxes WHERE id = $1")
+            sqlx::query_as(super::inline::SANDBOX)
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;
         let (id, owner_id, workdir, created_at) = row.ok_or(StoreError::NotFound)?;
-        let members: Vec<(String,)> = sqlx::query_as(
-            "SELECT user_id FROM sandbox_members WHERE sandbox_id = $1 ORDER BY user_id",
-        )
-        .bind(&id)
-        .fetch_all(&self.pool)
-        .await?;
+        let members: Vec<(String,)> = sqlx::query_as(super::inline::SANDBOX_MEMBERS)
+            .bind(&id)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(Sandbox {
             id,
             owner_id,
