@@ -622,25 +622,19 @@ fn every_verb_of_the_charts_role_is_needed() {
                     "statefulsets.apps \"orphan\" is forbidden: {USER} cannot get resource \"statefulsets\" in API group \"apps\" in the namespace \"default\""
                 )
             }
-            // After a stream ends badly the pod is read, to tell a deleted pod from a
-            // lost connection: the session still ends, unexplained.
+            // Every stream is pinned to the pod its access was decided on by reading
+            // that pod once the stream is open (the exec and port-forward APIs take a
+            // name, which a re-created pod reuses): without `get`, nothing runs.
             ("pods", "get") => {
-                d.doomed();
-                let mut cmd = gw.ssh(&d.alice);
-                cmd.arg("doomed@127.0.0.1");
-                let session = live(cmd, "echo started; sleep 120", "alice's session");
-                d.emu.delete_pod(WATCHED, "doomed-0");
-                let out = session.ended(Duration::from_secs(30));
-                // 137 (SIGKILL, what the pod's processes died of) and no word why.
-                assert_eq!(out.status.code(), Some(137), "{case}: {}", stderr(&out));
-                assert!(
-                    !stderr(&out).contains("was deleted"),
-                    "{case}: {}",
-                    stderr(&out)
-                );
-                assert_clean(&out, &case);
+                let out = gw.exec(&d.alice, "alpha", "echo in");
+                assert_eq!(stderr(&out), format!("ssh-gateway: {DENIED}\n"), "{case}");
+                assert_ne!(out.status.code(), Some(0));
+                assert!(!stdout(&out).contains("in"), "{case}: it ran");
+                let (got, err) = gw.forward_l(&d.alice, "alpha");
+                assert_eq!(got, "", "{case}: the forward worked");
+                assert!(err.contains(DENIED), "{case}: {err}");
                 format!(
-                    "pods \"doomed-0\" is forbidden: {USER} cannot get resource \"pods\" in API group \"\" in the namespace \"default\""
+                    "pods \"sandbox-alpha\" is forbidden: {USER} cannot get resource \"pods\" in API group \"\" in the namespace \"default\""
                 )
             }
             // Shell, exec and SFTP are pods/exec streams: the WebSocket GET is

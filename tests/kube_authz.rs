@@ -5,10 +5,11 @@
 
 mod support;
 
+use kube_emulator::Kind;
 use serde_json::{Value, json};
 use support::kube::{KubeGateway, model_replica, sandbox};
 use support::mux::Master;
-use support::{run, stderr, stdout};
+use support::{run, run_with_input, stderr, stdout};
 
 const NO_ACCESS: &str = "does not exist or you have no access to it";
 
@@ -295,4 +296,80 @@ fn a_members_edit_on_the_pod_ends_that_members_live_session() {
     let out = run(again);
     assert!(stderr(&out).contains(NO_ACCESS), "{}", stderr(&out));
     assert!(alice.is_running());
+}
+
+/// The exec and port-forward APIs address a pod by name. A pod deleted and re-created
+/// under that name between the gateway's access check and the stream (by anyone
+/// allowed to create pods in the namespace) must receive none of the user's input and
+/// send nothing back: the gateway pins every stream to the pod object it checked,
+/// and decides again on the pod that is there now. The emulator replaces the pod as
+/// the stream request arrives, so the race is certain.
+#[test]
+fn a_pod_replaced_under_its_name_between_the_check_and_the_stream_gets_nothing() {
+    // Without the access watch, which would otherwise end the connection too (as a
+    // replaced pod is an access edit): the stream's own check must hold.
+    let gw = KubeGateway::start_with(&["default"], None, "watch_access = false\n");
+    victim(&gw);
+    let (_, bobs) = sandbox("shared", "bob");
+    let upload = gw.emu.pod_dir("default", "sandbox-shared").join("upload");
+
+    // bob swaps in a pod of his own under the name of alice's: her upload over exec
+    // must not reach it, and she is told what an unknown sandbox would tell her.
+    gw.emu
+        .replace_pod_at_next_stream("default", "sandbox-shared", Some(bobs.clone()));
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args(["shared@127.0.0.1", "cat > upload; echo stored"]);
+    let out = run_with_input(cmd, b"alice's upload\n");
+    assert_ne!(out.status.code(), Some(0), "{}\n{}", stdout(&out), gw.log());
+    assert!(!stdout(&out).contains("stored"), "{}", stdout(&out));
+    assert!(stderr(&out).contains(NO_ACCESS), "{}", stderr(&out));
+    let landed = std::fs::read_to_string(&upload).unwrap_or_default();
+    assert!(!landed.contains("alice"), "the upload reached bob's pod");
+    assert!(gw.log().contains("the pod was replaced under its name"));
+
+    // The same through a port forward: nothing she says reaches his pod's port.
+    let (_, alices) = sandbox("shared", "alice");
+    gw.emu.update_pod("default", "sandbox-shared", |p| {
+        p["metadata"]["annotations"] = alices.clone();
+    });
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let (heard_tx, heard_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in server.incoming().flatten() {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(&conn), &mut line);
+            let _ = heard_tx.send(line);
+        }
+    });
+    gw.emu
+        .replace_pod_at_next_stream("default", "sandbox-shared", Some(bobs));
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args(["-W", &format!("localhost:{port}"), "shared@127.0.0.1"]);
+    let out = run_with_input(cmd, b"alice's request\n");
+    assert_ne!(out.status.code(), Some(0), "{}\n{}", stdout(&out), gw.log());
+    let heard: Vec<String> = heard_rx.try_iter().collect();
+    assert!(
+        heard.iter().all(|line| !line.contains("alice")),
+        "bob's pod's port heard {heard:?}"
+    );
+
+    // A controller re-creating alice's pod as it was: decided again on the new pod,
+    // which is hers, and the upload goes ahead into it.
+    gw.emu.update_pod("default", "sandbox-shared", |p| {
+        p["metadata"]["annotations"] = alices.clone();
+    });
+    gw.emu
+        .replace_pod_at_next_stream("default", "sandbox-shared", None);
+    let before = gw.emu.get(Kind::Pod, "default", "sandbox-shared")["metadata"]["uid"].clone();
+    let mut cmd = gw.ssh(&gw.alice);
+    cmd.args(["shared@127.0.0.1", "cat > upload; echo stored"]);
+    let out = run_with_input(cmd, b"alice's upload\n");
+    assert_eq!(stdout(&out), "stored\n", "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&upload).unwrap(),
+        "alice's upload\n"
+    );
+    let after = gw.emu.get(Kind::Pod, "default", "sandbox-shared")["metadata"]["uid"].clone();
+    assert_ne!(before, after, "the pod was not replaced");
 }

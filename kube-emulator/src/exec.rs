@@ -87,6 +87,7 @@ pub fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, Ap
 
 /// Refuses pods that are gone or not running, before any upgrade.
 pub fn running_pod(store: &Store, ns: &str, name: &str) -> Result<Value, ApiError> {
+    store.replace_if_armed(ns, name);
     let pod = store.get(Kind::Pod, ns, name)?;
     let phase = pod["status"]["phase"].as_str().unwrap_or("Unknown");
     if phase != "Running" {

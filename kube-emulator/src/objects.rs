@@ -53,6 +53,10 @@ type Key = (Kind, String, String);
 struct Inner {
     resource_version: u64,
     objects: BTreeMap<Key, Value>,
+    /// Pods (namespace, name) to delete and re-create under the same name when the
+    /// next exec or port-forward for them arrives, with the annotations the new pod
+    /// gets (`None`: the old pod's) (`replace_pod_at_next_stream`).
+    replace_at_next_stream: BTreeMap<(String, String), Option<Value>>,
 }
 
 /// Errors shaped like the API server's.
@@ -271,6 +275,46 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    /// Fault injection for tests: when the next exec or port-forward request for this
+    /// pod arrives, the pod is deleted and re-created under its name (a new uid, as a
+    /// controller or anyone allowed to create pods could do) before the request is
+    /// served, so it lands in the new pod: the race between a client's access check
+    /// and its stream, made certain. The new pod carries `annotations`, or the old
+    /// pod's if `None` (a controller re-creating its pod).
+    pub fn replace_pod_at_next_stream(&self, ns: &str, name: &str, annotations: Option<Value>) {
+        self.inner
+            .lock()
+            .expect("store lock")
+            .replace_at_next_stream
+            .insert((ns.to_owned(), name.to_owned()), annotations);
+    }
+
+    /// Carries out an armed `replace_pod_at_next_stream` for this pod, if any.
+    pub fn replace_if_armed(&self, ns: &str, name: &str) {
+        let armed = self
+            .inner
+            .lock()
+            .expect("store lock")
+            .replace_at_next_stream
+            .remove(&(ns.to_owned(), name.to_owned()));
+        let Some(annotations) = armed else {
+            return;
+        };
+        let Ok(old) = self.delete(Kind::Pod, ns, name) else {
+            return;
+        };
+        let mut new = json!({"metadata": {"name": name}, "spec": old["spec"].clone()});
+        for field in ["labels", "annotations", "ownerReferences"] {
+            if !old["metadata"][field].is_null() {
+                new["metadata"][field] = old["metadata"][field].clone();
+            }
+        }
+        if let Some(annotations) = annotations {
+            new["metadata"]["annotations"] = annotations;
+        }
+        let _ = self.create(Kind::Pod, ns, new);
     }
 
     /// Creates or removes `<set>-<ordinal>` pods to match `spec.replicas`, and

@@ -23,6 +23,44 @@ pub struct KubernetesBackend {
 }
 
 impl KubernetesBackend {
+    /// Whether the pod named `pod` is still the object `uid` authorization was decided
+    /// on, asked once a stream to it is open. The exec and port-forward APIs address
+    /// a pod by name, so a pod deleted and re-created under that name between the
+    /// check and the stream (by anyone who may create pods there) would receive the
+    /// user's input. A pod of that name now with `uid` proves the stream reached it:
+    /// the kubelet resolved the name before this read, and a uid never returns.
+    /// Nothing flows either way until this says yes.
+    async fn still_the_pod(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+    ) -> Result<(), BackendError> {
+        if uid.is_empty() {
+            return Ok(());
+        }
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        match tokio::time::timeout(self.timeout, api.get_opt(pod)).await {
+            Ok(Ok(Some(p))) if p.metadata.uid.as_deref() == Some(uid) => Ok(()),
+            Ok(Ok(found)) => {
+                tracing::warn!(
+                    %namespace,
+                    %pod,
+                    authorized = %uid,
+                    now = found.as_ref().and_then(|p| p.metadata.uid.as_deref()).unwrap_or("none"),
+                    "the pod was replaced under its name between the access check and the stream; refused"
+                );
+                Err(BackendError::Gone(format!(
+                    "the pod running this sandbox ({pod}) was replaced just now; try again in a moment"
+                )))
+            }
+            Ok(Err(e)) => Err(setup_error("read", pod, e)),
+            Err(_) => Err(BackendError::User(
+                "the Kubernetes API did not answer in time; try again in a moment".into(),
+            )),
+        }
+    }
+
     pub fn new(client: kube::Client, timeout: Duration) -> Self {
         Self { client, timeout }
     }
@@ -214,6 +252,11 @@ impl Backend for KubernetesBackend {
                     ));
                 }
             };
+        if let Err(e) = self.still_the_pod(namespace, pod, uid).await {
+            // Closing the stream ends the program it started, unheard.
+            stream.abandon.cancel();
+            return Err(e);
+        }
         if let Some(p) = &spec.pty {
             let _ = stream.resize.send(p.size).await;
         }
@@ -318,14 +361,17 @@ impl Backend for KubernetesBackend {
     }
 
     async fn connect(&self, target: &Target, port: u16) -> Result<Box<dyn Duplex>, BackendError> {
-        let (namespace, pod, _, _) = pod_location(target)?;
+        let (namespace, pod, uid, _) = pod_location(target)?;
         match tokio::time::timeout(
             self.timeout,
             portforward::open(&self.client, namespace, pod, port),
         )
         .await
         {
-            Ok(Ok(stream)) => Ok(Box::new(stream)),
+            Ok(Ok(stream)) => {
+                self.still_the_pod(namespace, pod, uid).await?;
+                Ok(Box::new(stream))
+            }
             Ok(Err(e)) => Err(setup_error("port-forward to", pod, e)),
             Err(_) => Err(BackendError::User(
                 "the Kubernetes API did not answer in time".into(),

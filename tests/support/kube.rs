@@ -109,6 +109,14 @@ impl EmulatorThread {
         self.emulator().store.delete(Kind::Pod, ns, name).unwrap();
     }
 
+    /// The next exec or port-forward for this pod lands in a new pod of the same name
+    /// with `annotations` (`None`: the old pod's; see `Store::replace_pod_at_next_stream`).
+    pub fn replace_pod_at_next_stream(&self, ns: &str, name: &str, annotations: Option<Value>) {
+        self.emulator()
+            .store
+            .replace_pod_at_next_stream(ns, name, annotations);
+    }
+
     pub fn pod_dir(&self, ns: &str, name: &str) -> PathBuf {
         self.emulator().pod_dir(ns, name)
     }
