@@ -24,6 +24,8 @@
 //! time from the signal to the gateway's exit is what telling N clients and closing
 //! them takes (`drain_timeout_secs = 0`; the memory-after-close columns are then
 //! empty).
+//! LOAD_DB=postgres stores users and keys in a PostgreSQL the bench starts (as the
+//! tests do) instead of SQLite; the database server's CPU is not the gateway's.
 //! Not run by CI; nothing here is a pass/fail assertion.
 
 use std::net::TcpListener;
@@ -31,6 +33,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "../tests/support/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
 
 use futures::StreamExt;
 use russh::client;
@@ -42,6 +48,13 @@ fn gateway_bin() -> String {
     std::env::var("LOAD_GATEWAY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ssh-gateway").into())
 }
 const USER: &str = "bench";
+
+/// The store every gateway of the run opens (set once in `main`).
+static DATABASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn database_url() -> &'static str {
+    DATABASE.get().expect("the database is chosen first")
+}
 /// Each connection must be up within this; a slower one counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 /// After the burst, before measuring "held": lets the last callbacks and log lines
@@ -210,10 +223,11 @@ fn write_config(dir: &Path, ssh_port: u16, api_port: u16, max: usize) -> std::pa
              max_connections = {max}\ndrain_timeout_secs = 0\n\
              [admission]\nmax_unauthenticated = {max}\nmax_unauthenticated_per_source = {max}\npenalty_no_auth_secs = 0\n\
              [api]\nlisten = \"127.0.0.1:{api_port}\"\n\
-             [database]\nurl = \"sqlite://{d}/load.db\"\n\
+             [database]\nurl = \"{db}\"\n\
              [backend]\nkind = \"local\"\n\
              [control]\nkind = \"static\"\nsandbox_root = \"{d}/sandboxes\"\n{audit}",
             d = dir.display(),
+            db = database_url(),
             // LOAD_AUDIT=0: without the audit trail, to see what it costs.
             audit = if std::env::var("LOAD_AUDIT").is_ok_and(|v| v == "0") {
                 "[audit]\nenabled = false\n"
@@ -516,6 +530,16 @@ fn main() {
         .tempdir()
         .unwrap();
     let dir = dir.path();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = match std::env::var("LOAD_DB").as_deref() {
+        Ok("postgres") => rt.block_on(postgres::cluster().database("load_bench")),
+        _ => format!("sqlite://{}/load.db", dir.display()),
+    };
+    DATABASE.set(url).unwrap();
     let key_path = dir.join("id_ed25519");
     let status = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -543,16 +567,10 @@ fn main() {
             workdir.to_str().unwrap(),
         ],
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     rt.block_on(async {
-        let store =
-            ssh_gateway::store::Store::open(&format!("sqlite://{}/load.db", dir.display()), 1)
-                .await
-                .unwrap();
+        let store = ssh_gateway::store::Store::open(database_url(), 1)
+            .await
+            .unwrap();
         let user = store.user_by_name(USER).await.unwrap();
         let parsed = ssh_gateway::keys::parse_public_key(public_line.trim()).unwrap();
         store
@@ -591,8 +609,13 @@ fn main() {
         .map(|v| format!(", MALLOC_ARENA_MAX={v}"))
         .unwrap_or_default();
     println!(
-        "\ngateway allocator: {allocator}{arena}; idle connections {}; {concurrency} connects in flight; \
+        "\ngateway allocator: {allocator}{arena}; store: {}; idle connections {}; {concurrency} connects in flight; \
          rates are connect + key exchange + auth{}\n",
+        if database_url().starts_with("sqlite:") {
+            "SQLite"
+        } else {
+            "PostgreSQL (its own CPU not counted)"
+        },
         if channel {
             "each with one idle session channel"
         } else {
