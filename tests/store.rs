@@ -6,6 +6,9 @@ use ssh_gateway::keys::parse_public_key;
 use ssh_gateway::ssh::auth::KeyStore;
 use ssh_gateway::store::{NewKey, Store, StoreError};
 
+const ALICE_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIux7Y/CL5HycGjcYjn8gjVaFq877yT1BKtBln/XMf+0 alice@laptop";
+
 async fn suite(store: Store) {
     // Migrations are idempotent.
     store.migrate().await.unwrap();
@@ -60,10 +63,7 @@ async fn suite(store: Store) {
     ));
 
     // Keys: one key identifies one user.
-    let key = parse_public_key(
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIux7Y/CL5HycGjcYjn8gjVaFq877yT1BKtBln/XMf+0 alice@laptop",
-    )
-    .unwrap();
+    let key = parse_public_key(ALICE_KEY).unwrap();
     let added = store
         .add_key(NewKey {
             user_id: &alice.id,
@@ -320,10 +320,7 @@ async fn sqlite_file_survives_reopen() {
 /// key's fingerprint and the user's id.
 async fn seed(store: &Store) -> (String, String) {
     let user = store.create_user("alice").await.unwrap();
-    let key = parse_public_key(
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIux7Y/CL5HycGjcYjn8gjVaFq877yT1BKtBln/XMf+0 alice@laptop",
-    )
-    .unwrap();
+    let key = parse_public_key(ALICE_KEY).unwrap();
     store
         .add_key(NewKey {
             user_id: &user.id,

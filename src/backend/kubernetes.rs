@@ -23,44 +23,6 @@ pub struct KubernetesBackend {
 }
 
 impl KubernetesBackend {
-    /// Whether the pod named `pod` is still the object `uid` authorization was decided
-    /// on, asked once a stream to it is open. The exec and port-forward APIs address
-    /// a pod by name, so a pod deleted and re-created under that name between the
-    /// check and the stream (by anyone who may create pods there) would receive the
-    /// user's input. A pod of that name now with `uid` proves the stream reached it:
-    /// the kubelet resolved the name before this read, and a uid never returns.
-    /// Nothing flows either way until this says yes.
-    async fn still_the_pod(
-        &self,
-        namespace: &str,
-        pod: &str,
-        uid: &str,
-    ) -> Result<(), BackendError> {
-        if uid.is_empty() {
-            return Ok(());
-        }
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        match tokio::time::timeout(self.timeout, api.get_opt(pod)).await {
-            Ok(Ok(Some(p))) if p.metadata.uid.as_deref() == Some(uid) => Ok(()),
-            Ok(Ok(found)) => {
-                tracing::warn!(
-                    %namespace,
-                    %pod,
-                    authorized = %uid,
-                    now = found.as_ref().and_then(|p| p.metadata.uid.as_deref()).unwrap_or("none"),
-                    "the pod was replaced under its name between the access check and the stream; refused"
-                );
-                Err(BackendError::Gone(format!(
-                    "the pod running this sandbox ({pod}) was replaced just now; try again in a moment"
-                )))
-            }
-            Ok(Err(e)) => Err(setup_error("read", pod, e)),
-            Err(_) => Err(BackendError::User(
-                "the Kubernetes API did not answer in time; try again in a moment".into(),
-            )),
-        }
-    }
-
     pub fn new(client: kube::Client, timeout: Duration) -> Self {
         Self { client, timeout }
     }
@@ -149,18 +111,67 @@ fn setup_error(what: &str, pod: &str, e: kube::Error) -> BackendError {
     }
 }
 
+/// Whether `pod` is the object `uid` names (a target without a uid pins nothing).
+fn is_object(pod: &Pod, uid: &str) -> bool {
+    uid.is_empty() || pod.metadata.uid.as_deref() == Some(uid)
+}
+
 impl KubernetesBackend {
+    /// The pod of that name as the API server has it now (`None`: there is none),
+    /// or the API's error, or `Err` when it did not answer within the timeout.
+    async fn read_pod(
+        &self,
+        namespace: &str,
+        pod: &str,
+    ) -> Result<Result<Option<Pod>, kube::Error>, tokio::time::error::Elapsed> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        tokio::time::timeout(self.timeout, api.get_opt(pod)).await
+    }
+
+    /// Whether the pod named `pod` is still the object `uid` authorization was decided
+    /// on, asked once a stream to it is open. The exec and port-forward APIs address
+    /// a pod by name, so a pod deleted and re-created under that name between the
+    /// check and the stream (by anyone who may create pods there) would receive the
+    /// user's input. A pod of that name now with `uid` proves the stream reached it:
+    /// the kubelet resolved the name before this read, and a uid never returns.
+    /// Nothing flows either way until this says yes.
+    async fn still_the_pod(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+    ) -> Result<(), BackendError> {
+        if uid.is_empty() {
+            return Ok(());
+        }
+        match self.read_pod(namespace, pod).await {
+            Ok(Ok(Some(p))) if is_object(&p, uid) => Ok(()),
+            Ok(Ok(found)) => {
+                tracing::warn!(
+                    %namespace,
+                    %pod,
+                    authorized = %uid,
+                    now = found.as_ref().and_then(|p| p.metadata.uid.as_deref()).unwrap_or("none"),
+                    "the pod was replaced under its name between the access check and the stream; refused"
+                );
+                Err(BackendError::Gone(format!(
+                    "the pod running this sandbox ({pod}) was replaced just now; try again in a moment"
+                )))
+            }
+            Ok(Err(e)) => Err(setup_error("read", pod, e)),
+            Err(_) => Err(BackendError::User(
+                "the Kubernetes API did not answer in time; try again in a moment".into(),
+            )),
+        }
+    }
+
     /// After a stream ends badly: was the pod (`uid`, the object the stream ran in)
     /// deleted under us? A StatefulSet re-creates a deleted pod under the same name at
     /// once, so a pod of that name with another uid means ours is gone.
     async fn pod_gone(&self, namespace: &str, pod: &str, uid: &str) -> bool {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        match tokio::time::timeout(self.timeout, api.get_opt(pod)).await {
+        match self.read_pod(namespace, pod).await {
             Ok(Ok(None)) => true,
-            Ok(Ok(Some(p))) => {
-                let replaced = !uid.is_empty() && p.metadata.uid.as_deref() != Some(uid);
-                p.metadata.deletion_timestamp.is_some() || replaced
-            }
+            Ok(Ok(Some(p))) => p.metadata.deletion_timestamp.is_some() || !is_object(&p, uid),
             // Say why the session's end goes unexplained (a Role without `get` on
             // pods, say), rather than guessing.
             Ok(Err(e)) => {
